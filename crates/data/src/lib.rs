@@ -1,0 +1,2 @@
+//! Data sets for whittle: built-in synthetic keyword and image sets, the real Speech Commands
+//! and CIFAR-10 loaders, the MFCC front end, splits and normalisation.

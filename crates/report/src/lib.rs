@@ -1,0 +1,2 @@
+//! Reports of whittle: Pareto fronts, Markdown tables, SVG plots, diffs. Reads metrics and
+//! manifests, never models.

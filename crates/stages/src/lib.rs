@@ -1,0 +1,1 @@
+//! Stage kinds of whittle, one module per kind, registered with the engine.

@@ -1,0 +1,41 @@
+# whittle recipes. `just --list` shows them.
+
+# Run an experiment file (extra arguments go to `whittle run`).
+run FILE *ARGS:
+    cargo run --release -q -p whittle -- run {{FILE}} {{ARGS}}
+
+# Resume an interrupted experiment.
+resume FILE *ARGS:
+    cargo run --release -q -p whittle -- resume {{FILE}} {{ARGS}}
+
+# Show the state of every node of an experiment.
+status FILE *ARGS:
+    cargo run --release -q -p whittle -- status {{FILE}} {{ARGS}}
+
+# Explain why a node would run.
+why FILE NODE:
+    cargo run --release -q -p whittle -- why {{FILE}} '{{NODE}}'
+
+# Compare two experiments (files or report folders).
+diff A B *ARGS:
+    cargo run --release -q -p whittle -- diff {{A}} {{B}} {{ARGS}}
+
+# Remove cache entries no experiment references.
+gc *ARGS:
+    cargo run --release -q -p whittle -- gc {{ARGS}}
+
+# The test suite (the same command README.md and CI use).
+test:
+    cargo test --workspace
+
+# Long tests that are ignored by default.
+test-long:
+    cargo test --workspace --release -- --ignored
+
+# Benchmarks (engine overhead, hashing, training/inference throughput vs PyTorch when importable).
+bench:
+    cargo bench --workspace
+
+# Install PyTorch into .venv-torch for the side-by-side benchmark (large download; not for CI).
+torch:
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
