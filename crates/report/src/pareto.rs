@@ -64,13 +64,25 @@ mod tests {
     fn hand_example() {
         // params, accuracy: (10k, 0.80) (20k, 0.90) (15k, 0.78) dominated by the first,
         // (30k, 0.90) dominated by the second, (40k, 0.92).
-        let p = [(10e3, 0.80), (20e3, 0.90), (15e3, 0.78), (30e3, 0.90), (40e3, 0.92)];
+        let p = [
+            (10e3, 0.80),
+            (20e3, 0.90),
+            (15e3, 0.78),
+            (30e3, 0.90),
+            (40e3, 0.92),
+        ];
         assert_eq!(front(&p), vec![0, 1, 4]);
     }
 
     #[test]
     fn duplicates_and_nan() {
-        let p = [(1.0, 0.5), (1.0, 0.5), (f64::NAN, 0.9), (2.0, f64::NAN), (0.5, 0.4)];
+        let p = [
+            (1.0, 0.5),
+            (1.0, 0.5),
+            (f64::NAN, 0.9),
+            (2.0, f64::NAN),
+            (0.5, 0.4),
+        ];
         assert_eq!(front(&p), vec![4, 0, 1]);
     }
 

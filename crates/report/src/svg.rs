@@ -34,7 +34,10 @@ const COLOURS: [&str; 10] = [
 ];
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// "Nice" tick values covering [lo, hi] (1, 2, 5 × 10^k steps).
@@ -48,11 +51,19 @@ pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let count = |m: f64| (hi - lo) / (m * 10f64.powi(exp));
     let m = [1.0, 2.0, 5.0, 10.0]
         .into_iter()
-        .min_by(|a, b| (count(*a) - target as f64).abs().total_cmp(&(count(*b) - target as f64).abs()))
+        .min_by(|a, b| {
+            (count(*a) - target as f64)
+                .abs()
+                .total_cmp(&(count(*b) - target as f64).abs())
+        })
         .unwrap_or(1.0);
     // Tick i is i·m·10^exp, computed so that decimal ticks come out exact (0.6, not 0.6000000000000001).
     let at = |i: i64| {
-        if exp >= 0 { i as f64 * m * 10f64.powi(exp) } else { i as f64 * m / 10f64.powi(-exp) }
+        if exp >= 0 {
+            i as f64 * m * 10f64.powi(exp)
+        } else {
+            i as f64 * m / 10f64.powi(-exp)
+        }
     };
     let step = m * 10f64.powi(exp);
     let start = (lo / step).ceil() as i64;
@@ -93,15 +104,29 @@ impl Scatter {
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
         );
         let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, LEFT + (W - LEFT - RIGHT) / 2.0, esc(&self.title));
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+            LEFT + (W - LEFT - RIGHT) / 2.0,
+            esc(&self.title)
+        );
         if all.is_empty() {
-            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">no data</text>"#, W / 2.0, H / 2.0);
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">no data</text>"#,
+                W / 2.0,
+                H / 2.0
+            );
             s.push_str("</svg>\n");
             return s;
         }
         let tx = |x: f64| if self.log_x { x.log10() } else { x };
-        let (mut x0, mut x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(tx(p.0)), b.max(tx(p.0))));
-        let (mut y0, mut y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (mut x0, mut x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+            (a.min(tx(p.0)), b.max(tx(p.0)))
+        });
+        let (mut y0, mut y1) = all
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let padx = if x1 > x0 { (x1 - x0) * 0.05 } else { 0.5 };
         let pady = if y1 > y0 { (y1 - y0) * 0.08 } else { 0.05 };
         x0 -= padx;
@@ -113,13 +138,26 @@ impl Scatter {
         let px = |x: f64| LEFT + (tx(x) - x0) / (x1 - x0) * pw;
         let py = |y: f64| TOP + (1.0 - (y - y0) / (y1 - y0)) * ph;
         // Axes and grid.
-        let _ = writeln!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
+        );
         for v in ticks(y0, y1, 5) {
             let y = py(v);
-            let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, LEFT + pw, LEFT - 6.0, y + 4.0, short(v));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                LEFT + pw,
+                LEFT - 6.0,
+                y + 4.0,
+                short(v)
+            );
         }
         let xt: Vec<f64> = if self.log_x {
-            ticks(x0, x1, 5).into_iter().map(|e| 10f64.powf(e)).collect()
+            ticks(x0, x1, 5)
+                .into_iter()
+                .map(|e| 10f64.powf(e))
+                .collect()
         } else {
             ticks(x0, x1, 6)
         };
@@ -128,10 +166,28 @@ impl Scatter {
             if !(LEFT - 0.5..=LEFT + pw + 0.5).contains(&x) {
                 continue;
             }
-            let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, TOP + ph, TOP + ph + 16.0, short(v));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                TOP + ph,
+                TOP + ph + 16.0,
+                short(v)
+            );
         }
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, H - 14.0, esc(&self.x_label));
-        let _ = writeln!(s, r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#, TOP + ph / 2.0, TOP + ph / 2.0, esc(&self.y_label));
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            LEFT + pw / 2.0,
+            H - 14.0,
+            esc(&self.x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
+            TOP + ph / 2.0,
+            TOP + ph / 2.0,
+            esc(&self.y_label)
+        );
         // Front as a step line through the non-dominated points.
         let front = crate::pareto::front(&all);
         if front.len() > 1 {
@@ -144,7 +200,10 @@ impl Scatter {
                     let _ = write!(d, " H{x:.1} V{y:.1}");
                 }
             }
-            let _ = writeln!(s, r##"<path d="{d}" fill="none" stroke="#444" stroke-dasharray="4 3"/>"##);
+            let _ = writeln!(
+                s,
+                r##"<path d="{d}" fill="none" stroke="#444" stroke-dasharray="4 3"/>"##
+            );
         }
         // Points and legend.
         for (k, series) in self.series.iter().enumerate() {
@@ -153,13 +212,33 @@ impl Scatter {
                 if !ok(*x, *y) {
                     continue;
                 }
-                let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{c}" fill-opacity="0.85"><title>{}</title></circle>"#, px(*x), py(*y), esc(label));
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{c}" fill-opacity="0.85"><title>{}</title></circle>"#,
+                    px(*x),
+                    py(*y),
+                    esc(label)
+                );
             }
             let ly = TOP + 10.0 + 18.0 * k as f64;
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{ly:.1}" r="4" fill="{c}"/><text x="{:.1}" y="{:.1}">{}</text>"#, W - RIGHT + 16.0, W - RIGHT + 26.0, ly + 4.0, esc(&series.name));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{ly:.1}" r="4" fill="{c}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                W - RIGHT + 16.0,
+                W - RIGHT + 26.0,
+                ly + 4.0,
+                esc(&series.name)
+            );
         }
         let ly = TOP + 10.0 + 18.0 * self.series.len() as f64;
-        let _ = writeln!(s, r##"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="#444" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}">Pareto front</text>"##, W - RIGHT + 10.0, W - RIGHT + 22.0, W - RIGHT + 26.0, ly + 4.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="#444" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}">Pareto front</text>"##,
+            W - RIGHT + 10.0,
+            W - RIGHT + 22.0,
+            W - RIGHT + 26.0,
+            ly + 4.0
+        );
         s.push_str("</svg>\n");
         s
     }
@@ -167,20 +246,49 @@ impl Scatter {
 
 /// Grouped bar chart: one group per layer, one bar per network (e.g. channels of a searched
 /// network next to its seed).
-pub fn bars(title: &str, y_label: &str, layers: &[String], networks: &[(String, Vec<f64>)]) -> String {
+pub fn bars(
+    title: &str,
+    y_label: &str,
+    layers: &[String],
+    networks: &[(String, Vec<f64>)],
+) -> String {
     let mut s = String::new();
     let n = layers.len().max(1) as f64;
     let k = networks.len().max(1) as f64;
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
-    let ymax = networks.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1.0) * 1.1;
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#);
+    let ymax = networks
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.1;
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, LEFT + pw / 2.0, esc(title));
-    let _ = writeln!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+        LEFT + pw / 2.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
+    );
     for v in ticks(0.0, ymax, 5) {
         let y = TOP + (1.0 - v / ymax) * ph;
-        let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, LEFT + pw, LEFT - 6.0, y + 4.0, short(v));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            y + 4.0,
+            short(v)
+        );
     }
     let gw = pw / n;
     let bw = gw * 0.8 / k;
@@ -192,14 +300,46 @@ pub fn bars(title: &str, y_label: &str, layers: &[String], networks: &[(String, 
                 continue;
             }
             let h = v / ymax * ph;
-            let _ = writeln!(s, r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} = {}</title></rect>"#, gx + bw * ni as f64, TOP + ph - h, bw, h, COLOURS[ni % COLOURS.len()], esc(name), esc(layer), short(v));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} = {}</title></rect>"#,
+                gx + bw * ni as f64,
+                TOP + ph - h,
+                bw,
+                h,
+                COLOURS[ni % COLOURS.len()],
+                esc(name),
+                esc(layer),
+                short(v)
+            );
         }
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#, gx + gw * 0.4, TOP + ph + 14.0, esc(layer));
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
+            gx + gw * 0.4,
+            TOP + ph + 14.0,
+            esc(layer)
+        );
     }
-    let _ = writeln!(s, r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#, TOP + ph / 2.0, TOP + ph / 2.0, esc(y_label));
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0,
+        esc(y_label)
+    );
     for (ni, (name, _)) in networks.iter().enumerate() {
         let ly = TOP + 10.0 + 18.0 * ni as f64;
-        let _ = writeln!(s, r#"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#, W - RIGHT + 12.0, ly - 5.0, COLOURS[ni % COLOURS.len()], W - RIGHT + 26.0, ly + 4.0, esc(name));
+        let _ = writeln!(
+            s,
+            r#"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            W - RIGHT + 12.0,
+            ly - 5.0,
+            COLOURS[ni % COLOURS.len()],
+            W - RIGHT + 26.0,
+            ly + 4.0,
+            esc(name)
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -231,15 +371,25 @@ mod tests {
             y_label: "test accuracy".into(),
             log_x: true,
             series: vec![
-                Series { name: "pit".into(), points: vec![(1e4, 0.9, "a".into()), (2e4, 0.92, "b".into())] },
-                Series { name: "l1 <x>".into(), points: vec![(1.5e4, 0.85, "c".into()), (f64::NAN, 0.5, "skip".into())] },
+                Series {
+                    name: "pit".into(),
+                    points: vec![(1e4, 0.9, "a".into()), (2e4, 0.92, "b".into())],
+                },
+                Series {
+                    name: "l1 <x>".into(),
+                    points: vec![(1.5e4, 0.85, "c".into()), (f64::NAN, 0.5, "skip".into())],
+                },
             ],
         };
         let a = plot.render();
         assert_eq!(a, plot.render());
         assert!(a.starts_with("<svg"));
         assert!(a.trim_end().ends_with("</svg>"));
-        assert_eq!(a.matches("<circle cx").count(), 3 + 2, "3 points and 2 legend markers");
+        assert_eq!(
+            a.matches("<circle cx").count(),
+            3 + 2,
+            "3 points and 2 legend markers"
+        );
         assert!(a.contains("l1 &lt;x&gt;"));
         assert!(a.contains("<path d=\"M"), "front with two points is drawn");
         assert!(!a.contains("skip"));
@@ -247,7 +397,19 @@ mod tests {
 
     #[test]
     fn bars_render_every_layer() {
-        let svg = bars("channels", "channels", &["c0".into(), "c1".into()], &[("seed".into(), vec![64.0, 64.0]), ("pit".into(), vec![20.0, 33.0])]);
-        assert_eq!(svg.matches("<rect x=").count(), 1 + 4 + 2, "frame, 4 bars, 2 legend swatches");
+        let svg = bars(
+            "channels",
+            "channels",
+            &["c0".into(), "c1".into()],
+            &[
+                ("seed".into(), vec![64.0, 64.0]),
+                ("pit".into(), vec![20.0, 33.0]),
+            ],
+        );
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            1 + 4 + 2,
+            "frame, 4 bars, 2 legend swatches"
+        );
     }
 }

@@ -67,7 +67,9 @@ impl Table {
 
 /// Escapes characters that would break a table cell (pipes, newlines).
 pub fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|").replace(['\n', '\r'], " ")
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
 }
 
 /// A count with thousands separators: 24908 → "24,908".

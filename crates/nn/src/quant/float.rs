@@ -1,0 +1,188 @@
+//! IEEE-like reduced floats T(w,t) (`004`): 1 sign bit, `w` exponent bits, `t` mantissa bits,
+//! bias 2^(w−1)−1, subnormals, round-to-nearest-even, overflow to ±Inf, NaN kept. Emulated on
+//! f32: a value is rounded to the nearest representable T(w,t) value and stored as f32.
+
+/// A reduced float format. fp16 = T(5,10), bf16 = T(8,7), fp32 = T(8,23).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FloatFormat {
+    pub exp_bits: u32,
+    pub man_bits: u32,
+}
+
+impl FloatFormat {
+    pub const FP32: Self = Self {
+        exp_bits: 8,
+        man_bits: 23,
+    };
+    pub const FP16: Self = Self {
+        exp_bits: 5,
+        man_bits: 10,
+    };
+    pub const BF16: Self = Self {
+        exp_bits: 8,
+        man_bits: 7,
+    };
+
+    /// A format emulable on f32: 2 ≤ w ≤ 8 exponent bits, t ≤ 23 mantissa bits.
+    pub fn new(exp_bits: u32, man_bits: u32) -> Result<Self, String> {
+        if !(2..=8).contains(&exp_bits) {
+            return Err(format!(
+                "float({exp_bits},{man_bits}): exponent bits must be 2..=8 to be emulated on f32"
+            ));
+        }
+        if man_bits > 23 {
+            return Err(format!(
+                "float({exp_bits},{man_bits}): mantissa bits must be 0..=23 to be emulated on f32"
+            ));
+        }
+        Ok(Self { exp_bits, man_bits })
+    }
+
+    /// Storage bits per value: 1 + w + t.
+    pub fn bits(&self) -> u32 {
+        1 + self.exp_bits + self.man_bits
+    }
+
+    pub fn bias(&self) -> i32 {
+        (1 << (self.exp_bits - 1)) - 1
+    }
+
+    /// Largest finite value: (2 − 2^−t)·2^bias.
+    pub fn max_finite(&self) -> f64 {
+        (2.0 - (-(self.man_bits as f64)).exp2()) * (self.bias() as f64).exp2()
+    }
+
+    /// Smallest positive normal value 2^(1−bias).
+    pub fn min_normal(&self) -> f64 {
+        ((1 - self.bias()) as f64).exp2()
+    }
+
+    /// Smallest positive subnormal value 2^(1−bias−t).
+    pub fn min_subnormal(&self) -> f64 {
+        ((1 - self.bias() - self.man_bits as i32) as f64).exp2()
+    }
+
+    /// Rounds `x` to the nearest value of this format (ties to even), ±Inf on overflow.
+    pub fn round(&self, x: f32) -> f32 {
+        if x.is_nan() || x.is_infinite() || x == 0.0 {
+            return x;
+        }
+        let a = (x as f64).abs();
+        let emin = 1 - self.bias();
+        // Every f32 (also subnormal) is a normal f64, so the exponent field gives floor(log2 a).
+        let e = (((a.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(emin);
+        let quantum = ((e - self.man_bits as i32) as f64).exp2();
+        // a / quantum is exact (power-of-two scaling), so a single rounding happens here.
+        let r = (a / quantum).round_ties_even() * quantum;
+        let r = if r > self.max_finite() {
+            f64::INFINITY
+        } else {
+            r
+        };
+        (r as f32).copysign(x)
+    }
+
+    /// Rounds every element in place.
+    pub fn round_slice(&self, xs: &mut [f32]) {
+        if *self == Self::FP32 {
+            return;
+        }
+        for x in xs {
+            *x = self.round(*x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    /// Deterministic f32 bit patterns covering all exponents, signs, subnormals.
+    fn sample_bits(n: usize) -> impl Iterator<Item = u32> {
+        let mut s = 0x9E3779B97F4A7C15u64;
+        (0..n).map(move |_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 16) as u32
+        })
+    }
+
+    #[test]
+    fn fp16_keeps_every_half_value() {
+        for bits in 0..=u16::MAX {
+            let v = f16::from_bits(bits).to_f32();
+            let r = FloatFormat::FP16.round(v);
+            if v.is_nan() {
+                assert!(r.is_nan());
+            } else {
+                assert_eq!(r.to_bits(), v.to_bits(), "half bits {bits:#06x} = {v:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn fp16_and_bf16_round_like_the_half_crate() {
+        for bits in sample_bits(400_000) {
+            let x = f32::from_bits(bits);
+            if x.is_nan() {
+                continue;
+            }
+            let want16 = f16::from_f32(x).to_f32();
+            assert_eq!(
+                FloatFormat::FP16.round(x).to_bits(),
+                want16.to_bits(),
+                "fp16 of {x:e} ({bits:#010x})"
+            );
+            let wantb = bf16::from_f32(x).to_f32();
+            assert_eq!(
+                FloatFormat::BF16.round(x).to_bits(),
+                wantb.to_bits(),
+                "bf16 of {x:e} ({bits:#010x})"
+            );
+        }
+    }
+
+    #[test]
+    fn float_4_3_hand_checked() {
+        // T(4,3): bias 7, max (2 − 1/8)·2^7 = 240, min normal 2^−6, min subnormal 2^−9.
+        let f = FloatFormat::new(4, 3).unwrap();
+        assert_eq!(f.bits(), 8);
+        assert_eq!(f.max_finite(), 240.0);
+        assert_eq!(f.min_normal(), 1.0 / 64.0);
+        assert_eq!(f.min_subnormal(), 1.0 / 512.0);
+        // Between 1 and 2 the spacing is 1/8: 1.0625 is a tie between 1.0 (even) and 1.125.
+        assert_eq!(f.round(1.0625), 1.0);
+        assert_eq!(
+            f.round(1.1875),
+            1.25,
+            "tie between 1.125 (odd) and 1.25 (even)"
+        );
+        assert_eq!(f.round(1.1), 1.125);
+        assert_eq!(f.round(-3.3), -3.25);
+        // Overflow: 248 is the tie between 240 (odd mantissa 111) and 256 → Inf.
+        assert_eq!(f.round(247.9), 240.0);
+        assert_eq!(f.round(248.0), f32::INFINITY);
+        assert_eq!(f.round(-1e6), f32::NEG_INFINITY);
+        // Subnormals: multiples of 2^−9; 2^−10 is a tie between 0 (even) and 2^−9.
+        assert_eq!(f.round(3.0 / 512.0 + 0.0001), 3.0 / 512.0);
+        assert_eq!(f.round(1.0 / 1024.0), 0.0);
+        assert_eq!(f.round(1.5 / 1024.0), 1.0 / 512.0);
+        assert!(f.round(f32::NAN).is_nan());
+        assert_eq!(f.round(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn fp32_is_identity_and_bad_formats_are_rejected() {
+        for bits in sample_bits(10_000) {
+            let x = f32::from_bits(bits);
+            if !x.is_nan() {
+                assert_eq!(FloatFormat::FP32.round(x).to_bits(), bits);
+            }
+        }
+        assert!(FloatFormat::new(9, 3).is_err());
+        assert!(FloatFormat::new(1, 3).is_err());
+        assert!(FloatFormat::new(5, 24).is_err());
+    }
+}
