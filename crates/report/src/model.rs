@@ -1,0 +1,178 @@
+//! The report's data: what the engine tells us about each node (its record) and the measured
+//! networks that stages list in their metrics under `models`. This is also the shape of
+//! `reports/<experiment>/metrics.json`, so `diff` can compare two runs without any model.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One node of the experiment as the engine saw it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeRecord {
+    pub node: String,
+    pub stage: String,
+    pub kind: String,
+    pub key: String,
+    /// done, cached, ran, failed, pending …
+    pub state: String,
+    pub params: Value,
+    pub metrics: Value,
+    /// Seconds the node took when it ran (also for cached nodes: the time of the original run).
+    pub duration_s: Option<f64>,
+    /// Names of the input nodes.
+    pub inputs: Vec<String>,
+}
+
+/// One measured network: a row of the report and of `metrics.json`'s `models` array.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct ModelRow {
+    pub node: String,
+    pub stage_kind: String,
+    /// train, pit, l1, bn_gamma, fisher, uniform, random, kd, … (what produced the network).
+    pub method: Option<String>,
+    pub arch: Option<String>,
+    /// Precision format (fp32 unless quantized).
+    pub format: String,
+    pub params: Option<u64>,
+    pub macs: Option<u64>,
+    pub weight_bytes: Option<u64>,
+    pub peak_activation_bytes: Option<u64>,
+    /// 0–1.
+    pub test_accuracy: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub teacher: Option<String>,
+    pub parent: Option<String>,
+    /// Anything else the stage reported for this network (λ, ratio, per-layer channels, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+const KNOWN: [&str; 13] = [
+    "node",
+    "stage_kind",
+    "method",
+    "arch",
+    "format",
+    "params",
+    "macs",
+    "weight_bytes",
+    "peak_activation_bytes",
+    "test_accuracy",
+    "latency_ms",
+    "teacher",
+    "parent",
+];
+
+impl ModelRow {
+    /// Reads one entry of a node's `metrics.models` array; the node fills `node` and
+    /// `stage_kind` when the entry leaves them out.
+    pub fn from_metrics(entry: &Value, node: &NodeRecord) -> Option<Self> {
+        let o = entry.as_object()?;
+        let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        let u = |k: &str| o.get(k).and_then(Value::as_f64).map(|v| v.round() as u64);
+        let f = |k: &str| o.get(k).and_then(Value::as_f64);
+        let extra = o
+            .iter()
+            .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(ModelRow {
+            node: s("node").unwrap_or_else(|| node.node.clone()),
+            stage_kind: s("stage_kind").unwrap_or_else(|| node.kind.clone()),
+            method: s("method"),
+            arch: s("arch"),
+            format: s("format").unwrap_or_else(|| "fp32".into()),
+            params: u("params"),
+            macs: u("macs"),
+            weight_bytes: u("weight_bytes"),
+            peak_activation_bytes: u("peak_activation_bytes"),
+            test_accuracy: f("test_accuracy"),
+            latency_ms: f("latency_ms"),
+            teacher: s("teacher"),
+            parent: s("parent"),
+            extra,
+        })
+    }
+
+    /// A readable label: node, plus the format when it is not fp32.
+    pub fn label(&self) -> String {
+        if self.format == "fp32" {
+            self.node.clone()
+        } else {
+            format!("{} @ {}", self.node, self.format)
+        }
+    }
+}
+
+/// Facts about the run that are not per node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Provenance {
+    pub experiment: String,
+    pub description: String,
+    pub file: String,
+    /// blake3 of the experiment file's bytes.
+    pub file_hash: String,
+    pub tool_version: String,
+    pub seed: u64,
+    pub machine: String,
+}
+
+/// Constraints named in the experiment's `[report]` table.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    pub max_params: Option<u64>,
+    pub max_macs: Option<u64>,
+    pub max_weight_bytes: Option<u64>,
+    pub max_peak_activation_bytes: Option<u64>,
+    pub max_latency_ms: Option<f64>,
+}
+
+/// Everything in `metrics.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Document {
+    pub provenance: Provenance,
+    pub constraints: Constraints,
+    pub nodes: Vec<NodeRecord>,
+    pub models: Vec<ModelRow>,
+}
+
+impl Document {
+    /// Collects the model rows of every node, in node order; latency measured by a separate
+    /// node (a row whose `parent` names a network and that carries `latency_ms` but no
+    /// accuracy) is joined onto that network's rows of the same format.
+    pub fn new(provenance: Provenance, constraints: Constraints, nodes: Vec<NodeRecord>) -> Self {
+        let mut models: Vec<ModelRow> = Vec::new();
+        let mut latencies: Vec<ModelRow> = Vec::new();
+        for n in &nodes {
+            if let Some(list) = n.metrics.get("models").and_then(Value::as_array) {
+                for e in list {
+                    if let Some(row) = ModelRow::from_metrics(e, n) {
+                        if row.test_accuracy.is_none()
+                            && row.latency_ms.is_some()
+                            && row.parent.is_some()
+                        {
+                            latencies.push(row);
+                        } else {
+                            models.push(row);
+                        }
+                    }
+                }
+            }
+        }
+        for l in latencies {
+            let parent = l.parent.as_deref().unwrap_or_default();
+            for m in models
+                .iter_mut()
+                .filter(|m| m.node == parent && m.format == l.format)
+            {
+                m.latency_ms = l.latency_ms;
+            }
+        }
+        Document {
+            provenance,
+            constraints,
+            nodes,
+            models,
+        }
+    }
+}

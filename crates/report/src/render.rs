@@ -1,0 +1,477 @@
+//! Renders a [`Document`] as `reports/<experiment>.md` plus the SVG plots beside it:
+//! summary, one table per axis (architectures, pruning, precision, distillation) with the
+//! computed Pareto fronts marked, plots, per-layer channel charts, provenance.
+//! Deterministic: the same document gives byte-identical files.
+
+use crate::model::{Document, ModelRow};
+use crate::pareto;
+use crate::svg::{Scatter, Series, bars};
+use crate::table::{Align, Table, percent, points_delta, thousands};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The rendered report: the Markdown text and the files for `reports/<experiment>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub markdown: String,
+    /// (file name inside the report folder, contents)
+    pub files: Vec<(String, String)>,
+}
+
+/// A cost axis of the Pareto fronts.
+#[derive(Clone, Copy)]
+struct Axis {
+    tag: &'static str,
+    title: &'static str,
+    file: &'static str,
+    get: fn(&ModelRow) -> Option<f64>,
+}
+
+const AXES: [Axis; 4] = [
+    Axis {
+        tag: "P",
+        title: "parameters",
+        file: "acc_vs_params.svg",
+        get: |m| m.params.map(|v| v as f64),
+    },
+    Axis {
+        tag: "M",
+        title: "MACs",
+        file: "acc_vs_macs.svg",
+        get: |m| m.macs.map(|v| v as f64),
+    },
+    Axis {
+        tag: "B",
+        title: "weight bytes",
+        file: "acc_vs_weight_bytes.svg",
+        get: |m| m.weight_bytes.map(|v| v as f64),
+    },
+    Axis {
+        tag: "L",
+        title: "latency (ms)",
+        file: "acc_vs_latency.svg",
+        get: |m| m.latency_ms,
+    },
+];
+
+/// For each row, the tags of the fronts it is on (e.g. "P M B").
+fn front_marks(rows: &[ModelRow]) -> Vec<String> {
+    let mut marks = vec![String::new(); rows.len()];
+    for axis in AXES {
+        let idx: Vec<usize> = (0..rows.len())
+            .filter(|&i| (axis.get)(&rows[i]).is_some() && rows[i].test_accuracy.is_some())
+            .collect();
+        let pts: Vec<(f64, f64)> = idx
+            .iter()
+            .map(|&i| {
+                (
+                    (axis.get)(&rows[i]).unwrap_or(f64::NAN),
+                    rows[i].test_accuracy.unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        for k in pareto::front(&pts) {
+            let m = &mut marks[idx[k]];
+            if !m.is_empty() {
+                m.push(' ');
+            }
+            m.push_str(axis.tag);
+        }
+    }
+    marks
+}
+
+fn opt_u(v: Option<u64>) -> String {
+    v.map(thousands).unwrap_or_else(|| "–".into())
+}
+
+fn opt_acc(v: Option<f64>) -> String {
+    v.map(percent).unwrap_or_else(|| "–".into())
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
+}
+
+fn extra_str(m: &ModelRow, key: &str) -> String {
+    match m.extra.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The seed network: the first row trained from a configuration (stage kind `train`) that is
+/// named as a parent by some other row, else the first `train` row.
+fn seed_index(rows: &[ModelRow]) -> Option<usize> {
+    let trained: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].stage_kind == "train" && rows[i].format == "fp32")
+        .collect();
+    trained
+        .iter()
+        .copied()
+        .find(|&i| {
+            rows.iter()
+                .any(|r| r.parent.as_deref() == Some(rows[i].node.as_str()))
+        })
+        .or_else(|| trained.first().copied())
+}
+
+/// Accuracy of the row's parent network (fp32), if it is in the document.
+fn parent_accuracy(rows: &[ModelRow], m: &ModelRow) -> Option<f64> {
+    let p = m.parent.as_deref()?;
+    rows.iter()
+        .find(|r| r.node == p && r.format == "fp32")
+        .and_then(|r| r.test_accuracy)
+}
+
+fn summary(doc: &Document, out: &mut String) {
+    let rows = &doc.models;
+    out.push_str("## Summary\n\n");
+    if rows.is_empty() {
+        out.push_str("No measured networks yet: no stage reported `models` in its metrics.\n\n");
+        return;
+    }
+    let seed = seed_index(rows);
+    if let Some(s) = seed {
+        let r = &rows[s];
+        out.push_str(&format!(
+            "- **Seed network**: `{}` ({}) — {} parameters, {} MACs, test accuracy {}.\n",
+            r.node,
+            r.arch.clone().unwrap_or_default(),
+            opt_u(r.params),
+            opt_u(r.macs),
+            opt_acc(r.test_accuracy)
+        ));
+    }
+    let c = &doc.constraints;
+    let cons: Vec<(String, Box<dyn Fn(&ModelRow) -> bool>)> = [
+        c.max_params.map(|v| {
+            (
+                format!("≤ {} parameters", thousands(v)),
+                Box::new(move |m: &ModelRow| m.params.is_some_and(|p| p <= v))
+                    as Box<dyn Fn(&ModelRow) -> bool>,
+            )
+        }),
+        c.max_macs.map(|v| {
+            (
+                format!("≤ {} MACs", thousands(v)),
+                Box::new(move |m: &ModelRow| m.macs.is_some_and(|p| p <= v))
+                    as Box<dyn Fn(&ModelRow) -> bool>,
+            )
+        }),
+        c.max_weight_bytes.map(|v| {
+            (
+                format!("≤ {} weight bytes", thousands(v)),
+                Box::new(move |m: &ModelRow| m.weight_bytes.is_some_and(|p| p <= v))
+                    as Box<dyn Fn(&ModelRow) -> bool>,
+            )
+        }),
+        c.max_peak_activation_bytes.map(|v| {
+            (
+                format!("≤ {} peak activation bytes", thousands(v)),
+                Box::new(move |m: &ModelRow| m.peak_activation_bytes.is_some_and(|p| p <= v))
+                    as Box<dyn Fn(&ModelRow) -> bool>,
+            )
+        }),
+        c.max_latency_ms.map(|v| {
+            (
+                format!("≤ {v} ms latency"),
+                Box::new(move |m: &ModelRow| m.latency_ms.is_some_and(|p| p <= v))
+                    as Box<dyn Fn(&ModelRow) -> bool>,
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (name, ok) in &cons {
+        let best = rows
+            .iter()
+            .filter(|m| ok(m) && m.test_accuracy.is_some())
+            .max_by(|a, b| {
+                a.test_accuracy
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.test_accuracy.unwrap_or(0.0))
+                    .then(b.node.cmp(&a.node))
+            });
+        match best {
+            Some(m) => out.push_str(&format!(
+                "- **Best with {name}**: `{}` — {}, {} parameters, {} weight bytes.\n",
+                m.label(),
+                opt_acc(m.test_accuracy),
+                opt_u(m.params),
+                opt_u(m.weight_bytes)
+            )),
+            None => out.push_str(&format!(
+                "- **Best with {name}**: no measured network meets it.\n"
+            )),
+        }
+    }
+    if let Some(s) = seed {
+        let target = rows[s].test_accuracy.unwrap_or(f64::INFINITY);
+        let smallest = rows
+            .iter()
+            .filter(|m| m.test_accuracy.is_some_and(|a| a >= target) && m.weight_bytes.is_some())
+            .min_by(|a, b| {
+                a.weight_bytes
+                    .cmp(&b.weight_bytes)
+                    .then(a.params.cmp(&b.params))
+                    .then(a.node.cmp(&b.node))
+            });
+        match smallest {
+            Some(m) => out.push_str(&format!(
+                "- **Smallest network reaching the seed's accuracy** ({}): `{}` — {} weight bytes, {} parameters, {}.\n",
+                opt_acc(rows[s].test_accuracy),
+                m.label(),
+                opt_u(m.weight_bytes),
+                opt_u(m.params),
+                opt_acc(m.test_accuracy)
+            )),
+            None => out.push_str("- No network reaches the seed's accuracy.\n"),
+        }
+    }
+    out.push('\n');
+}
+
+fn model_table(
+    title: &str,
+    intro: &str,
+    rows: &[(usize, &ModelRow)],
+    all: &[ModelRow],
+    marks: &[String],
+    extra_cols: &[&str],
+    out: &mut String,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut cols: Vec<(&str, Align)> = vec![
+        ("network", Align::Left),
+        ("method", Align::Left),
+        ("format", Align::Left),
+    ];
+    cols.extend(extra_cols.iter().map(|c| (*c, Align::Right)));
+    cols.extend([
+        ("params", Align::Right),
+        ("MACs", Align::Right),
+        ("weight bytes", Align::Right),
+        ("peak act. bytes", Align::Right),
+        ("latency ms", Align::Right),
+        ("test acc.", Align::Right),
+        ("Δ vs parent (pts)", Align::Right),
+        ("front", Align::Left),
+    ]);
+    let mut t = Table::new(&cols);
+    for (i, m) in rows {
+        let mut cells = vec![
+            format!("`{}`", m.node),
+            m.method.clone().unwrap_or_default(),
+            m.format.clone(),
+        ];
+        cells.extend(extra_cols.iter().map(|c| extra_str(m, c)));
+        let delta = match (m.test_accuracy, parent_accuracy(all, m)) {
+            (Some(a), Some(p)) => points_delta(a - p),
+            _ => "–".into(),
+        };
+        cells.extend([
+            opt_u(m.params),
+            opt_u(m.macs),
+            opt_u(m.weight_bytes),
+            opt_u(m.peak_activation_bytes),
+            opt_ms(m.latency_ms),
+            opt_acc(m.test_accuracy),
+            delta,
+            marks[*i].clone(),
+        ]);
+        t.row(cells);
+    }
+    out.push_str(&format!("## {title}\n\n{intro}\n\n"));
+    out.push_str(&t.render());
+    out.push('\n');
+}
+
+/// Renders the whole report. `folder` is the name of the report folder relative to the
+/// Markdown file (e.g. `kws_pit`), used in image links.
+pub fn render(doc: &Document, folder: &str) -> Rendered {
+    let rows = &doc.models;
+    let marks = front_marks(rows);
+    let p = &doc.provenance;
+    let mut md = format!("# {}\n\n", p.experiment);
+    if !p.description.is_empty() {
+        md.push_str(&format!("{}\n\n", p.description.trim()));
+    }
+    summary(doc, &mut md);
+    let pick = |f: &dyn Fn(&ModelRow) -> bool| -> Vec<(usize, &ModelRow)> {
+        rows.iter().enumerate().filter(|(_, m)| f(m)).collect()
+    };
+    let front_note = "`front` lists the Pareto fronts (accuracy ↑ against P = parameters, M = MACs, B = weight bytes, L = latency ↓) a network is on, computed over every network in the report.";
+    model_table(
+        "Architectures",
+        &format!("Networks trained from their configuration. {front_note}"),
+        &pick(&|m| m.stage_kind == "train" && m.format == "fp32"),
+        rows,
+        &marks,
+        &[],
+        &mut md,
+    );
+    model_table(
+        "Pruning and search methods",
+        "Networks derived from a seed by architecture search or pruning; Δ is against the network they were derived from.",
+        &pick(&|m| {
+            matches!(m.stage_kind.as_str(), "search" | "prune" | "finetune") && m.format == "fp32"
+        }),
+        rows,
+        &marks,
+        &["lambda", "ratio"],
+        &mut md,
+    );
+    model_table(
+        "Precision formats",
+        "Each network evaluated with its weights and activations in each format (weight-only formats keep fp32 activations); Δ is against the fp32 network.",
+        &pick(&|m| m.stage_kind == "quantize"),
+        rows,
+        &marks,
+        &[],
+        &mut md,
+    );
+    model_table(
+        "Distillation",
+        "Students trained with knowledge distillation (teacher named) and the same students without it.",
+        &pick(&|m| m.stage_kind == "distill" || m.teacher.is_some()),
+        rows,
+        &marks,
+        &["teacher", "seeds", "accuracy_std"],
+        &mut md,
+    );
+
+    let mut files = Vec::new();
+    let mut plots = String::new();
+    for axis in AXES {
+        let mut by_method: BTreeMap<String, Vec<(f64, f64, String)>> = BTreeMap::new();
+        for m in rows {
+            if let (Some(x), Some(y)) = ((axis.get)(m), m.test_accuracy) {
+                let group = if m.format == "fp32" {
+                    m.method.clone().unwrap_or_else(|| m.stage_kind.clone())
+                } else {
+                    m.format.clone()
+                };
+                by_method.entry(group).or_default().push((x, y, m.label()));
+            }
+        }
+        if by_method.values().map(Vec::len).sum::<usize>() < 2 {
+            continue;
+        }
+        let plot = Scatter {
+            title: format!("test accuracy vs {}", axis.title),
+            x_label: axis.title.to_string(),
+            y_label: "test accuracy".into(),
+            log_x: true,
+            series: by_method
+                .into_iter()
+                .map(|(name, points)| Series { name, points })
+                .collect(),
+        };
+        plots.push_str(&format!(
+            "![test accuracy vs {}]({folder}/{})\n\n",
+            axis.title, axis.file
+        ));
+        files.push((axis.file.to_string(), plot.render()));
+    }
+    // Per-layer channels of searched/pruned networks next to their parent.
+    for m in rows
+        .iter()
+        .filter(|m| m.format == "fp32" && m.parent.is_some())
+    {
+        let (Some(layers), Some(parent)) = (
+            m.extra.get("layers").and_then(Value::as_array),
+            rows.iter()
+                .find(|r| Some(r.node.as_str()) == m.parent.as_deref() && r.format == "fp32"),
+        ) else {
+            continue;
+        };
+        let Some(players) = parent.extra.get("layers").and_then(Value::as_array) else {
+            continue;
+        };
+        let names: Vec<String> = layers
+            .iter()
+            .map(|l| {
+                l.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect();
+        let ch = |ls: &[Value], name: &str| {
+            ls.iter()
+                .find(|l| l.get("name").and_then(Value::as_str) == Some(name))
+                .and_then(|l| l.get("c_out"))
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        let ours: Vec<f64> = names.iter().map(|n| ch(layers, n)).collect();
+        let theirs: Vec<f64> = names.iter().map(|n| ch(players, n)).collect();
+        let file = format!("channels_{}.svg", sanitize(&m.node));
+        let svg = bars(
+            &format!("output channels per layer: {} vs {}", m.node, parent.node),
+            "channels",
+            &names,
+            &[(parent.node.clone(), theirs), (m.node.clone(), ours)],
+        );
+        plots.push_str(&format!("![channels of {}]({folder}/{file})\n\n", m.node));
+        files.push((file, svg));
+    }
+    if !plots.is_empty() {
+        md.push_str("## Plots\n\nThe dashed line is the computed Pareto front.\n\n");
+        md.push_str(&plots);
+    }
+    provenance(doc, &mut md);
+    Rendered {
+        markdown: md,
+        files,
+    }
+}
+
+/// A file-name-safe version of a node name.
+pub fn sanitize(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn provenance(doc: &Document, md: &mut String) {
+    let p = &doc.provenance;
+    md.push_str("## Provenance\n\n");
+    md.push_str(&format!(
+        "- Experiment file: `{}` (blake3 `{}`), seed {}\n- Tool: whittle {}\n- Machine: {}\n\n",
+        p.file, p.file_hash, p.seed, p.tool_version, p.machine
+    ));
+    let mut t = Table::new(&[
+        ("node", Align::Left),
+        ("kind", Align::Left),
+        ("key", Align::Left),
+        ("state", Align::Left),
+        ("wall time s", Align::Right),
+    ]);
+    let mut total = 0.0;
+    for n in &doc.nodes {
+        total += n.duration_s.unwrap_or(0.0);
+        t.row(vec![
+            format!("`{}`", n.node),
+            n.kind.clone(),
+            format!("`{}`", &n.key[..n.key.len().min(12)]),
+            n.state.clone(),
+            n.duration_s
+                .map(|d| format!("{d:.1}"))
+                .unwrap_or_else(|| "–".into()),
+        ]);
+    }
+    md.push_str(&t.render());
+    md.push_str(&format!("\nTotal stage time: {total:.1} s.\n"));
+}
