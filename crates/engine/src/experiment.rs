@@ -530,14 +530,18 @@ impl Experiment {
                             break;
                         };
                         if let Some(pos) = path.iter().position(|x| x == n) {
+                            // `path` follows inputs backwards; show the data flow,
+                            // starting at the stage the walk started from
                             let mut cyc: Vec<String> = path[pos..].to_vec();
                             cyc.reverse();
+                            cyc.rotate_right(1);
                             let first = cyc[0].clone();
                             cyc.push(first.clone());
+                            let feeder = &cyc[cyc.len() - 2];
                             let idx = defs[&first]
                                 .inputs
                                 .iter()
-                                .position(|i| *i == cyc[1])
+                                .position(|i| i == feeder)
                                 .unwrap_or(0);
                             return Err(self.error_at(
                                 &[
