@@ -1,5 +1,275 @@
-//! `whittle`: the command-line front end (run, resume, status, why, diff, gc).
-fn main() {
-    eprintln!("whittle: not yet implemented");
-    std::process::exit(2);
+//! `whittle`: the command-line front end (run, resume, status, why, gc).
+//!
+//! Exit codes: 0 success, 1 a node failed (or was skipped because an input failed),
+//! 2 invalid experiment file or arguments, 130 interrupted.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use whittle_engine::{
+    Cache, CancelToken, Checkpoints, NodeState, Plan, Registry, Reporter, RunOptions, query,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "whittle",
+    version,
+    about = "Runs whole tiny-ML compression studies from one TOML file, with every stage content-hashed, cached and resumable."
+)]
+struct Cli {
+    /// Debug logs (more with RUST_LOG).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Cache folder [default: `cache/` in the current working directory].
+    #[arg(
+        long,
+        global = true,
+        env = "WHITTLE_CACHE",
+        value_name = "DIR",
+        default_value = "cache"
+    )]
+    cache: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct ExpArgs {
+    /// Experiment file (TOML).
+    file: PathBuf,
+    /// Override a value as if edited in the file, e.g. `--set stages.train.epochs=2`
+    /// (VALUE is parsed as TOML, else taken as a string). Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    exp: ExpArgs,
+    /// Core budget: nodes run in parallel while the sum of their threads fits
+    /// [default: number of cores].
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every node that is not cached; prints `summary: ran=N cached=M resumed=K failed=F`.
+    /// A node another run is writing is waited for (with a message). Ctrl-C stops cleanly
+    /// after running nodes save their state; a second Ctrl-C exits at once.
+    Run(RunArgs),
+    /// Like `run`, after listing the interrupted or failed nodes it will resume.
+    Resume(RunArgs),
+    /// Show each node with its key and state (done, pending, partial = has saved state, failed).
+    Status {
+        #[command(flatten)]
+        exp: ExpArgs,
+        /// Print a JSON array of {"node", "stage", "key", "state"} objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain why a node would run: what differs from the closest cached entry of its stage.
+    Why {
+        #[command(flatten)]
+        exp: ExpArgs,
+        /// Node name, e.g. `pit[lambda=1e-5]` (see `whittle status`).
+        node: String,
+    },
+    /// Remove cache entries that no experiment references (files given, or every
+    /// `experiments/*.toml` under the current directory), after saying how much it frees.
+    Gc {
+        /// Experiment files whose nodes are kept.
+        files: Vec<PathBuf>,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        if cli.verbose {
+            "debug".into()
+        } else {
+            "info".into()
+        }
+    });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ee) = e.downcast_ref::<whittle_engine::ExperimentError>() {
+                eprintln!("error: {ee}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    let registry = whittle_stages::registry();
+    let cache = Cache::new(&cli.cache);
+    match cli.cmd {
+        Cmd::Run(a) => run(&a, &cache, &registry, false),
+        Cmd::Resume(a) => run(&a, &cache, &registry, true),
+        Cmd::Status { exp, json } => {
+            let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
+            let rows = query::status(&plan, &cache);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let w = rows.iter().map(|r| r.node.len()).max().unwrap_or(4);
+                for r in &rows {
+                    println!("{:<w$}  {}  {}", r.node, &r.key[..16], r.state);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Why { exp, node } => {
+            let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
+            println!("{}", query::why(&plan, &cache, &node)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gc { files, dry_run } => gc(&files, dry_run, &cache, &registry),
+    }
+}
+
+fn run(a: &RunArgs, cache: &Cache, registry: &Registry, resume: bool) -> Result<ExitCode> {
+    let plan: Plan = query::load_plan(&a.exp.file, &a.exp.sets, registry)?;
+    if resume {
+        let rows = query::status(&plan, cache);
+        let todo: Vec<_> = rows
+            .iter()
+            .filter(|r| matches!(r.state, NodeState::Partial | NodeState::Failed))
+            .collect();
+        if todo.is_empty() {
+            println!("nothing to resume: no node has saved state or a failed attempt");
+        }
+        for r in todo {
+            let how = match (r.state, cache.checkpoints(&r.key).latest()) {
+                (NodeState::Failed, _) => "failed last time; will retry".to_string(),
+                (_, Some((step, _))) => format!("will resume from checkpoint {step}"),
+                _ => "will resume from its saved state".to_string(),
+            };
+            println!("resume: {} ({}) {how}", r.node, &r.key[..12]);
+        }
+    }
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let cancel = CancelToken::default();
+    install_ctrlc(cancel.clone());
+    let opts = RunOptions {
+        jobs,
+        cancel,
+        reporter: Reporter::auto(),
+    };
+    let summary = whittle_engine::run(&plan, cache, registry, &opts)?;
+    if summary.skipped > 0 {
+        eprintln!(
+            "skipped {} node(s) downstream of a failure",
+            summary.skipped
+        );
+    }
+    for (node, err) in &summary.failures {
+        eprintln!("failed: {node}: {}", err.lines().next().unwrap_or(""));
+    }
+    if summary.cancelled {
+        eprintln!(
+            "interrupted: {} node(s) not finished; their saved state is kept — run `whittle resume {}` to continue",
+            summary.interrupted,
+            a.exp.file.display()
+        );
+    }
+    println!("{}", summary.line());
+    Ok(if summary.cancelled {
+        ExitCode::from(130)
+    } else if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn install_ctrlc(cancel: CancelToken) {
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    let r = ctrlc::set_handler(move || {
+        if HITS.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!(
+                "\ninterrupt: letting running nodes save and stop (Ctrl-C again to exit at once)"
+            );
+            cancel.cancel();
+        } else {
+            eprintln!("\ninterrupt: exiting now");
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = r {
+        tracing::debug!("cannot install the Ctrl-C handler: {e}");
+    }
+}
+
+fn gc(files: &[PathBuf], dry_run: bool, cache: &Cache, registry: &Registry) -> Result<ExitCode> {
+    let files: Vec<PathBuf> = if files.is_empty() {
+        let dir = Path::new("experiments");
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| {
+                format!(
+                    "cannot list {}; give experiment files explicitly",
+                    dir.display()
+                )
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        files.to_vec()
+    };
+    let mut keep = HashSet::new();
+    for f in &files {
+        let plan = query::load_plan(f, &[], registry).with_context(|| {
+            format!(
+                "gc keeps nothing it cannot account for; fix {} first",
+                f.display()
+            )
+        })?;
+        keep.extend(plan.nodes.iter().map(|n| n.key.clone()));
+    }
+    let plan = query::gc_plan(cache, &keep);
+    println!(
+        "gc: {} experiment file(s) reference {} node(s); {} cached entr(y/ies) kept; {} item(s) to remove, freeing {}",
+        files.len(),
+        keep.len(),
+        plan.kept,
+        plan.remove.len(),
+        query::human_bytes(plan.bytes())
+    );
+    if dry_run {
+        for (p, b) in &plan.remove {
+            println!("would remove {} ({})", p.display(), query::human_bytes(*b));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let freed = query::gc_apply(cache, &plan)?;
+    println!("gc: freed {}", query::human_bytes(freed));
+    Ok(ExitCode::SUCCESS)
 }

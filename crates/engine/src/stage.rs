@@ -139,6 +139,11 @@ pub trait Checkpoints: Send + Sync {
     ) -> anyhow::Result<()>;
     /// The newest complete checkpoint, if any: (step, folder).
     fn latest(&self) -> Option<(u64, PathBuf)>;
+    /// A folder that survives interruption, for stages that manage their own resume state
+    /// (the `command` kind passes it as `WHITTLE_CHECKPOINTS`). `None` if not supported.
+    fn scratch_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Everything a running node may see.

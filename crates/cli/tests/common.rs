@@ -1,0 +1,78 @@
+//! Helpers shared by the CLI tests: run the built `whittle` binary in a folder with a cache.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn whittle(dir: &Path, cache: &Path, args: &[&str]) -> Output {
+    cmd(dir, cache, args).output().expect("spawn whittle")
+}
+
+pub fn cmd(dir: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_whittle"));
+    c.current_dir(dir)
+        .env("WHITTLE_CACHE", cache)
+        .env_remove("RUST_LOG")
+        .args(args);
+    c
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The `summary:` line of a run.
+pub fn summary(o: &Output) -> String {
+    let (out, err) = text(o);
+    out.lines()
+        .find(|l| l.starts_with("summary:"))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no summary line:\n{out}\n{err}"))
+}
+
+/// Lines of a log file that the commands append their node names to, then empty it.
+pub fn take_log(p: &Path) -> Vec<String> {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let _ = std::fs::remove_file(p);
+    let mut v: Vec<String> = s.lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// Every entry key in the cache.
+pub fn entries(cache: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cache.join("entries"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// All files under `dir` as (relative path, bytes), sorted.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p: PathBuf = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push((
+                    p.strip_prefix(base).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}

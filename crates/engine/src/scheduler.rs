@@ -1,0 +1,339 @@
+//! The scheduler: runs a plan's nodes in topological order, independent nodes in parallel
+//! within a core budget, using cached entries where valid, resuming from saved state, and
+//! stopping only the descendants of a failed node.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use anyhow::Result;
+
+use crate::cache::{Cache, InputRecord, Manifest, now_unix};
+use crate::plan::Plan;
+use crate::progress::Reporter;
+use crate::registry::Registry;
+use crate::stage::{CancelToken, Checkpoints, InputArtifact, RunContext};
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Core budget: sum of `threads` of running nodes never exceeds it.
+    pub jobs: usize,
+    pub cancel: CancelToken,
+    pub reporter: Reporter,
+}
+
+/// What happened in a run. `ran`, `cached` and `resumed` are disjoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    pub ran: usize,
+    pub cached: usize,
+    pub resumed: usize,
+    pub failed: usize,
+    /// Not run because an input failed.
+    pub skipped: usize,
+    /// Not run (or stopped) because the run was interrupted.
+    pub interrupted: usize,
+    pub cancelled: bool,
+    /// (node, error) of each failure.
+    pub failures: Vec<(String, String)>,
+}
+
+impl RunSummary {
+    /// `summary: ran=N cached=M resumed=K failed=F`.
+    pub fn line(&self) -> String {
+        format!(
+            "summary: ran={} cached={} resumed={} failed={}",
+            self.ran, self.cached, self.resumed, self.failed
+        )
+    }
+
+    /// True if every node completed.
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.skipped == 0 && self.interrupted == 0 && !self.cancelled
+    }
+}
+
+enum Outcome {
+    Cached(Manifest),
+    Ran(Manifest, bool),
+    Failed(String),
+    Cancelled,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum St {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// Run `plan`: each node is cached, resumed, run, failed or skipped.
+pub fn run(
+    plan: &Plan,
+    cache: &Cache,
+    registry: &Registry,
+    opts: &RunOptions,
+) -> Result<RunSummary> {
+    let n = plan.nodes.len();
+    let jobs = opts.jobs.max(1);
+    let children = plan.children();
+    let mut missing: Vec<usize> = plan
+        .nodes
+        .iter()
+        .map(|x| {
+            x.inputs
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        })
+        .collect();
+    let mut st = vec![St::Waiting; n];
+    let mut manifests: Vec<Option<Arc<Manifest>>> = vec![None; n];
+    let mut summary = RunSummary::default();
+    let mut free = jobs;
+    let mut running = 0usize;
+    let (tx, rx) = mpsc::channel::<(usize, usize, Outcome)>();
+
+    std::thread::scope(|s| {
+        loop {
+            // dispatch ready nodes in topological order while the budget allows
+            if !opts.cancel.is_cancelled() {
+                for i in 0..n {
+                    if st[i] != St::Waiting || missing[i] != 0 {
+                        continue;
+                    }
+                    let t = plan.nodes[i].threads.min(jobs);
+                    if t > free && running > 0 {
+                        continue;
+                    }
+                    st[i] = St::Running;
+                    free = free.saturating_sub(t);
+                    running += 1;
+                    let inputs: Vec<InputArtifact> = plan.nodes[i]
+                        .inputs
+                        .iter()
+                        .map(|&j| {
+                            let m = manifests[j].as_ref().expect("inputs complete");
+                            let up = &plan.nodes[j];
+                            InputArtifact {
+                                stage: up.stage.clone(),
+                                node: up.name.clone(),
+                                kind: up.kind.clone(),
+                                key: up.key.clone(),
+                                dir: cache.out_dir(&up.key),
+                                params: m.params.clone(),
+                                metrics: m.metrics.clone(),
+                            }
+                        })
+                        .collect();
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            execute(plan, i, t, inputs, cache, registry, opts)
+                        }))
+                        .unwrap_or_else(|p| {
+                            let msg = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Outcome::Failed(format!("panicked: {msg}"))
+                        });
+                        let _ = tx.send((i, t, out));
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, t, out)) = rx.recv() else { break };
+            running -= 1;
+            free += t;
+            let node = &plan.nodes[i];
+            let ok = match out {
+                Outcome::Cached(m) => {
+                    summary.cached += 1;
+                    manifests[i] = Some(Arc::new(m));
+                    true
+                }
+                Outcome::Ran(m, resumed) => {
+                    if resumed {
+                        summary.resumed += 1;
+                    } else {
+                        summary.ran += 1;
+                    }
+                    manifests[i] = Some(Arc::new(m));
+                    true
+                }
+                Outcome::Failed(e) => {
+                    summary.failed += 1;
+                    opts.reporter.line(&format!("FAILED {}: {e}", node.name));
+                    summary.failures.push((node.name.clone(), e));
+                    false
+                }
+                Outcome::Cancelled => {
+                    summary.interrupted += 1;
+                    false
+                }
+            };
+            if ok {
+                st[i] = St::Done;
+                for &c in &children[i] {
+                    missing[c] -= 1;
+                }
+            } else {
+                st[i] = St::Failed;
+                let mut stack = children[i].clone();
+                while let Some(c) = stack.pop() {
+                    if st[c] == St::Waiting {
+                        st[c] = St::Skipped;
+                        summary.skipped += 1;
+                        stack.extend(children[c].iter().copied());
+                    }
+                }
+            }
+        }
+    });
+    if opts.cancel.is_cancelled() {
+        summary.cancelled = true;
+        summary.interrupted += st.iter().filter(|s| **s == St::Waiting).count();
+    }
+    Ok(summary)
+}
+
+fn execute(
+    plan: &Plan,
+    i: usize,
+    threads: usize,
+    inputs: Vec<InputArtifact>,
+    cache: &Cache,
+    registry: &Registry,
+    opts: &RunOptions,
+) -> Outcome {
+    let node = &plan.nodes[i];
+    let lock = cache.lock(
+        &node.key,
+        || {
+            opts.reporter.line(&format!(
+                "waiting for {} (key {}): another whittle run is writing it",
+                node.name,
+                &node.key[..12]
+            ))
+        },
+        || opts.cancel.is_cancelled(),
+    );
+    let _lock = match lock {
+        Ok(Some(l)) => l,
+        Ok(None) => return Outcome::Cancelled,
+        Err(e) => return Outcome::Failed(format!("cannot lock the cache entry: {e:#}")),
+    };
+    match cache.verify(&node.key) {
+        Ok(Some(m)) => {
+            tracing::debug!("cached {} ({})", node.name, &node.key[..12]);
+            return Outcome::Cached(m);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let moved = cache.quarantine(&node.key);
+            tracing::warn!(
+                "cache entry of {} ({}) is corrupted: {e:#}; moved it to {} and recomputing",
+                node.name,
+                &node.key[..12],
+                moved
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|e| format!("(could not move: {e})"))
+            );
+        }
+    }
+    let pending = match cache.begin(&node.key) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(format!("cannot prepare the pending folder: {e:#}")),
+    };
+    let checkpoints = cache.checkpoints(&node.key);
+    let resumed = checkpoints.has_state();
+    let kind = registry.get(&node.kind).expect("kind validated").clone();
+    let progress = opts.reporter.node(&node.name);
+    let what = match checkpoints.latest() {
+        Some((s, _)) => format!("resume {} from checkpoint {s}", node.name),
+        None if resumed => format!("resume {}", node.name),
+        None => format!("run {}", node.name),
+    };
+    opts.reporter.line(&what);
+    let started = now_unix();
+    let out_dir = pending.join("out");
+    let ctx = RunContext {
+        node: &node.name,
+        stage: &node.stage,
+        key: &node.key,
+        params: &node.params,
+        seed: plan.experiment.seed,
+        inputs: &inputs,
+        out_dir: &out_dir,
+        experiment_dir: &plan.experiment.dir,
+        threads,
+        checkpoints: &checkpoints as &dyn Checkpoints,
+        cancel: &opts.cancel,
+        progress: &progress,
+    };
+    let result = kind.run(&ctx);
+    progress.finish();
+    let metrics = match result {
+        Ok(m) => m,
+        Err(_) if opts.cancel.is_cancelled() => {
+            opts.reporter
+                .line(&format!("stopped {} (state kept for resume)", node.name));
+            return Outcome::Cancelled;
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            cache.mark_failed(&node.key, &msg);
+            return Outcome::Failed(msg);
+        }
+    };
+    let finished = now_unix();
+    let manifest = Manifest {
+        format: 1,
+        key: node.key.clone(),
+        node: node.name.clone(),
+        stage: node.stage.clone(),
+        kind: node.kind.clone(),
+        version: node.version.clone(),
+        params: node.params.clone(),
+        inputs: inputs
+            .iter()
+            .map(|a| InputRecord {
+                stage: a.stage.clone(),
+                node: a.node.clone(),
+                key: a.key.clone(),
+            })
+            .collect(),
+        seed: plan.experiment.seed,
+        extra: node.extra.clone(),
+        outputs: Default::default(),
+        metrics: if metrics.is_null() {
+            serde_json::json!({})
+        } else {
+            metrics
+        },
+        started,
+        finished,
+        duration_secs: finished - started,
+        resumed,
+        experiment: plan.experiment.name.clone(),
+    };
+    match cache.commit(&node.key, manifest) {
+        Ok(m) => {
+            opts.reporter
+                .line(&format!("done {} in {:.2}s", node.name, m.duration_secs));
+            Outcome::Ran(m, resumed)
+        }
+        Err(e) => {
+            let msg = format!("cannot commit the result: {e:#}");
+            cache.mark_failed(&node.key, &msg);
+            Outcome::Failed(msg)
+        }
+    }
+}
