@@ -6,6 +6,6 @@
 pub mod stage;
 
 pub use stage::{
-    from_params, CancelToken, Checkpoints, InputArtifact, ParamError, Progress, RunContext,
-    StageKind,
+    CancelToken, Checkpoints, InputArtifact, ParamError, Progress, RunContext, StageKind,
+    from_params,
 };

@@ -3,8 +3,8 @@
 //! checkpoints, progress).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A parameter problem found by a stage kind. `path` is the key path inside the stage table
 /// (e.g. `["model", "channels"]`; empty = the stage table itself); the engine turns it into
@@ -16,8 +16,14 @@ pub struct ParamError {
 }
 
 impl ParamError {
-    pub fn new(path: impl IntoIterator<Item = impl Into<String>>, message: impl Into<String>) -> Self {
-        Self { path: path.into_iter().map(Into::into).collect(), message: message.into() }
+    pub fn new(
+        path: impl IntoIterator<Item = impl Into<String>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into_iter().map(Into::into).collect(),
+            message: message.into(),
+        }
     }
 }
 
@@ -48,7 +54,10 @@ pub fn from_params<T: serde::de::DeserializeOwned>(params: &toml::Table) -> Resu
             .collect();
         let message = e.into_inner().to_string();
         // serde reports an unknown field at its parent; point at the field itself.
-        if let Some(name) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
             path.push(name.to_string());
         }
         ParamError { path, message }
@@ -123,7 +132,11 @@ pub trait Progress: Send + Sync {
 pub trait Checkpoints: Send + Sync {
     /// Write checkpoint number `step`: `write` fills the given (empty) folder; the checkpoint
     /// becomes visible atomically only once `write` succeeded. Older checkpoints may be pruned.
-    fn save(&self, step: u64, write: &mut dyn FnMut(&Path) -> anyhow::Result<()>) -> anyhow::Result<()>;
+    fn save(
+        &self,
+        step: u64,
+        write: &mut dyn FnMut(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>;
     /// The newest complete checkpoint, if any: (step, folder).
     fn latest(&self) -> Option<(u64, PathBuf)>;
 }
