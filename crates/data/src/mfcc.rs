@@ -122,7 +122,7 @@ impl Mfcc {
                 params.f_max
             );
         }
-        if !(params.log_offset > 0.0) {
+        if params.log_offset.is_nan() || params.log_offset <= 0.0 {
             bail!(
                 "features: log_offset must be > 0, got {}",
                 params.log_offset
