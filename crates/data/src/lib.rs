@@ -1,2 +1,57 @@
 //! Data sets for whittle: built-in synthetic keyword and image sets, the real Speech Commands
 //! and CIFAR-10 loaders, the MFCC front end, splits and normalisation.
+//!
+//! Entry points: [`build`] (parameters + seed → [`Dataset`]), [`save`] / [`load`]
+//! (`data.safetensors` + `dataset.json`). Keyword items are MFCCs stored (N, 49, 10) =
+//! (clips, frames, coefficients): a (49, 10) one-channel image for DS-CNN, or transposed to
+//! 10 channels × 49 steps for a TCN. Image items are (N, 3, 32, 32), RGB planes in [0, 1]
+//! before normalisation.
+
+pub mod dataset;
+pub mod features;
+pub mod mfcc;
+pub mod params;
+pub mod seed;
+pub mod store;
+pub mod synth_images;
+pub mod synth_kws;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+pub use dataset::{Dataset, NormStats, Split};
+pub use mfcc::{Mfcc, MfccParams};
+pub use params::{DatasetSpec, FeatureSpec, FetchParams};
+pub use store::{load, save};
+
+/// Progress callback: (phase, done, total), e.g. ("download", bytes, total bytes) or
+/// ("train", clips, clips). Called on the calling thread only.
+pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
+
+/// Builds the data set described by `params` (resolved first) from `seed`. Downloads (URL
+/// sources) are kept in `downloads`; archives are unpacked into a temporary folder inside it
+/// that is removed afterwards.
+pub fn build(
+    params: &FetchParams,
+    seed: u64,
+    downloads: &Path,
+    progress: Progress,
+) -> Result<Dataset> {
+    let params = params.clone().resolve()?;
+    let _ = downloads;
+    let mut ds = match &params.dataset {
+        DatasetSpec::SyntheticKws(p) => synth_kws::build(p, &params.mfcc(), seed, progress)?,
+        DatasetSpec::SyntheticImages(p) => synth_images::build(p, seed, progress)?,
+    };
+    if params.normalize {
+        let axis = ds.input_shape.len() - if params.dataset.is_audio() { 1 } else { 3 };
+        ds.normalize(axis)?;
+    }
+    ds.description = serde_json::json!({
+        "params": serde_json::to_value(&params)?,
+        "seed": seed,
+        "source": ds.description,
+    });
+    Ok(ds)
+}

@@ -1,0 +1,140 @@
+//! The parameters of a `fetch` stage: which data set (with its own settings), the audio
+//! features and whether to normalise. All tables deny unknown keys; omitted keys take the
+//! defaults, and [`FetchParams::resolve`] fills and checks everything so that writing a
+//! default explicitly gives the same resolved value (the engine hashes it).
+//!
+//! TOML forms accepted for `dataset`: a bare name (`dataset = "synthetic_kws"`) or a table
+//! with a `kind` (`dataset = { kind = "speech_commands", source = "…", sha256 = "…" }`).
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::mfcc::MfccParams;
+use crate::synth_images::SyntheticImagesParams;
+use crate::synth_kws::SyntheticKwsParams;
+
+/// Which data set to build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(remote = "Self")]
+pub enum DatasetSpec {
+    SyntheticKws(SyntheticKwsParams),
+    SyntheticImages(SyntheticImagesParams),
+}
+
+impl Default for DatasetSpec {
+    fn default() -> Self {
+        DatasetSpec::SyntheticKws(SyntheticKwsParams::default())
+    }
+}
+
+impl Serialize for DatasetSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        DatasetSpec::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatasetSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DatasetSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a data set name (synthetic_kws, speech_commands, synthetic_images, cifar10) or a table with `kind`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DatasetSpec, E> {
+                let map =
+                    serde::de::value::MapDeserializer::<_, E>::new(std::iter::once(("kind", v)));
+                DatasetSpec::deserialize(map)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<DatasetSpec, A::Error> {
+                DatasetSpec::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl DatasetSpec {
+    /// The `kind` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DatasetSpec::SyntheticKws(_) => "synthetic_kws",
+            DatasetSpec::SyntheticImages(_) => "synthetic_images",
+        }
+    }
+
+    /// True for the keyword-spotting (audio → MFCC) sources.
+    pub fn is_audio(&self) -> bool {
+        matches!(self, DatasetSpec::SyntheticKws(_))
+    }
+}
+
+/// Feature extraction for audio sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureSpec {
+    Mfcc(MfccParams),
+}
+
+/// Everything a `fetch` stage needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchParams {
+    #[serde(default)]
+    pub dataset: DatasetSpec,
+    /// Audio features (audio sources only; defaults to the spec's MFCC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSpec>,
+    /// Per-channel normalisation with training-split statistics (MFCC: per coefficient).
+    #[serde(default = "yes")]
+    pub normalize: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for FetchParams {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetSpec::default(),
+            features: None,
+            normalize: true,
+        }
+    }
+}
+
+impl FetchParams {
+    /// Fills defaults (MFCC for audio) and checks every value; returns the resolved parameters.
+    pub fn resolve(mut self) -> Result<Self> {
+        if self.dataset.is_audio() {
+            let f = self
+                .features
+                .get_or_insert(FeatureSpec::Mfcc(MfccParams::default()));
+            let FeatureSpec::Mfcc(m) = f;
+            crate::mfcc::Mfcc::new(m)?;
+        } else if self.features.is_some() {
+            bail!(
+                "features: only audio data sets take features; {} has none",
+                self.dataset.name()
+            );
+        }
+        match &self.dataset {
+            DatasetSpec::SyntheticKws(p) => p.validate()?,
+            DatasetSpec::SyntheticImages(p) => p.validate()?,
+        }
+        Ok(self)
+    }
+
+    /// The MFCC settings (defaults if unset).
+    pub fn mfcc(&self) -> MfccParams {
+        match &self.features {
+            Some(FeatureSpec::Mfcc(m)) => m.clone(),
+            None => MfccParams::default(),
+        }
+    }
+}
