@@ -1,0 +1,56 @@
+//! The `fetch` stage kind: builds train / validation / test sets (synthetic or real, with
+//! features and normalisation) and stores them as `data.safetensors` + `dataset.json`.
+//! Every preprocessing parameter is part of the resolved parameters, so of the node key.
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use whittle_data::FetchParams;
+use whittle_engine::{ParamError, RunContext, StageKind, from_params};
+
+pub struct Fetch;
+
+impl StageKind for Fetch {
+    fn name(&self) -> &'static str {
+        "fetch"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
+        let p: FetchParams = from_params(params)?;
+        let p = p
+            .resolve()
+            .map_err(|e| ParamError::new(Vec::<String>::new(), format!("{e:#}")))?;
+        serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
+    }
+
+    fn threads(&self, _resolved: &Value) -> usize {
+        2
+    }
+
+    fn run(&self, ctx: &RunContext) -> Result<Value> {
+        let p: FetchParams = serde_json::from_value(ctx.params.clone())?;
+        let downloads = crate::common::downloads_dir(ctx);
+        let progress = |phase: &str, done: u64, total: u64| {
+            ctx.progress.set_message(phase);
+            ctx.progress.set_length(total);
+            ctx.progress.set_position(done);
+        };
+        let ds = crate::common::with_threads(ctx.threads, || {
+            whittle_data::build(&p, ctx.seed, &downloads, &progress)
+        })?;
+        whittle_data::save(&ds, ctx.out_dir)?;
+        let n = ds.classes.len();
+        Ok(json!({
+            "dataset": p.dataset.name(),
+            "classes": ds.classes,
+            "input_shape": ds.input_shape,
+            "train": ds.train.len(),
+            "val": ds.val.len(),
+            "test": ds.test.len(),
+            "train_per_class": ds.train.counts(n),
+        }))
+    }
+}
