@@ -20,7 +20,7 @@ pub fn write_wav(path: &Path, len: usize, channels: u16, rate: u32, bits: u16, f
     };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for n in 0..len {
-        let v = (0.3 * (2.0 * std::f64::consts::PI * freq * n as f64 / rate as f64).sin()) as f64;
+        let v = 0.3 * (2.0 * std::f64::consts::PI * freq * n as f64 / rate as f64).sin();
         for _ in 0..channels {
             match bits {
                 8 => w.write_sample((v * 127.0) as i8).unwrap(),
