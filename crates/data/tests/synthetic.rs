@@ -205,3 +205,60 @@ fn save_load_round_trip() {
     let err = format!("{:#}", load(dir.path()).unwrap_err());
     assert!(err.contains("data.safetensors"), "{err}");
 }
+
+/// Nearest-centroid test accuracy on the raw (normalised) MFCCs.
+fn nearest_centroid(ds: &Dataset) -> f64 {
+    let (k, d) = (ds.classes.len(), ds.train.item_len());
+    let mut cent = vec![0f64; k * d];
+    let counts = ds.train.counts(k);
+    for i in 0..ds.train.len() {
+        let c = ds.train.y[i] as usize;
+        for (j, v) in ds.train.item(i).iter().enumerate() {
+            cent[c * d + j] += *v as f64 / counts[c] as f64;
+        }
+    }
+    let ok = (0..ds.test.len())
+        .filter(|&i| {
+            let x = ds.test.item(i);
+            let dist = |c: usize| {
+                x.iter()
+                    .zip(&cent[c * d..])
+                    .map(|(a, b)| (*a as f64 - b).powi(2))
+                    .sum::<f64>()
+            };
+            (0..k).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap() == ds.test.y[i] as usize
+        })
+        .count();
+    ok as f64 / ds.test.len() as f64
+}
+
+#[test]
+fn kws_difficulty_is_neither_trivial_nor_random_and_grows_with_noise() {
+    let at = |snr: [f64; 2]| {
+        let p = SyntheticKwsParams {
+            train_per_class: 60,
+            val_per_class: 1,
+            test_per_class: 40,
+            snr_db: snr,
+            ..Default::default()
+        };
+        nearest_centroid(&run(
+            &FetchParams {
+                dataset: DatasetSpec::SyntheticKws(p),
+                ..Default::default()
+            },
+            9,
+            2,
+        ))
+    };
+    let default = at(SyntheticKwsParams::default().snr_db);
+    let clean = at([40.0, 40.0]);
+    let noisy = at([-10.0, -5.0]);
+    eprintln!("nearest centroid: clean {clean:.3}, default {default:.3}, very noisy {noisy:.3}");
+    // Chance is 1/12 = 0.083: far above chance, far below perfect, ordered by noise.
+    assert!(default > 0.17 && default < 0.8, "{default}");
+    assert!(
+        clean > default + 0.1 && default > noisy,
+        "{clean} {default} {noisy}"
+    );
+}
