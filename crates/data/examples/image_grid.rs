@@ -28,6 +28,6 @@ fn main() -> anyhow::Result<()> {
     let mut bytes = format!("P6\n{w} {h}\n255\n").into_bytes();
     bytes.extend(px);
     std::fs::write(&out, bytes)?;
-    println!("wrote {out} ({}: rows {:?})", "10 classes × 8", CLASSES);
+    println!("wrote {out} (10 classes × 8 samples; rows {CLASSES:?})");
     Ok(())
 }

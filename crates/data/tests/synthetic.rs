@@ -177,6 +177,28 @@ fn params_parse_from_toml_with_defaults_and_reject_unknown_keys() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("imagenet"), "{err}");
+    // The resolved parameters survive a JSON round trip (the engine hashes and stores them).
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["dataset"]["kind"], "synthetic_kws");
+    assert_eq!(json["features"]["n_mels"], 40);
+    assert_eq!(serde_json::from_value::<FetchParams>(json).unwrap(), r);
+    let err = toml::from_str::<FetchParams>(
+        "dataset = { kind = \"speech_commands\", source = \"/d\", snr_db = [1, 2] }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("snr_db"), "{err}");
+    let err = toml::from_str::<FetchParams>(r#"dataset = "speech_commands""#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("source"), "{err}");
+    let sc: FetchParams =
+        toml::from_str(r#"dataset = { kind = "speech_commands", source = "/d" }"#).unwrap();
+    let sc = sc.resolve().unwrap();
+    assert_eq!(
+        serde_json::from_value::<FetchParams>(serde_json::to_value(&sc).unwrap()).unwrap(),
+        sc
+    );
     let img: FetchParams = toml::from_str(r#"dataset = "synthetic_images""#).unwrap();
     assert!(img.resolve().unwrap().features.is_none());
     let bad: FetchParams =
@@ -186,6 +208,21 @@ fn params_parse_from_toml_with_defaults_and_reject_unknown_keys() {
 
 #[test]
 fn save_load_round_trip() {
+    // An empty split (val_per_class = 0) survives too.
+    let empty_val = FetchParams {
+        dataset: DatasetSpec::SyntheticImages(SyntheticImagesParams {
+            train_per_class: 2,
+            val_per_class: 0,
+            test_per_class: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ds = run(&empty_val, 1, 1);
+    assert_eq!(ds.val.shape, [0, 3, 32, 32]);
+    let dir = tempfile::tempdir().unwrap();
+    save(&ds, dir.path()).unwrap();
+    assert_eq!(load(dir.path()).unwrap(), ds);
     let ds = run(&small_kws(), 11, 2);
     let dir = tempfile::tempdir().unwrap();
     save(&ds, dir.path()).unwrap();
