@@ -29,6 +29,10 @@ pub use mfcc::{Mfcc, MfccParams};
 pub use params::{DatasetSpec, FeatureSpec, FetchParams};
 pub use store::{load, save};
 
+/// Version of the data-producing code: bump it whenever the same parameters and seed would
+/// give different arrays (the `fetch` stage kind should put it in its `version()`).
+pub const DATA_VERSION: &str = "1";
+
 /// Progress callback: (phase, done, total), e.g. ("download", bytes, total bytes) or
 /// ("train", clips, clips). Called on the calling thread only.
 pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);

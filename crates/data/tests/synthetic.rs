@@ -299,3 +299,28 @@ fn kws_difficulty_is_neither_trivial_nor_random_and_grows_with_noise() {
         "{clean} {default} {noisy}"
     );
 }
+
+/// The default size must be generated and featurised in under 30 s on this machine (2 cores).
+/// Timing-dependent, so not in the default run:
+/// `cargo test --release -p whittle-data --test synthetic -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn default_size_builds_within_30_s() {
+    let t = std::time::Instant::now();
+    let ds = build(
+        &FetchParams::default(),
+        42,
+        Path::new("/nonexistent"),
+        &|_, _, _| {},
+    )
+    .unwrap();
+    let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "default synthetic_kws: {} / {} / {} clips in {s:.2} s",
+        ds.train.len(),
+        ds.val.len(),
+        ds.test.len()
+    );
+    assert_eq!(ds.train.len(), 9600);
+    assert!(s < 30.0, "{s} s");
+}
