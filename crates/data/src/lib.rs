@@ -7,14 +7,18 @@
 //! 10 channels × 49 steps for a TCN. Image items are (N, 3, 32, 32), RGB planes in [0, 1]
 //! before normalisation.
 
+pub mod cifar;
 pub mod dataset;
 pub mod features;
 pub mod mfcc;
 pub mod params;
 pub mod seed;
+pub mod source;
+pub mod speech_commands;
 pub mod store;
 pub mod synth_images;
 pub mod synth_kws;
+pub mod wav;
 
 use std::path::Path;
 
@@ -24,6 +28,10 @@ pub use dataset::{Dataset, NormStats, Split};
 pub use mfcc::{Mfcc, MfccParams};
 pub use params::{DatasetSpec, FeatureSpec, FetchParams};
 pub use store::{load, save};
+
+/// Version of the data-producing code: bump it whenever the same parameters and seed would
+/// give different arrays (the `fetch` stage kind should put it in its `version()`).
+pub const DATA_VERSION: &str = "1";
 
 /// Progress callback: (phase, done, total), e.g. ("download", bytes, total bytes) or
 /// ("train", clips, clips). Called on the calling thread only.
@@ -39,10 +47,13 @@ pub fn build(
     progress: Progress,
 ) -> Result<Dataset> {
     let params = params.clone().resolve()?;
-    let _ = downloads;
     let mut ds = match &params.dataset {
         DatasetSpec::SyntheticKws(p) => synth_kws::build(p, &params.mfcc(), seed, progress)?,
         DatasetSpec::SyntheticImages(p) => synth_images::build(p, seed, progress)?,
+        DatasetSpec::SpeechCommands(p) => {
+            speech_commands::build(p, &params.mfcc(), seed, downloads, progress)?
+        }
+        DatasetSpec::Cifar10(p) => cifar::build(p, seed, downloads, progress)?,
     };
     if params.normalize {
         let axis = ds.input_shape.len() - if params.dataset.is_audio() { 1 } else { 3 };

@@ -9,7 +9,9 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::cifar::Cifar10Params;
 use crate::mfcc::MfccParams;
+use crate::speech_commands::SpeechCommandsParams;
 use crate::synth_images::SyntheticImagesParams;
 use crate::synth_kws::SyntheticKwsParams;
 
@@ -19,7 +21,9 @@ use crate::synth_kws::SyntheticKwsParams;
 #[serde(remote = "Self")]
 pub enum DatasetSpec {
     SyntheticKws(SyntheticKwsParams),
+    SpeechCommands(SpeechCommandsParams),
     SyntheticImages(SyntheticImagesParams),
+    Cifar10(Cifar10Params),
 }
 
 impl Default for DatasetSpec {
@@ -63,13 +67,18 @@ impl DatasetSpec {
     pub fn name(&self) -> &'static str {
         match self {
             DatasetSpec::SyntheticKws(_) => "synthetic_kws",
+            DatasetSpec::SpeechCommands(_) => "speech_commands",
             DatasetSpec::SyntheticImages(_) => "synthetic_images",
+            DatasetSpec::Cifar10(_) => "cifar10",
         }
     }
 
     /// True for the keyword-spotting (audio → MFCC) sources.
     pub fn is_audio(&self) -> bool {
-        matches!(self, DatasetSpec::SyntheticKws(_))
+        matches!(
+            self,
+            DatasetSpec::SyntheticKws(_) | DatasetSpec::SpeechCommands(_)
+        )
     }
 }
 
@@ -125,6 +134,8 @@ impl FetchParams {
         }
         match &self.dataset {
             DatasetSpec::SyntheticKws(p) => p.validate()?,
+            DatasetSpec::SpeechCommands(p) => p.validate()?,
+            DatasetSpec::Cifar10(p) => p.validate()?,
             DatasetSpec::SyntheticImages(p) => p.validate()?,
         }
         Ok(self)

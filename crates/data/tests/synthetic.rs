@@ -177,6 +177,28 @@ fn params_parse_from_toml_with_defaults_and_reject_unknown_keys() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("imagenet"), "{err}");
+    // The resolved parameters survive a JSON round trip (the engine hashes and stores them).
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["dataset"]["kind"], "synthetic_kws");
+    assert_eq!(json["features"]["n_mels"], 40);
+    assert_eq!(serde_json::from_value::<FetchParams>(json).unwrap(), r);
+    let err = toml::from_str::<FetchParams>(
+        "dataset = { kind = \"speech_commands\", source = \"/d\", snr_db = [1, 2] }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("snr_db"), "{err}");
+    let err = toml::from_str::<FetchParams>(r#"dataset = "speech_commands""#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("source"), "{err}");
+    let sc: FetchParams =
+        toml::from_str(r#"dataset = { kind = "speech_commands", source = "/d" }"#).unwrap();
+    let sc = sc.resolve().unwrap();
+    assert_eq!(
+        serde_json::from_value::<FetchParams>(serde_json::to_value(&sc).unwrap()).unwrap(),
+        sc
+    );
     let img: FetchParams = toml::from_str(r#"dataset = "synthetic_images""#).unwrap();
     assert!(img.resolve().unwrap().features.is_none());
     let bad: FetchParams =
@@ -186,6 +208,21 @@ fn params_parse_from_toml_with_defaults_and_reject_unknown_keys() {
 
 #[test]
 fn save_load_round_trip() {
+    // An empty split (val_per_class = 0) survives too.
+    let empty_val = FetchParams {
+        dataset: DatasetSpec::SyntheticImages(SyntheticImagesParams {
+            train_per_class: 2,
+            val_per_class: 0,
+            test_per_class: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ds = run(&empty_val, 1, 1);
+    assert_eq!(ds.val.shape, [0, 3, 32, 32]);
+    let dir = tempfile::tempdir().unwrap();
+    save(&ds, dir.path()).unwrap();
+    assert_eq!(load(dir.path()).unwrap(), ds);
     let ds = run(&small_kws(), 11, 2);
     let dir = tempfile::tempdir().unwrap();
     save(&ds, dir.path()).unwrap();
@@ -204,4 +241,86 @@ fn save_load_round_trip() {
     std::fs::write(dir.path().join("data.safetensors"), b"garbage").unwrap();
     let err = format!("{:#}", load(dir.path()).unwrap_err());
     assert!(err.contains("data.safetensors"), "{err}");
+}
+
+/// Nearest-centroid test accuracy on the raw (normalised) MFCCs.
+fn nearest_centroid(ds: &Dataset) -> f64 {
+    let (k, d) = (ds.classes.len(), ds.train.item_len());
+    let mut cent = vec![0f64; k * d];
+    let counts = ds.train.counts(k);
+    for i in 0..ds.train.len() {
+        let c = ds.train.y[i] as usize;
+        for (j, v) in ds.train.item(i).iter().enumerate() {
+            cent[c * d + j] += *v as f64 / counts[c] as f64;
+        }
+    }
+    let ok = (0..ds.test.len())
+        .filter(|&i| {
+            let x = ds.test.item(i);
+            let dist = |c: usize| {
+                x.iter()
+                    .zip(&cent[c * d..])
+                    .map(|(a, b)| (*a as f64 - b).powi(2))
+                    .sum::<f64>()
+            };
+            (0..k).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap() == ds.test.y[i] as usize
+        })
+        .count();
+    ok as f64 / ds.test.len() as f64
+}
+
+#[test]
+fn kws_difficulty_is_neither_trivial_nor_random_and_grows_with_noise() {
+    let at = |snr: [f64; 2]| {
+        let p = SyntheticKwsParams {
+            train_per_class: 60,
+            val_per_class: 1,
+            test_per_class: 40,
+            snr_db: snr,
+            ..Default::default()
+        };
+        nearest_centroid(&run(
+            &FetchParams {
+                dataset: DatasetSpec::SyntheticKws(p),
+                ..Default::default()
+            },
+            9,
+            2,
+        ))
+    };
+    let default = at(SyntheticKwsParams::default().snr_db);
+    let clean = at([40.0, 40.0]);
+    let noisy = at([-10.0, -5.0]);
+    eprintln!("nearest centroid: clean {clean:.3}, default {default:.3}, very noisy {noisy:.3}");
+    // Chance is 1/12 = 0.083: far above chance, far below perfect, ordered by noise.
+    assert!(default > 0.17 && default < 0.8, "{default}");
+    assert!(
+        clean > default + 0.1 && default > noisy,
+        "{clean} {default} {noisy}"
+    );
+}
+
+/// The default size must be generated and featurised in under 30 s on this machine (2 cores).
+/// Timing-dependent, so not in the default run:
+/// `cargo test --release -p whittle-data --test synthetic -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn default_size_builds_within_30_s() {
+    let t = std::time::Instant::now();
+    let ds = build(
+        &FetchParams::default(),
+        42,
+        Path::new("/nonexistent"),
+        &|_, _, _| {},
+    )
+    .unwrap();
+    let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "default synthetic_kws: {} / {} / {} clips in {s:.2} s",
+        ds.train.len(),
+        ds.val.len(),
+        ds.test.len()
+    );
+    assert_eq!(ds.train.len(), 9600);
+    assert!(s < 30.0, "{s} s");
 }
