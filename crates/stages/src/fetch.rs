@@ -15,7 +15,7 @@ impl StageKind for Fetch {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        whittle_data::DATA_VERSION
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
