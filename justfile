@@ -36,6 +36,10 @@ test-long:
 bench:
     cargo bench --workspace
 
+# Engine benchmarks only: no-op re-run of a 50-node experiment, deps hashing throughput.
+bench-engine:
+    cargo bench -p whittle --bench engine
+
 # Install PyTorch into .venv-torch for the side-by-side benchmark (large download; not for CI).
 torch:
     python3 -m venv .venv-torch && .venv-torch/bin/pip install torch

@@ -345,3 +345,39 @@ fn a_second_run_waits_for_a_node_the_first_is_writing() {
         "once\n"
     );
 }
+
+#[test]
+fn the_experiment_files_of_the_repository_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let mut n = 0;
+    for e in std::fs::read_dir(root.join("experiments"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        n += 1;
+        let f = p.display().to_string();
+        // every file validates; files made only of `command` stages also run (ML ones are
+        // too slow for the default test run)
+        let st = whittle(d.path(), &cache, &["status", &f]);
+        assert!(st.status.success(), "{f}: {:?}", text(&st));
+        let plan = whittle_engine::load_plan(&p, &[], &whittle_stages::registry()).unwrap();
+        if plan.nodes.iter().any(|n| n.kind != "command") {
+            continue;
+        }
+        let o = whittle(d.path(), &cache, &["run", &f]);
+        assert!(o.status.success(), "{f}: {:?}", text(&o));
+        assert!(summary(&o).ends_with("failed=0"));
+        let again = whittle(d.path(), &cache, &["run", &f]);
+        assert!(
+            summary(&again).starts_with("summary: ran=0 "),
+            "{f}: second run ran something"
+        );
+    }
+    assert!(n >= 1);
+}

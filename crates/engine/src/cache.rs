@@ -108,7 +108,10 @@ pub fn now_unix() -> f64 {
 impl Cache {
     /// The cache at `root` (created lazily when something is written).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root: PathBuf = root.into();
+        // absolute, because stages run in the experiment's folder
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Self { root }
     }
 
     pub fn root(&self) -> &Path {

@@ -169,7 +169,9 @@ impl StageKind for CommandKind {
                 }
             }
         }
-        die_with_parent(&mut cmd);
+        // a previous run killed with -9 may have left the command's children running
+        kill_strays(ctx.out_dir);
+        own_group_and_die_with_parent(&mut cmd);
         let mut child = cmd.spawn().context("cannot start `sh`")?;
         ctx.progress.set_message("running command");
         let mut term_sent: Option<Instant> = None;
@@ -192,6 +194,7 @@ impl StageKind for CommandKind {
             std::thread::sleep(Duration::from_millis(10));
         };
         if term_sent.is_some() {
+            wait_group_gone(&child);
             bail!("cancelled");
         }
         if !status.success() {
@@ -234,11 +237,11 @@ fn env_text(v: &toml::Value) -> String {
     }
 }
 
-/// Ask the command to stop (SIGTERM) so it can save its state.
+/// Ask the command's whole process group to stop (SIGTERM) so it can save its state.
 fn terminate(child: &std::process::Child) {
     #[cfg(unix)]
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM);
     }
     #[cfg(not(unix))]
     {
@@ -246,25 +249,103 @@ fn terminate(child: &std::process::Child) {
     }
 }
 
-/// On Linux, the shell is killed when the thread that started it dies (e.g. `kill -9` of
-/// whittle), so no orphan keeps writing into a pending folder another run may take over.
-fn die_with_parent(cmd: &mut Command) {
-    #[cfg(target_os = "linux")]
+/// After the shell exited on SIGTERM, give the rest of its group 10 s to finish saving,
+/// then kill what is left.
+fn wait_group_gone(child: &std::process::Child) {
+    #[cfg(unix)]
+    {
+        let pg = -(child.id() as libc::pid_t);
+        let t = Instant::now();
+        while unsafe { libc::kill(pg, 0) } == 0 {
+            if t.elapsed() > Duration::from_secs(10) {
+                unsafe { libc::kill(pg, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = child;
+    }
+}
+
+/// The command runs in its own process group (so whittle, not the terminal, decides when it
+/// stops); on Linux the shell is killed when the thread that started it dies (e.g. `kill -9`
+/// of whittle).
+fn own_group_and_die_with_parent(cmd: &mut Command) {
+    #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
+        #[cfg(target_os = "linux")]
         let parent = std::process::id() as libc::pid_t;
         unsafe {
             cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != parent {
-                    libc::_exit(1);
+                libc::setpgid(0, 0);
+                #[cfg(target_os = "linux")]
+                {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        libc::_exit(1);
+                    }
                 }
                 Ok(())
             });
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(unix))]
     {
         let _ = cmd;
+    }
+}
+
+/// Kill processes left from an earlier attempt at this node (found by their `WHITTLE_OUT`),
+/// so no orphan of a killed run keeps writing into the pending folder. Linux only.
+fn kill_strays(out_dir: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        let needle = format!("WHITTLE_OUT={}", out_dir.display());
+        let me = std::process::id();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut killed = Vec::new();
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = std::fs::read(e.path().join("environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                tracing::warn!(
+                    "killed process {pid} left over from an interrupted run of this node"
+                );
+                killed.push(pid);
+            }
+        }
+        let t = Instant::now();
+        for pid in killed {
+            // wait until it is gone (or a zombie)
+            while t.elapsed() < Duration::from_secs(2) {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                if matches!(state, None | Some("Z") | Some("X")) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = out_dir;
     }
 }

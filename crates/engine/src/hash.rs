@@ -73,6 +73,11 @@ pub fn hash_tree(dir: &Path) -> Result<Vec<(String, String, u64)>> {
 type Memo = HashMap<(PathBuf, SystemTime, u64), [u8; 32]>;
 static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
 
+/// Forget remembered file hashes (benchmarks; long-lived processes).
+pub fn clear_memo() {
+    *MEMO.lock().unwrap() = None;
+}
+
 /// blake3 over the content of the given files or folders (relative to `base`), in order;
 /// folders contribute their sorted relative paths and file hashes. Hashes are remembered per
 /// (path, mtime, size) within the process, so swept nodes sharing deps hash them once.

@@ -100,7 +100,7 @@ impl Progress for NodeProgress {
             None => {
                 let len = self.len.load(Ordering::Relaxed);
                 // one log line per 10 % step
-                let decile = if len > 0 { pos * 10 / len } else { pos };
+                let decile = (pos * 10).checked_div(len).unwrap_or(pos);
                 if self.logged.swap(decile, Ordering::Relaxed) != decile {
                     if len > 0 {
                         tracing::info!("{}: {pos}/{len}", self.node);

@@ -153,6 +153,7 @@ pub fn run(
             running -= 1;
             free += t;
             let node = &plan.nodes[i];
+            let cancelled_node = matches!(out, Outcome::Cancelled);
             let ok = match out {
                 Outcome::Cached(m) => {
                     summary.cached += 1;
@@ -179,7 +180,10 @@ pub fn run(
                     false
                 }
             };
-            if ok {
+            if cancelled_node {
+                // children stay waiting: counted as interrupted, not skipped
+                st[i] = St::Failed;
+            } else if ok {
                 st[i] = St::Done;
                 for &c in &children[i] {
                     missing[c] -= 1;
