@@ -1,7 +1,8 @@
 //! Per-layer benchmark, batch 100, 2 threads: forward and forward+backward (sum loss) time of
 //! candle 0.11.1's built-in op and of whittle-kernels' op on the reference models' layers,
 //! measured in the same run, with the speed-up ratio. Run: `cargo bench -p whittle-kernels`.
-//! Set WHITTLE_BENCH_THREADS to change the thread count, WHITTLE_BENCH_REPS the repetitions.
+//! Env: WHITTLE_BENCH_THREADS (default 2), WHITTLE_BENCH_REPS (default 5), WHITTLE_BENCH_FILTER
+//! (only layers whose name contains it), WHITTLE_BENCH_OURS_ONLY (skip the candle baseline).
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use std::time::Instant;
@@ -39,6 +40,12 @@ fn ratio(a: &std::result::Result<f64, String>, b: &std::result::Result<f64, Stri
 
 /// Times one layer: `x` is the input (a Var when the layer's input gradient is needed).
 fn bench(name: &str, reps: usize, x: &Tensor, params: &[&Var], candle: Layer, ours: Layer) {
+    if let Ok(f) = std::env::var("WHITTLE_BENCH_FILTER") {
+        if !name.contains(&f) {
+            return;
+        }
+    }
+    let skip_candle = std::env::var("WHITTLE_BENCH_OURS_ONLY").is_ok();
     let run = |f: &Layer, bwd: bool| -> Result<()> {
         let y = f(x)?;
         if bwd {
@@ -49,8 +56,17 @@ fn bench(name: &str, reps: usize, x: &Tensor, params: &[&Var], candle: Layer, ou
         }
         Ok(())
     };
-    let cf = time(reps, &|| run(&candle, false));
-    let cb = time(reps, &|| run(&candle, true));
+    let skipped = || Err("skipped".to_string());
+    let cf = if skip_candle {
+        skipped()
+    } else {
+        time(reps, &|| run(&candle, false))
+    };
+    let cb = if skip_candle {
+        skipped()
+    } else {
+        time(reps, &|| run(&candle, true))
+    };
     let of = time(reps, &|| run(&ours, false));
     let ob = time(reps, &|| run(&ours, true));
     println!(
@@ -62,7 +78,7 @@ fn bench(name: &str, reps: usize, x: &Tensor, params: &[&Var], candle: Layer, ou
         fmt(&ob),
         ratio(&cb, &ob)
     );
-    if let Err(e) = &cb {
+    if let (Err(e), false) = (&cb, skip_candle) {
         println!("{:<44} candle fwd+bwd error: {e}", "");
     }
 }

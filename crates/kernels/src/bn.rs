@@ -2,6 +2,7 @@
 //! over every dim except dim 1, one fused backward pass for dx, dgamma and dbeta. Work is split
 //! by channel, with f64 per-channel accumulators summed in a fixed order (deterministic).
 
+use crate::simd::{centered_sums, grad_sums};
 use crate::util::{SyncPtr, check_cpu_f32, err, storage_slice, tensor, with_f32};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -94,15 +95,9 @@ fn stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
             let shift = x[ch * s] as f64;
             let (mut sum, mut sq) = (0f64, 0f64);
             for i in 0..n {
-                let mut ps = 0f64;
-                let mut pq = 0f64;
-                for v in &x[(i * c + ch) * s..][..s] {
-                    let d = *v as f64 - shift;
-                    ps += d;
-                    pq += d * d;
-                }
-                sum += ps;
-                sq += pq;
+                let (ps, pq) = centered_sums(&x[(i * c + ch) * s..][..s], shift as f32);
+                sum += ps as f64;
+                sq += pq as f64;
             }
             let mu = sum / m;
             (shift + mu, (sq / m - mu * mu).max(0.0))
@@ -192,22 +187,9 @@ impl CustomOp3 for BnOp {
                             let (mut sg, mut sgx) = (0f64, 0f64);
                             for i in 0..n {
                                 let off = (i * c + ch) * s;
-                                let (mut a, mut b) = (0f32, 0f32);
-                                let g = &gs[off..off + s];
-                                let xr = &xs[off..off + s];
-                                if self.relu {
-                                    let yr = &ys[off..off + s];
-                                    for ((gv, xv), yv) in g.iter().zip(xr).zip(yr) {
-                                        let gv = if *yv > 0.0 { *gv } else { 0.0 };
-                                        a += gv;
-                                        b += gv * (*xv - mu);
-                                    }
-                                } else {
-                                    for (gv, xv) in g.iter().zip(xr) {
-                                        a += *gv;
-                                        b += *gv * (*xv - mu);
-                                    }
-                                }
+                                let mask = self.relu.then(|| &ys[off..off + s]);
+                                let (a, b) =
+                                    grad_sums(&gs[off..off + s], &xs[off..off + s], mu, mask);
                                 sg += a as f64;
                                 sgx += b as f64;
                             }

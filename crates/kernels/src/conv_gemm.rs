@@ -97,7 +97,7 @@ pub fn backward(
                 let ncols = nb * p;
                 let dys = &dy[n0 * cout * p..][..nb * cout * p];
                 for (i, plane) in dys.chunks_exact(p.max(1)).enumerate() {
-                    db[i % cout] += plane.iter().sum::<f32>();
+                    db[i % cout] += crate::simd::sum(plane);
                 }
                 let dyc: &[f32] = if nb == 1 {
                     dys

@@ -16,6 +16,7 @@ mod depthwise;
 mod geom;
 mod im2col;
 mod relu;
+mod simd;
 mod threads;
 mod util;
 
