@@ -5,23 +5,35 @@
 //! (only layers whose name contains it), WHITTLE_BENCH_OURS_ONLY (skip the candle baseline).
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
-use std::time::Instant;
 use whittle_kernels as wk;
 
 type Layer = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
 
-/// Median wall time in ms of `f` over `reps` runs after one warm-up, or the error it returned.
+/// CPU time (ns) consumed so far by all threads of this process, from /proc/self/task/*/schedstat.
+/// The machine is shared, so wall time is noisy; CPU time is not inflated by waiting for a core.
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Per-run CPU time in ms (all threads, mean over `reps` runs after one warm-up), or the error
+/// the run returned. Wall time would be CPU time / threads on an idle machine.
 fn time(reps: usize, f: &dyn Fn() -> Result<()>) -> std::result::Result<f64, String> {
     f().map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f().expect("succeeded in warm-up");
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    Ok(t[reps / 2])
+    let c0 = cpu_ns();
+    for _ in 0..reps {
+        f().expect("succeeded in warm-up");
+    }
+    Ok((cpu_ns() - c0) as f64 / 1e6 / reps as f64)
 }
 
 fn fmt(r: &std::result::Result<f64, String>) -> String {
@@ -40,10 +52,10 @@ fn ratio(a: &std::result::Result<f64, String>, b: &std::result::Result<f64, Stri
 
 /// Times one layer: `x` is the input (a Var when the layer's input gradient is needed).
 fn bench(name: &str, reps: usize, x: &Tensor, params: &[&Var], candle: Layer, ours: Layer) {
-    if let Ok(f) = std::env::var("WHITTLE_BENCH_FILTER") {
-        if !name.contains(&f) {
-            return;
-        }
+    if let Ok(f) = std::env::var("WHITTLE_BENCH_FILTER")
+        && !name.contains(&f)
+    {
+        return;
     }
     let skip_candle = std::env::var("WHITTLE_BENCH_OURS_ONLY").is_ok();
     let run = |f: &Layer, bwd: bool| -> Result<()> {
@@ -128,6 +140,36 @@ fn main() -> Result<()> {
         "{:<44} {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8}",
         "layer", "candle", "ours", "speedup", "cand f+b", "ours f+b", "speedup"
     );
+    // (m, n, k, a_rs, a_cs, b_rs, b_cs): forward, dW = dy·colᵀ, dcol = Wᵀ·dy shapes of TCN and ResNet.
+    #[allow(clippy::type_complexity)]
+    let shapes: [(&str, usize, usize, usize, bool, bool); 10] = [
+        ("ResNet16 dWT", 144, 16, 1024, false, true),
+        ("ResNet16 dcolT", 1024, 144, 16, true, false),
+        ("TCN dWT", 192, 64, 539, false, true),
+        ("TCN dcolT", 539, 192, 64, true, false),
+        ("TCN fwd", 64, 539, 192, false, false),
+        ("TCN dW", 64, 192, 539, false, true),
+        ("TCN dcol", 192, 539, 64, true, false),
+        ("ResNet16 fwd", 16, 1024, 144, false, false),
+        ("ResNet16 dW", 16, 144, 1024, false, true),
+        ("ResNet16 dcol", 144, 1024, 16, true, false),
+    ];
+    for (what, m, nn, k, ta, tb) in shapes {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * nn];
+        let mut c = vec![0f32; m * nn];
+        let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
+        let (b_rs, b_cs) = if tb { (1, k) } else { (nn, 1) };
+        let reps = 100;
+        let c0 = cpu_ns();
+        for _ in 0..reps {
+            wk::bench_support::matmul(m, nn, k, &mut c, false, &a, a_rs, a_cs, &b, b_rs, b_cs);
+        }
+        let gflops = (2 * m * nn * k * reps) as f64 / (cpu_ns() - c0) as f64;
+        println!(
+            "calibration: 1-thread gemm {what:<14} {m}x{nn}x{k}: {gflops:5.1} GFLOP/s per CPU second"
+        );
+    }
     let n = 100;
 
     // conv2d layers: (name, input shape, input is a Var, cout, k, stride, padding, groups)

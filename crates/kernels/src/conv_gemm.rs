@@ -78,17 +78,23 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (cin, cout, p, hw, kdim) = (gm.cin, gm.cout, gm.p(), gm.hw(), gm.kdim());
     let (cig, cog) = (gm.cig(), gm.cog());
-    let mut dx = if need_dx {
-        vec![0f32; gm.n * cin * hw]
-    } else {
-        Vec::new()
+    // Unit stride: dx is a forward convolution of dy with the flipped, channel-transposed kernel,
+    // which runs at forward-GEMM speed (the dcol + col2im route has a tiny GEMM inner dimension).
+    let transposed = need_dx.then(|| transposed_geom(gm)).flatten();
+    let mut dx = match &transposed {
+        Some(tg) => forward(tg, dy, &flip_weight(gm, w), None),
+        None if need_dx => vec![0f32; gm.n * cin * hw],
+        None => Vec::new(),
     };
+    let dcol_dx = need_dx && transposed.is_none();
     let dxp = SyncPtr(dx.as_mut_ptr());
     let sb = sub_batch(gm);
     let partials: Vec<(Vec<f32>, Vec<f32>)> = batch_ranges(gm.n)
         .into_par_iter()
         .map(|r| {
-            let mut dw = vec![0f32; w.len()];
+            // Weight gradient accumulated transposed, (kdim × cog) per group: gemm is ~3× faster
+            // producing this orientation for the long-k shapes of dW.
+            let mut dwt = vec![0f32; w.len()];
             let mut db = vec![0f32; cout];
             let (mut col, mut dyt, mut dcol) = (Vec::new(), Vec::new(), Vec::new());
             let mut n0 = r.start;
@@ -122,9 +128,11 @@ pub fn backward(
                         im2col(gm, x, n0, nb, g, &mut col);
                         &col
                     };
-                    let dwg = &mut dw[g * cog * kdim..][..cog * kdim];
-                    matmul(cog, kdim, ncols, dwg, true, dyg, ncols, 1, colref, 1, ncols);
-                    if need_dx {
+                    let dwtg = &mut dwt[g * cog * kdim..][..cog * kdim];
+                    matmul(
+                        kdim, cog, ncols, dwtg, true, colref, ncols, 1, dyg, 1, ncols,
+                    );
+                    if dcol_dx {
                         // SAFETY: chunk ranges are disjoint, so each task owns its samples' dx.
                         let dxs = unsafe { dxp.slice(n0 * cin * hw, nb * cin * hw) };
                         if direct {
@@ -141,6 +149,18 @@ pub fn backward(
                 }
                 n0 += nb;
             }
+            let mut dw = vec![0f32; w.len()];
+            for g in 0..gm.groups {
+                let (t, d) = (
+                    &dwt[g * cog * kdim..][..cog * kdim],
+                    &mut dw[g * cog * kdim..][..cog * kdim],
+                );
+                for r in 0..kdim {
+                    for co in 0..cog {
+                        d[co * kdim + r] = t[r * cog + co];
+                    }
+                }
+            }
             (dw, db)
         })
         .collect();
@@ -153,4 +173,49 @@ pub fn backward(
         db.iter_mut().zip(&pb).for_each(|(a, b)| *a += *b);
     }
     (need_dx.then_some(dx), dw, db)
+}
+
+/// Geometry of dx as a forward convolution of dy, when the stride is 1 and the padding is at
+/// most the dilated kernel extent (true for "same" and "valid" convolutions).
+fn transposed_geom(gm: &Geom) -> Option<Geom> {
+    let (eh, ew) = (gm.dh * (gm.kh - 1), gm.dw * (gm.kw - 1));
+    if gm.sh != 1 || gm.sw != 1 || gm.ph > eh || gm.pw > ew {
+        return None;
+    }
+    let tg = Geom {
+        n: gm.n,
+        cin: gm.cout,
+        h: gm.oh,
+        w: gm.ow,
+        cout: gm.cin,
+        ph: eh - gm.ph,
+        pw: ew - gm.pw,
+        oh: gm.h,
+        ow: gm.w,
+        ..*gm
+    };
+    debug_assert_eq!(tg.oh, gm.oh + 2 * tg.ph - eh);
+    debug_assert_eq!(tg.ow, gm.ow + 2 * tg.pw - ew);
+    Some(tg)
+}
+
+/// `W'[g·cig + ci, co, ki, kj] = W[g·cog + co, ci, kh-1-ki, kw-1-kj]`: the kernel of the transposed conv.
+fn flip_weight(gm: &Geom, w: &[f32]) -> Vec<f32> {
+    let (cig, cog, kh, kw) = (gm.cig(), gm.cog(), gm.kh, gm.kw);
+    let mut out = vec![0f32; w.len()];
+    for g in 0..gm.groups {
+        for co in 0..cog {
+            for ci in 0..cig {
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        let src = (((g * cog + co) * cig + ci) * kh + ki) * kw + kj;
+                        let dst =
+                            (((g * cig + ci) * cog + co) * kh + (kh - 1 - ki)) * kw + (kw - 1 - kj);
+                        out[dst] = w[src];
+                    }
+                }
+            }
+        }
+    }
+    out
 }

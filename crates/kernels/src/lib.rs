@@ -24,3 +24,9 @@ pub use bn::{batch_norm_relu_train, batch_norm_train};
 pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv2d};
 pub use relu::{global_avg_pool, relu};
 pub use threads::init_threads;
+
+/// Internals exposed for the benchmark's calibration only (not a stable API).
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::util::matmul;
+}
