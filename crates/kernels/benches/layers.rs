@@ -38,14 +38,14 @@ fn time(reps: usize, f: &dyn Fn() -> Result<()>) -> std::result::Result<f64, Str
 
 fn fmt(r: &std::result::Result<f64, String>) -> String {
     match r {
-        Ok(v) => format!("{v:9.2}"),
+        Ok(v) => format!("{v:9.3}"),
         Err(_) => format!("{:>9}", "FAILS"),
     }
 }
 
 fn ratio(a: &std::result::Result<f64, String>, b: &std::result::Result<f64, String>) -> String {
     match (a, b) {
-        (Ok(a), Ok(b)) => format!("{:7.1}x", a / b),
+        (Ok(a), Ok(b)) if *b > 0.0 => format!("{:7.1}x", a / b),
         _ => format!("{:>8}", "n/a"),
     }
 }
@@ -134,7 +134,7 @@ fn main() -> Result<()> {
         .unwrap_or(5);
     wk::init_threads(threads);
     println!(
-        "whittle-kernels layer bench: batch 100, {threads} threads, f32, median of {reps} (ms)"
+        "whittle-kernels layer bench: batch 100, {threads} threads, f32, CPU ms per call summed over threads, mean of {reps}"
     );
     println!(
         "{:<44} {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8}",

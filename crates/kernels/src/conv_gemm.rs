@@ -10,6 +10,10 @@ use rayon::prelude::*;
 
 /// Samples per GEMM: enough columns for an efficient GEMM, while the column buffer stays in cache.
 fn sub_batch(gm: &Geom) -> usize {
+    if gm.is_pointwise() {
+        // The input planes are the GEMM operand as they are: no copies, one sample per GEMM.
+        return 1;
+    }
     let p = gm.p().max(1);
     let want = 512usize.div_ceil(p).max(1);
     let cap = ((1usize << 18) / (gm.kdim() * p).max(1)).max(1);
