@@ -5,6 +5,7 @@
 //! channel's outputs and weight/bias gradients and walks the batch in order, so no cross-thread
 //! reduction is needed (deterministic for any thread count).
 
+use crate::depthwise_flat as flat;
 use crate::geom::Geom;
 use crate::simd::{axpy, dot, sum};
 use crate::util::SyncPtr;
@@ -50,6 +51,15 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32
     (0..c).into_par_iter().for_each(|ch| {
         let wc = &w[ch * kk..][..kk];
         let bv = bias.map_or(0.0, |b| b[ch]);
+        if flat::applies(gm) {
+            let mut f = flat::Flat::new(gm);
+            for n in 0..gm.n {
+                // SAFETY: each task writes only the planes of its own channel.
+                let ys = unsafe { yp.slice((n * c + ch) * p, p) };
+                f.forward(gm, &x[(n * c + ch) * hw..][..hw], wc, bv, ys);
+            }
+            return;
+        }
         let mut xp = vec![0f32; pad.hp * pad.wp];
         let mut tmp = vec![0f32; gm.oh * pad.wp];
         for n in 0..gm.n {
@@ -113,6 +123,17 @@ pub fn backward(
             let wc = &w[ch * kk..][..kk];
             let mut dwc = vec![0f32; kk];
             let mut db = 0f32;
+            if flat::applies(gm) {
+                let mut f = flat::Flat::new(gm);
+                for n in 0..gm.n {
+                    let dys = &dy[(n * c + ch) * p..][..p];
+                    db += sum(dys);
+                    // SAFETY: each task writes only the planes of its own channel.
+                    let dxs = need_dx.then(|| unsafe { dxp.slice((n * c + ch) * hw, hw) });
+                    f.backward(gm, &x[(n * c + ch) * hw..][..hw], wc, dys, &mut dwc, dxs);
+                }
+                return (dwc, db);
+            }
             let mut xp = vec![0f32; pad.hp * pad.wp];
             let mut gp = vec![0f32; pad.hp * pad.wp];
             let mut dyp = vec![0f32; gm.oh * pad.wp];

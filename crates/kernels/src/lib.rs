@@ -24,6 +24,7 @@ mod bn;
 mod conv;
 mod conv_gemm;
 mod depthwise;
+mod depthwise_flat;
 mod geom;
 mod im2col;
 mod relu;
