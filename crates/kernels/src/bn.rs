@@ -2,7 +2,7 @@
 //! over every dim except dim 1, one fused backward pass for dx, dgamma and dbeta. Work is split
 //! by channel, with f64 per-channel accumulators summed in a fixed order (deterministic).
 
-use crate::simd::{centered_sums, grad_sums};
+use crate::simd::{affine, bn_dx, centered_sums, grad_sums};
 use crate::util::{SyncPtr, check_cpu_f32, err, storage_slice, tensor, with_f32};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -146,15 +146,7 @@ impl CustomOp3 for BnOp {
                 let off = (i * c + ch) * s;
                 // SAFETY: each task writes only its own channel's planes.
                 let ys = unsafe { yp.slice(off, s) };
-                if self.relu {
-                    for (yv, xv) in ys.iter_mut().zip(&x[off..off + s]) {
-                        *yv = (*xv * a + b).max(0.0);
-                    }
-                } else {
-                    for (yv, xv) in ys.iter_mut().zip(&x[off..off + s]) {
-                        *yv = *xv * a + b;
-                    }
-                }
+                affine(ys, &x[off..off + s], a, b, self.relu);
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -205,19 +197,8 @@ impl CustomOp3 for BnOp {
                                     let d = unsafe { dxp.slice(off, s) };
                                     let g = &gs[off..off + s];
                                     let xr = &xs[off..off + s];
-                                    if self.relu {
-                                        let yr = &ys[off..off + s];
-                                        for (((dv, gv), xv), yv) in
-                                            d.iter_mut().zip(g).zip(xr).zip(yr)
-                                        {
-                                            let gv = if *yv > 0.0 { *gv } else { 0.0 };
-                                            *dv = k * (gv - c0 - (*xv - mu) * c1);
-                                        }
-                                    } else {
-                                        for ((dv, gv), xv) in d.iter_mut().zip(g).zip(xr) {
-                                            *dv = k * (*gv - c0 - (*xv - mu) * c1);
-                                        }
-                                    }
+                                    let mask = self.relu.then(|| &ys[off..off + s]);
+                                    bn_dx(d, g, xr, mask, k, c0, c1, mu);
                                 }
                             }
                             (sgx as f32, sg as f32)

@@ -5,7 +5,7 @@
 //! gradient), so no per-row copies are needed for narrow planes such as DS-CNN's 25×5.
 
 use crate::geom::Geom;
-use crate::simd::{axpy, dot};
+use crate::simd::{add, add_mul, axpy, dot, mul_into};
 
 /// True when the flattened formulation applies.
 pub fn applies(gm: &Geom) -> bool {
@@ -36,7 +36,11 @@ impl Flat {
                         .map(|i| {
                             let c = (i % gm.w) as isize;
                             // Output column ox = c - d must lie in [0, w).
-                            if c - d >= 0 && c - d < gm.w as isize { 1.0 } else { 0.0 }
+                            if c - d >= 0 && c - d < gm.w as isize {
+                                1.0
+                            } else {
+                                0.0
+                            }
                         })
                         .collect()
                 })
@@ -51,15 +55,17 @@ impl Flat {
     fn load(&mut self, xs: &[f32]) {
         for (m, xm) in self.masks.iter().zip(self.xm.iter_mut()) {
             if let Some(m) = m {
-                for ((d, x), mv) in xm.iter_mut().zip(xs).zip(m) {
-                    *d = *x * *mv;
-                }
+                mul_into(xm, xs, m);
             }
         }
     }
 
     fn input<'a>(&'a self, xs: &'a [f32], kj: usize) -> &'a [f32] {
-        if self.masks[kj].is_some() { &self.xm[kj] } else { xs }
+        if self.masks[kj].is_some() {
+            &self.xm[kj]
+        } else {
+            xs
+        }
     }
 
     /// Output range `[o0, o1)` and input start of tap `(ki, kj)` in flattened coordinates.
@@ -125,12 +131,8 @@ impl Flat {
             dx.fill(0.0);
             for (m, acc) in self.masks.iter().zip(&self.acc) {
                 match m {
-                    None => dx.iter_mut().zip(acc).for_each(|(d, a)| *d += *a),
-                    Some(m) => {
-                        for ((d, a), mv) in dx.iter_mut().zip(acc).zip(m) {
-                            *d += *a * *mv;
-                        }
-                    }
+                    None => add(dx, acc),
+                    Some(m) => add_mul(dx, acc, m),
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! ReLU as a candle op with a one-pass masked backward (candle's own backward costs ~100× its
 //! forward), and global average pooling with a broadcast backward.
 
+use crate::simd::{relu_bwd, relu_fwd};
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -26,7 +27,7 @@ impl CustomOp1 for ReluOp {
         y.par_chunks_mut(PAR_CHUNK)
             .zip(x.par_chunks(PAR_CHUNK))
             .for_each(|(y, x)| {
-                y.iter_mut().zip(x).for_each(|(a, b)| *a = b.max(0.0));
+                relu_fwd(y, x);
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -38,9 +39,7 @@ impl CustomOp1 for ReluOp {
                 d.par_chunks_mut(PAR_CHUNK)
                     .zip(y.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)))
                     .for_each(|(d, (y, g))| {
-                        for ((dv, yv), gv) in d.iter_mut().zip(y).zip(g) {
-                            *dv = if *yv > 0.0 { *gv } else { 0.0 };
-                        }
+                        relu_bwd(d, y, g);
                     });
                 d
             })
