@@ -1,0 +1,78 @@
+//! im2col / col2im for one group of a sub-batch: the column matrix has `kdim` rows and
+//! `nb * P` columns (sample-major), so one GEMM covers several samples.
+
+use crate::geom::Geom;
+
+/// Fills `col` (kdim × nb·P) from samples `n0..n0+nb`, channels of group `g`, of input `x`.
+pub fn im2col(gm: &Geom, x: &[f32], n0: usize, nb: usize, g: usize, col: &mut [f32]) {
+    let (cig, p, hw) = (gm.cig(), gm.p(), gm.hw());
+    let ncols = nb * p;
+    for ci in 0..cig {
+        for ki in 0..gm.kh {
+            for kj in 0..gm.kw {
+                let r = (ci * gm.kh + ki) * gm.kw + kj;
+                let row = &mut col[r * ncols..(r + 1) * ncols];
+                let (lo, hi, first) = gm.col_range(kj);
+                for b in 0..nb {
+                    let plane = &x[((n0 + b) * gm.cin + g * cig + ci) * hw..][..hw];
+                    for oy in 0..gm.oh {
+                        let dst = &mut row[b * p + oy * gm.ow..][..gm.ow];
+                        match gm.in_row(oy, ki) {
+                            None => dst.fill(0.0),
+                            Some(iy) => {
+                                let src = &plane[iy * gm.w..][..gm.w];
+                                dst[..lo].fill(0.0);
+                                dst[hi..].fill(0.0);
+                                if gm.sw == 1 {
+                                    dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                                } else {
+                                    for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                                        *d = src[first + k * gm.sw];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accumulates `col` (kdim × nb·P) back into the input-gradient planes of samples `n0..n0+nb`,
+/// group `g`. `dx` is the gradient of those samples only (starting at sample `n0`).
+pub fn col2im(gm: &Geom, col: &[f32], nb: usize, g: usize, dx: &mut [f32]) {
+    let (cig, p, hw) = (gm.cig(), gm.p(), gm.hw());
+    let ncols = nb * p;
+    for ci in 0..cig {
+        for ki in 0..gm.kh {
+            for kj in 0..gm.kw {
+                let r = (ci * gm.kh + ki) * gm.kw + kj;
+                let row = &col[r * ncols..(r + 1) * ncols];
+                let (lo, hi, first) = gm.col_range(kj);
+                if lo >= hi {
+                    continue;
+                }
+                for b in 0..nb {
+                    let plane = &mut dx[(b * gm.cin + g * cig + ci) * hw..][..hw];
+                    for oy in 0..gm.oh {
+                        let Some(iy) = gm.in_row(oy, ki) else {
+                            continue;
+                        };
+                        let src = &row[b * p + oy * gm.ow..][lo..hi];
+                        let dst = &mut plane[iy * gm.w..][..gm.w];
+                        if gm.sw == 1 {
+                            for (d, s) in dst[first..first + (hi - lo)].iter_mut().zip(src) {
+                                *d += *s;
+                            }
+                        } else {
+                            for (k, s) in src.iter().enumerate() {
+                                dst[first + k * gm.sw] += *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

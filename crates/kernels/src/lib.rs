@@ -1,0 +1,44 @@
+//! whittle-kernels: fast, deterministic CPU training kernels for the reference tiny-ML models,
+//! exposed as differentiable candle custom ops (f32, CPU; other dtypes/devices are an error).
+//!
+//! - [`conv1d`], [`conv2d`]: im2col + GEMM (`gemm` crate) for dense and grouped convolutions,
+//!   direct loops on zero-padded planes for depthwise (`groups = Cin = Cout`). Backward computes
+//!   input, weight and bias gradients in one call; the unit-stride input gradient runs as a
+//!   forward convolution with the flipped kernel. Any stride, per-axis padding and dilation.
+//! - [`batch_norm_train`], [`batch_norm_relu_train`]: training-mode batch norm over every dim but
+//!   1, returning `(y, batch_mean, batch_biased_var)`; the fused variant applies ReLU in the same
+//!   pass and masks the gradient in the same backward pass. Eval mode is a plain affine.
+//! - [`relu`], [`global_avg_pool`]: one-pass forward and backward.
+//!
+//! Usage notes for callers:
+//! - Call [`init_threads`] once at start-up, before any candle or kernel work: it fixes the rayon
+//!   pool size and sets `RAYON_NUM_THREADS`, without which candle 0.11.1 re-reads
+//!   `/proc/cpuinfo` on every matrix multiply.
+//! - The input gradient is computed only when the input tracks gradients (`Tensor::track_op`),
+//!   so pass the network input as a plain tensor (not a `Var`) to skip the first layer's dx.
+//! - All kernels split the batch (or the channels) into a partition that depends on the shapes
+//!   only and reduce partial sums in a fixed order: outputs and gradients are bit-identical run
+//!   to run and for any thread count.
+
+mod bn;
+mod conv;
+mod conv_gemm;
+mod depthwise;
+mod depthwise_flat;
+mod geom;
+mod im2col;
+mod relu;
+mod simd;
+mod threads;
+mod util;
+
+pub use bn::{batch_norm_relu_train, batch_norm_train};
+pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv2d};
+pub use relu::{global_avg_pool, relu};
+pub use threads::init_threads;
+
+/// Internals exposed for the benchmark's calibration only (not a stable API).
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::util::matmul;
+}

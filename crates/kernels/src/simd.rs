@@ -1,0 +1,219 @@
+//! Small vectorisable kernels. Reductions use fixed-lane partial sums (the compiler cannot
+//! reorder a plain float sum, so 16 independent lanes let it use SIMD); the order is fixed, hence
+//! deterministic. Every function is compiled twice, for the baseline target and with AVX2
+//! (chosen at run time); no FMA contraction, so both versions give bit-identical results.
+
+/// Defines `pub fn name(args) -> ret` with a baseline body and an AVX2 copy picked at run time.
+macro_rules! multiversion {
+    ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name($($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            fn imp($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($a: $t),*) $(-> $r)? {
+                    imp($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            imp($($a),*)
+        }
+    };
+}
+
+const LANES: usize = 16;
+
+multiversion! {
+/// `Σ a[i]·b[i]` with 16 fixed lanes.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ar.iter().zip(br) {
+        tail += x * y;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+}
+
+multiversion! {
+/// `Σ a[i]` with 16 fixed lanes.
+pub fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let ac = a.chunks_exact(LANES);
+    let tail: f32 = ac.remainder().iter().sum();
+    for x in ac {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+}
+
+multiversion! {
+/// `y[i] += alpha·x[i]`.
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a += alpha * *b;
+    }
+}
+}
+
+multiversion! {
+/// `(Σ (x[i]-mu), Σ (x[i]-mu)²)` with 16 fixed lanes.
+pub fn centered_sums(x: &[f32], mu: f32) -> (f32, f32) {
+    let mut s = [0f32; LANES];
+    let mut q = [0f32; LANES];
+    let xc = x.chunks_exact(LANES);
+    let (mut ts, mut tq) = (0f32, 0f32);
+    for v in xc.remainder() {
+        let d = v - mu;
+        ts += d;
+        tq += d * d;
+    }
+    for c in xc {
+        for l in 0..LANES {
+            let d = c[l] - mu;
+            s[l] += d;
+            q[l] += d * d;
+        }
+    }
+    (s.iter().sum::<f32>() + ts, q.iter().sum::<f32>() + tq)
+}
+}
+
+multiversion! {
+/// `(Σ g[i], Σ g[i]·(x[i]-mu))`, with `g[i]` zeroed where `mask[i] <= 0` if a mask is given.
+pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f32) {
+    let n = g.len().min(x.len());
+    let mut s = [0f32; LANES];
+    let mut q = [0f32; LANES];
+    let full = n / LANES * LANES;
+    let m = |i: usize| mask.is_none_or(|m| m[i] > 0.0);
+    match mask {
+        None => {
+            for (gc, xc) in g[..full]
+                .chunks_exact(LANES)
+                .zip(x[..full].chunks_exact(LANES))
+            {
+                for l in 0..LANES {
+                    s[l] += gc[l];
+                    q[l] += gc[l] * (xc[l] - mu);
+                }
+            }
+        }
+        Some(mk) => {
+            let it = g[..full]
+                .chunks_exact(LANES)
+                .zip(x[..full].chunks_exact(LANES));
+            for ((gc, xc), mc) in it.zip(mk[..full].chunks_exact(LANES)) {
+                for l in 0..LANES {
+                    let gv = if mc[l] > 0.0 { gc[l] } else { 0.0 };
+                    s[l] += gv;
+                    q[l] += gv * (xc[l] - mu);
+                }
+            }
+        }
+    }
+    let (mut ts, mut tq) = (0f32, 0f32);
+    for i in full..n {
+        let gv = if m(i) { g[i] } else { 0.0 };
+        ts += gv;
+        tq += gv * (x[i] - mu);
+    }
+    (s.iter().sum::<f32>() + ts, q.iter().sum::<f32>() + tq)
+}
+}
+
+multiversion! {
+/// `d[i] = x[i]·m[i]`.
+pub fn mul_into(d: &mut [f32], x: &[f32], m: &[f32]) {
+    for ((d, x), m) in d.iter_mut().zip(x).zip(m) {
+        *d = *x * *m;
+    }
+}
+}
+
+multiversion! {
+/// `d[i] += a[i]·m[i]`.
+pub fn add_mul(d: &mut [f32], a: &[f32], m: &[f32]) {
+    for ((d, a), m) in d.iter_mut().zip(a).zip(m) {
+        *d += *a * *m;
+    }
+}
+}
+
+multiversion! {
+/// `d[i] += a[i]`.
+pub fn add(d: &mut [f32], a: &[f32]) {
+    for (d, a) in d.iter_mut().zip(a) {
+        *d += *a;
+    }
+}
+}
+
+multiversion! {
+/// `y[i] = x[i]·a + b`, clamped at 0 when `relu`.
+pub fn affine(y: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
+    if relu {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = (*x * a + b).max(0.0);
+        }
+    } else {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = *x * a + b;
+        }
+    }
+}
+}
+
+multiversion! {
+/// Batch-norm input gradient `d = k·(g' − c0 − (x − mu)·c1)`, `g' = g` masked by `y > 0` if given.
+pub fn bn_dx(d: &mut [f32], g: &[f32], x: &[f32], mask: Option<&[f32]>, k: f32, c0: f32, c1: f32, mu: f32) {
+    match mask {
+        None => {
+            for ((d, g), x) in d.iter_mut().zip(g).zip(x) {
+                *d = k * (*g - c0 - (*x - mu) * c1);
+            }
+        }
+        Some(m) => {
+            for (((d, g), x), y) in d.iter_mut().zip(g).zip(x).zip(m) {
+                let g = if *y > 0.0 { *g } else { 0.0 };
+                *d = k * (g - c0 - (*x - mu) * c1);
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// `y[i] = max(x[i], 0)`.
+pub fn relu_fwd(y: &mut [f32], x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = x.max(0.0);
+    }
+}
+}
+
+multiversion! {
+/// `d[i] = g[i]` where `y[i] > 0`, else 0.
+pub fn relu_bwd(d: &mut [f32], y: &[f32], g: &[f32]) {
+    for ((d, y), g) in d.iter_mut().zip(y).zip(g) {
+        *d = if *y > 0.0 { *g } else { 0.0 };
+    }
+}
+}
