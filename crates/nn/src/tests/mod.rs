@@ -1,0 +1,7 @@
+//! Unit tests of the crate, one file per concern.
+
+mod counts;
+mod models;
+mod ops;
+mod optim;
+mod training;
