@@ -23,7 +23,9 @@ fn model_config(name: &str) -> Result<(ModelConfig, usize)> {
         "dscnn" => (ModelConfig::DsCnn(DsCnnConfig::reference()), 12),
         "resnet8" => (ModelConfig::ResNet(ResNetConfig::resnet8()), 10),
         n if n.starts_with("tcn") => {
-            let ch: usize = n[3..].parse().with_context(|| format!("bad model name {n}"))?;
+            let ch: usize = n[3..]
+                .parse()
+                .with_context(|| format!("bad model name {n}"))?;
             (ModelConfig::Tcn(TcnConfig::bench(ch)), 12)
         }
         n => anyhow::bail!("unknown model {n} (dscnn, tcn64, resnet8, tcnN)"),
@@ -45,7 +47,9 @@ fn bench(name: &str, steps: usize) -> Result<(f64, f64)> {
     let mut shape = vec![BS];
     shape.extend(cfg.input_shape());
     let x = randn(&shape, 1)?;
-    let labels: Vec<u32> = (0..BS as u32).map(|i| (i * 7 + 3) % classes as u32).collect();
+    let labels: Vec<u32> = (0..BS as u32)
+        .map(|i| (i * 7 + 3) % classes as u32)
+        .collect();
     let y = Tensor::from_vec(labels, BS, &Device::Cpu)?;
     let mut opt = Optimizer::new(OptimizerConfig::adamw(1e-2), model.params().to_vec())?;
     let mut step = || -> Result<()> {
@@ -68,7 +72,11 @@ fn bench(name: &str, steps: usize) -> Result<(f64, f64)> {
         model.forward(&x, false)?;
     }
     let infer = (steps * BS) as f64 / t.elapsed().as_secs_f64();
-    eprintln!("  ({name}: {} params, {} MACs/sample)", model.num_params(), model.macs());
+    eprintln!(
+        "  ({name}: {} params, {} MACs/sample)",
+        model.num_params(),
+        model.macs()
+    );
     Ok((train, infer))
 }
 
@@ -77,7 +85,11 @@ fn torch_python(root: &std::path::Path) -> Option<PathBuf> {
     let venv = root.join(".venv-torch/bin/python");
     let candidates = [venv, PathBuf::from("python3")];
     candidates.into_iter().find(|p| {
-        Command::new(p).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false)
+        Command::new(p)
+            .args(["-c", "import torch"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     })
 }
 
@@ -87,16 +99,32 @@ fn parse_line(line: &str) -> Option<(String, f64, f64)> {
         return None;
     }
     let name = it.next()?.to_string();
-    let kv: HashMap<&str, f64> = it.filter_map(|t| t.split_once('=')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
-    Some((name, *kv.get("train_samples_per_s")?, *kv.get("infer_samples_per_s")?))
+    let kv: HashMap<&str, f64> = it
+        .filter_map(|t| t.split_once('='))
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect();
+    Some((
+        name,
+        *kv.get("train_samples_per_s")?,
+        *kv.get("infer_samples_per_s")?,
+    ))
 }
 
 fn main() -> Result<()> {
     whittle_nn::set_threads(2);
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let models: Vec<String> =
-        if args.is_empty() { ["dscnn", "tcn64", "resnet8"].map(String::from).to_vec() } else { args };
-    let steps: usize = std::env::var("WHITTLE_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let models: Vec<String> = if args.is_empty() {
+        ["dscnn", "tcn64", "resnet8"].map(String::from).to_vec()
+    } else {
+        args
+    };
+    let steps: usize = std::env::var("WHITTLE_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let mut ours = vec![];
     for m in &models {
         let (tr, inf) = bench(m, steps)?;
@@ -104,23 +132,43 @@ fn main() -> Result<()> {
         ours.push((m.clone(), tr, inf));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let script = [root.join("../shared/bench/torch_ref.py"), PathBuf::from("/work/shared/bench/torch_ref.py")]
-        .into_iter()
-        .find(|p| p.exists());
+    let script = [
+        root.join("../shared/bench/torch_ref.py"),
+        PathBuf::from("/work/shared/bench/torch_ref.py"),
+    ]
+    .into_iter()
+    .find(|p| p.exists());
     let (Some(py), Some(script)) = (torch_python(&root), script) else {
-        println!("torch reference skipped: PyTorch not importable (setup: see the header of torch_ref.py) or torch_ref.py missing");
+        println!(
+            "torch reference skipped: PyTorch not importable (setup: see the header of torch_ref.py) or torch_ref.py missing"
+        );
         return Ok(());
     };
-    let out = Command::new(&py).arg(&script).args(&models).output().context("running torch_ref.py")?;
+    let out = Command::new(&py)
+        .arg(&script)
+        .args(&models)
+        .output()
+        .context("running torch_ref.py")?;
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     if !out.status.success() {
-        eprintln!("torch_ref.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "torch_ref.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let torch: HashMap<String, (f64, f64)> = text.lines().filter_map(parse_line).map(|(n, a, b)| (n, (a, b))).collect();
+    let torch: HashMap<String, (f64, f64)> = text
+        .lines()
+        .filter_map(parse_line)
+        .map(|(n, a, b)| (n, (a, b)))
+        .collect();
     for (m, tr, inf) in &ours {
         if let Some((ttr, tinf)) = torch.get(m) {
-            println!("ratio {m} train={:.2} infer={:.2} (candle / PyTorch)", tr / ttr, inf / tinf);
+            println!(
+                "ratio {m} train={:.2} infer={:.2} (candle / PyTorch)",
+                tr / ttr,
+                inf / tinf
+            );
         }
     }
     Ok(())

@@ -74,8 +74,19 @@ impl DsCnnConfig {
         Self {
             input: [1, 49, 10],
             classes: 12,
-            stem: StemConfig { channels: 64, kernel: [10, 4], stride: 2, padding: [5, 1] },
-            blocks: (0..4).map(|_| DsBlockConfig { channels: 64, kernel: [3, 3], stride: 1 }).collect(),
+            stem: StemConfig {
+                channels: 64,
+                kernel: [10, 4],
+                stride: 2,
+                padding: [5, 1],
+            },
+            blocks: (0..4)
+                .map(|_| DsBlockConfig {
+                    channels: 64,
+                    kernel: [3, 3],
+                    stride: 1,
+                })
+                .collect(),
             bias: true,
         }
     }
@@ -131,7 +142,11 @@ impl TcnConfig {
             classes: 12,
             layers: [1, 1, 2, 2, 4, 4, 8]
                 .iter()
-                .map(|&d| TcnLayerConfig { channels: ch, kernel: 3, dilation: d })
+                .map(|&d| TcnLayerConfig {
+                    channels: ch,
+                    kernel: 3,
+                    dilation: d,
+                })
                 .collect(),
             batch_norm: false,
             residual_every: 0,
@@ -142,7 +157,11 @@ impl TcnConfig {
 
     /// The KWS PIT seed: like [`TcnConfig::bench`] with BN and residual blocks of two layers.
     pub fn seed(ch: usize) -> Self {
-        Self { batch_norm: true, residual_every: 2, ..Self::bench(ch) }
+        Self {
+            batch_norm: true,
+            residual_every: 2,
+            ..Self::bench(ch)
+        }
     }
 }
 
@@ -180,7 +199,12 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     /// ResNet-8: 3×32×32, stem 16, stacks (16, s1), (32, s2), (64, s2), 10 classes.
     pub fn resnet8() -> Self {
-        let st = |c, s| ResStackConfig { mid_channels: c, channels: c, stride: s, kernel: 3 };
+        let st = |c, s| ResStackConfig {
+            mid_channels: c,
+            channels: c,
+            stride: s,
+            kernel: 3,
+        };
         Self {
             input: [3, 32, 32],
             classes: 10,
@@ -226,10 +250,19 @@ impl MobileNetV1Config {
         Self {
             input,
             classes,
-            stem: StemConfig { channels: w(32), kernel: [3, 3], stride: 2, padding: [1, 1] },
+            stem: StemConfig {
+                channels: w(32),
+                kernel: [3, 3],
+                stride: 2,
+                padding: [1, 1],
+            },
             blocks: plan
                 .iter()
-                .map(|&(c, s)| DsBlockConfig { channels: w(c), kernel: [3, 3], stride: s })
+                .map(|&(c, s)| DsBlockConfig {
+                    channels: w(c),
+                    kernel: [3, 3],
+                    stride: s,
+                })
                 .collect(),
             bias: false,
         }
@@ -249,7 +282,11 @@ pub struct AutoEncoderConfig {
 
 impl AutoEncoderConfig {
     pub fn reference() -> Self {
-        Self { input: 640, hidden: vec![128, 128, 128, 128, 8, 128, 128, 128, 128], batch_norm: true }
+        Self {
+            input: 640,
+            hidden: vec![128, 128, 128, 128, 8, 128, 128, 128, 128],
+            batch_norm: true,
+        }
     }
 }
 
@@ -262,10 +299,17 @@ impl ModelConfig {
     /// Lower the configuration to a shape-checked graph.
     pub fn build(&self) -> Result<Graph> {
         let g = match self {
-            ModelConfig::DsCnn(c) => build_separable(&c.input, c.classes, &c.stem, &c.blocks, c.bias, "DS-CNN")?,
-            ModelConfig::MobileNetV1(c) => {
-                build_separable(&c.input, c.classes, &c.stem, &c.blocks, c.bias, "MobileNetV1")?
+            ModelConfig::DsCnn(c) => {
+                build_separable(&c.input, c.classes, &c.stem, &c.blocks, c.bias, "DS-CNN")?
             }
+            ModelConfig::MobileNetV1(c) => build_separable(
+                &c.input,
+                c.classes,
+                &c.stem,
+                &c.blocks,
+                c.bias,
+                "MobileNetV1",
+            )?,
             ModelConfig::Tcn(c) => build_tcn(c)?,
             ModelConfig::ResNet(c) => build_resnet(c)?,
             ModelConfig::AutoEncoder(c) => build_ae(c)?,
@@ -293,21 +337,57 @@ fn build_separable(
     bias: bool,
     what: &str,
 ) -> Result<Graph> {
-    ensure!(classes > 0 && stem.channels > 0, "{what}: classes and stem channels must be > 0");
+    ensure!(
+        classes > 0 && stem.channels > 0,
+        "{what}: classes and stem channels must be > 0"
+    );
     let mut b = GraphBuilder::new(input.to_vec());
     let s = stem.stride;
-    let pad = vec![(stem.padding[0], stem.padding[0]), (stem.padding[1], stem.padding[1])];
-    let mut x = b.conv("conv0", 0, stem.channels, stem.kernel.to_vec(), vec![s, s], pad, vec![1, 1], 1, bias)?;
+    let pad = vec![
+        (stem.padding[0], stem.padding[0]),
+        (stem.padding[1], stem.padding[1]),
+    ];
+    let mut x = b.conv(
+        "conv0",
+        0,
+        stem.channels,
+        stem.kernel.to_vec(),
+        vec![s, s],
+        pad,
+        vec![1, 1],
+        1,
+        bias,
+    )?;
     x = b.bn("bn0", x)?;
     x = b.relu("relu0", x)?;
     for (i, blk) in blocks.iter().enumerate() {
         let c = b.channels(x);
         let p = vec![same_pad(blk.kernel[0], 1), same_pad(blk.kernel[1], 1)];
         let st = vec![blk.stride, blk.stride];
-        x = b.conv(&format!("blocks.{i}.dw"), x, c, blk.kernel.to_vec(), st, p, vec![1, 1], c, bias)?;
+        x = b.conv(
+            &format!("blocks.{i}.dw"),
+            x,
+            c,
+            blk.kernel.to_vec(),
+            st,
+            p,
+            vec![1, 1],
+            c,
+            bias,
+        )?;
         x = b.bn(&format!("blocks.{i}.dw_bn"), x)?;
         x = b.relu(&format!("blocks.{i}.dw_relu"), x)?;
-        x = b.conv(&format!("blocks.{i}.pw"), x, blk.channels, vec![1, 1], vec![1, 1], vec![(0, 0); 2], vec![1, 1], 1, bias)?;
+        x = b.conv(
+            &format!("blocks.{i}.pw"),
+            x,
+            blk.channels,
+            vec![1, 1],
+            vec![1, 1],
+            vec![(0, 0); 2],
+            vec![1, 1],
+            1,
+            bias,
+        )?;
         x = b.bn(&format!("blocks.{i}.pw_bn"), x)?;
         x = b.relu(&format!("blocks.{i}.pw_relu"), x)?;
     }
@@ -322,12 +402,25 @@ fn build_tcn(c: &TcnConfig) -> Result<Graph> {
     let mut x = 0;
     let mut block_in = 0;
     for (i, l) in c.layers.iter().enumerate() {
-        ensure!(l.kernel >= 1 && l.dilation >= 1, "TCN layer {i}: kernel and dilation must be ≥ 1");
+        ensure!(
+            l.kernel >= 1 && l.dilation >= 1,
+            "TCN layer {i}: kernel and dilation must be ≥ 1"
+        );
         let pad = match c.padding {
             TcnPadding::Same => same_pad(l.kernel, l.dilation),
             TcnPadding::Causal => (l.dilation * (l.kernel - 1), 0),
         };
-        x = b.conv(&format!("convs.{i}"), x, l.channels, vec![l.kernel], vec![1], vec![pad], vec![l.dilation], 1, c.bias)?;
+        x = b.conv(
+            &format!("convs.{i}"),
+            x,
+            l.channels,
+            vec![l.kernel],
+            vec![1],
+            vec![pad],
+            vec![l.dilation],
+            1,
+            c.bias,
+        )?;
         if c.batch_norm {
             x = b.bn(&format!("bns.{i}"), x)?;
         }
@@ -336,7 +429,17 @@ fn build_tcn(c: &TcnConfig) -> Result<Graph> {
             let skip = if b.channels(block_in) == l.channels {
                 block_in
             } else {
-                b.conv(&format!("proj.{i}"), block_in, l.channels, vec![1], vec![1], vec![(0, 0)], vec![1], 1, c.bias)?
+                b.conv(
+                    &format!("proj.{i}"),
+                    block_in,
+                    l.channels,
+                    vec![1],
+                    vec![1],
+                    vec![(0, 0)],
+                    vec![1],
+                    1,
+                    c.bias,
+                )?
             };
             x = b.add(&format!("add.{i}"), x, skip)?;
         }
@@ -352,20 +455,60 @@ fn build_tcn(c: &TcnConfig) -> Result<Graph> {
 
 fn build_resnet(c: &ResNetConfig) -> Result<Graph> {
     let mut b = GraphBuilder::new(c.input.to_vec());
-    let mut x = b.conv("conv0", 0, c.stem_channels, vec![3, 3], vec![1, 1], vec![(1, 1); 2], vec![1, 1], 1, c.bias)?;
+    let mut x = b.conv(
+        "conv0",
+        0,
+        c.stem_channels,
+        vec![3, 3],
+        vec![1, 1],
+        vec![(1, 1); 2],
+        vec![1, 1],
+        1,
+        c.bias,
+    )?;
     x = b.bn("bn0", x)?;
     x = b.relu("relu0", x)?;
     for (i, s) in c.stacks.iter().enumerate() {
         let p = same_pad(s.kernel, 1);
         let n = |l: &str| format!("stacks.{i}.{l}");
         let inp = x;
-        let mut r = b.conv(&n("c1"), inp, s.mid_channels, vec![s.kernel; 2], vec![s.stride; 2], vec![p; 2], vec![1, 1], 1, c.bias)?;
+        let mut r = b.conv(
+            &n("c1"),
+            inp,
+            s.mid_channels,
+            vec![s.kernel; 2],
+            vec![s.stride; 2],
+            vec![p; 2],
+            vec![1, 1],
+            1,
+            c.bias,
+        )?;
         r = b.bn(&n("b1"), r)?;
         r = b.relu(&n("relu1"), r)?;
-        r = b.conv(&n("c2"), r, s.channels, vec![s.kernel; 2], vec![1, 1], vec![p; 2], vec![1, 1], 1, c.bias)?;
+        r = b.conv(
+            &n("c2"),
+            r,
+            s.channels,
+            vec![s.kernel; 2],
+            vec![1, 1],
+            vec![p; 2],
+            vec![1, 1],
+            1,
+            c.bias,
+        )?;
         r = b.bn(&n("b2"), r)?;
         let sc = if s.stride != 1 || b.channels(inp) != s.channels {
-            b.conv(&n("sc"), inp, s.channels, vec![1, 1], vec![s.stride; 2], vec![(0, 0); 2], vec![1, 1], 1, c.bias)?
+            b.conv(
+                &n("sc"),
+                inp,
+                s.channels,
+                vec![1, 1],
+                vec![s.stride; 2],
+                vec![(0, 0); 2],
+                vec![1, 1],
+                1,
+                c.bias,
+            )?
         } else {
             inp
         };

@@ -34,7 +34,11 @@ impl Split {
         let n = labels.len();
         let mut full = vec![n];
         full.extend_from_slice(shape);
-        ensure!(x.len() == full.iter().product::<usize>(), "split: {} values do not fill shape {full:?}", x.len());
+        ensure!(
+            x.len() == full.iter().product::<usize>(),
+            "split: {} values do not fill shape {full:?}",
+            x.len()
+        );
         Ok(Self {
             x: Tensor::from_vec(x, full, &Device::Cpu)?,
             y: Targets::Classes(Tensor::from_vec(labels, n, &Device::Cpu)?),
@@ -43,7 +47,10 @@ impl Split {
 
     /// An auto-encoder split: the targets are the inputs.
     pub fn reconstruction(x: Tensor) -> Self {
-        Self { y: Targets::Values(x.clone()), x }
+        Self {
+            y: Targets::Values(x.clone()),
+            x,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -56,15 +63,32 @@ impl Split {
 
     /// Check dtypes and that x and targets agree on N.
     pub fn validate(&self, what: &str) -> Result<()> {
-        ensure!(self.x.dtype() == DType::F32, "{what} split: inputs must be f32, got {:?}", self.x.dtype());
-        ensure!(self.x.rank() >= 2, "{what} split: inputs need shape (N, ...), got {:?}", self.x.dims());
+        ensure!(
+            self.x.dtype() == DType::F32,
+            "{what} split: inputs must be f32, got {:?}",
+            self.x.dtype()
+        );
+        ensure!(
+            self.x.rank() >= 2,
+            "{what} split: inputs need shape (N, ...), got {:?}",
+            self.x.dims()
+        );
         ensure!(!self.is_empty(), "{what} split is empty");
         let (t, want) = match &self.y {
             Targets::Classes(t) => (t, DType::U32),
             Targets::Values(t) => (t, DType::F32),
         };
-        ensure!(t.dtype() == want, "{what} split: targets must be {want:?}, got {:?}", t.dtype());
-        ensure!(t.dims().first() == Some(&self.len()), "{what} split: {} inputs but targets of shape {:?}", self.len(), t.dims());
+        ensure!(
+            t.dtype() == want,
+            "{what} split: targets must be {want:?}, got {:?}",
+            t.dtype()
+        );
+        ensure!(
+            t.dims().first() == Some(&self.len()),
+            "{what} split: {} inputs but targets of shape {:?}",
+            self.len(),
+            t.dims()
+        );
         Ok(())
     }
 

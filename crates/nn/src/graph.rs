@@ -93,7 +93,9 @@ pub struct ParamSpec {
 pub enum Init {
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's kaiming_uniform(a=√5) for weights and its
     /// bias rule.
-    Uniform { fan_in: usize },
+    Uniform {
+        fan_in: usize,
+    },
     Ones,
     Zeros,
 }
@@ -102,7 +104,14 @@ impl Op {
     /// Trainable parameter shapes (suffix, shape, init) of this op.
     pub fn params(&self) -> Vec<(&'static str, Vec<usize>, Init)> {
         match self {
-            Op::Conv { c_in, c_out, kernel, groups, bias, .. } => {
+            Op::Conv {
+                c_in,
+                c_out,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => {
                 let cin_g = c_in / groups;
                 let fan_in = cin_g * kernel.iter().product::<usize>();
                 let mut shape = vec![*c_out, cin_g];
@@ -118,7 +127,11 @@ impl Op {
                 ("bias", vec![*channels], Init::Zeros),
             ],
             Op::Linear { c_in, c_out, bias } => {
-                let mut v = vec![("weight", vec![*c_out, *c_in], Init::Uniform { fan_in: *c_in })];
+                let mut v = vec![(
+                    "weight",
+                    vec![*c_out, *c_in],
+                    Init::Uniform { fan_in: *c_in },
+                )];
                 if *bias {
                     v.push(("bias", vec![*c_out], Init::Uniform { fan_in: *c_in }));
                 }
@@ -143,7 +156,11 @@ impl Op {
 impl Graph {
     /// Per-sample shape of value `v`.
     pub fn value_shape(&self, v: usize) -> &[usize] {
-        if v == 0 { &self.input_shape } else { &self.nodes[v - 1].out_shape }
+        if v == 0 {
+            &self.input_shape
+        } else {
+            &self.nodes[v - 1].out_shape
+        }
     }
 
     /// All trainable parameters, in graph order.
@@ -160,7 +177,11 @@ impl Graph {
         let mut out = vec![];
         for n in &self.nodes {
             for (suffix, shape, init) in f(&n.op) {
-                out.push(ParamSpec { name: format!("{}.{suffix}", n.name), shape, init });
+                out.push(ParamSpec {
+                    name: format!("{}.{suffix}", n.name),
+                    shape,
+                    init,
+                });
             }
         }
         out
@@ -181,14 +202,21 @@ impl Graph {
     pub fn layers(&self) -> Vec<LayerInfo> {
         let mut out = vec![];
         for n in &self.nodes {
-            let params: u64 = n
-                .op
-                .params()
-                .iter()
-                .map(|(_, s, _)| s.iter().product::<usize>() as u64)
-                .sum();
+            let params: u64 =
+                n.op.params()
+                    .iter()
+                    .map(|(_, s, _)| s.iter().product::<usize>() as u64)
+                    .sum();
             let info = match &n.op {
-                Op::Conv { c_in, c_out, kernel, stride, dilation, groups, .. } => {
+                Op::Conv {
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                    dilation,
+                    groups,
+                    ..
+                } => {
                     let out_elems: usize = n.out_shape.iter().product();
                     let per_out = (c_in / groups) * kernel.iter().product::<usize>();
                     let dw = *groups > 1 && groups == c_in;
@@ -277,12 +305,19 @@ pub struct GraphBuilder {
 fn conv_out(len: usize, k: usize, s: usize, (lo, hi): (usize, usize), d: usize) -> Option<usize> {
     let span = d * (k.checked_sub(1)?) + 1;
     let padded = len + lo + hi;
-    if s == 0 || padded < span { None } else { Some((padded - span) / s + 1) }
+    if s == 0 || padded < span {
+        None
+    } else {
+        Some((padded - span) / s + 1)
+    }
 }
 
 impl GraphBuilder {
     pub fn new(input_shape: Vec<usize>) -> Self {
-        Self { input_shape, nodes: vec![] }
+        Self {
+            input_shape,
+            nodes: vec![],
+        }
     }
 
     /// Value id of the network input.
@@ -291,7 +326,11 @@ impl GraphBuilder {
     }
 
     pub fn shape(&self, v: usize) -> &[usize] {
-        if v == 0 { &self.input_shape } else { &self.nodes[v - 1].out_shape }
+        if v == 0 {
+            &self.input_shape
+        } else {
+            &self.nodes[v - 1].out_shape
+        }
     }
 
     /// Channels (dim 0 of the per-sample shape) of value `v`.
@@ -302,14 +341,29 @@ impl GraphBuilder {
     /// Append a node, returning its value id.
     pub fn push(&mut self, name: &str, op: Op, inputs: Vec<usize>) -> Result<usize> {
         for &i in &inputs {
-            ensure!(i <= self.nodes.len(), "node {name}: unknown input value {i}");
+            ensure!(
+                i <= self.nodes.len(),
+                "node {name}: unknown input value {i}"
+            );
         }
-        let first = self.shape(*inputs.first().ok_or_else(|| {
-            anyhow::anyhow!("node {name}: no inputs")
-        })?)
-        .to_vec();
+        let first = self
+            .shape(
+                *inputs
+                    .first()
+                    .ok_or_else(|| anyhow::anyhow!("node {name}: no inputs"))?,
+            )
+            .to_vec();
         let out_shape = match &op {
-            Op::Conv { c_in, c_out, kernel, stride, padding, dilation, groups, .. } => {
+            Op::Conv {
+                c_in,
+                c_out,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => {
                 let nd = kernel.len();
                 ensure!(
                     (1..=2).contains(&nd)
@@ -322,7 +376,11 @@ impl GraphBuilder {
                     first.len() == nd + 1,
                     "conv {name}: input shape {first:?} does not fit a {nd}-d convolution"
                 );
-                ensure!(first[0] == *c_in, "conv {name}: input has {} channels, layer expects {c_in}", first[0]);
+                ensure!(
+                    first[0] == *c_in,
+                    "conv {name}: input has {} channels, layer expects {c_in}",
+                    first[0]
+                );
                 ensure!(
                     *groups >= 1 && c_in % groups == 0 && c_out % groups == 0 && *c_out > 0,
                     "conv {name}: {c_in}→{c_out} channels not divisible into {groups} groups"
@@ -342,29 +400,47 @@ impl GraphBuilder {
                 out
             }
             Op::BatchNorm { channels, .. } => {
-                ensure!(first[0] == *channels, "batch norm {name}: input has {} channels, expects {channels}", first[0]);
+                ensure!(
+                    first[0] == *channels,
+                    "batch norm {name}: input has {} channels, expects {channels}",
+                    first[0]
+                );
                 first.clone()
             }
             Op::Relu => first.clone(),
             Op::Add => {
                 ensure!(inputs.len() == 2, "add {name}: needs two inputs");
                 let second = self.shape(inputs[1]);
-                ensure!(first == second, "add {name}: shapes {first:?} and {second:?} differ");
+                ensure!(
+                    first == second,
+                    "add {name}: shapes {first:?} and {second:?} differ"
+                );
                 first.clone()
             }
             Op::GlobalAvgPool => {
-                ensure!(first.len() >= 2, "pool {name}: input {first:?} has no spatial dims");
+                ensure!(
+                    first.len() >= 2,
+                    "pool {name}: input {first:?} has no spatial dims"
+                );
                 vec![first[0]]
             }
             Op::Linear { c_in, c_out, .. } => {
-                ensure!(first.len() == 1 && first[0] == *c_in, "linear {name}: input {first:?}, expects [{c_in}]");
+                ensure!(
+                    first.len() == 1 && first[0] == *c_in,
+                    "linear {name}: input {first:?}, expects [{c_in}]"
+                );
                 vec![*c_out]
             }
         };
         if !matches!(op, Op::Add) && inputs.len() != 1 {
             bail!("node {name}: expects exactly one input");
         }
-        self.nodes.push(Node { name: name.to_string(), op, inputs, out_shape });
+        self.nodes.push(Node {
+            name: name.to_string(),
+            op,
+            inputs,
+            out_shape,
+        });
         Ok(self.nodes.len())
     }
 
@@ -383,12 +459,33 @@ impl GraphBuilder {
         bias: bool,
     ) -> Result<usize> {
         let c_in = self.channels(x);
-        self.push(name, Op::Conv { c_in, c_out, kernel, stride, padding, dilation, groups, bias }, vec![x])
+        self.push(
+            name,
+            Op::Conv {
+                c_in,
+                c_out,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+            },
+            vec![x],
+        )
     }
 
     pub fn bn(&mut self, name: &str, x: usize) -> Result<usize> {
         let channels = self.channels(x);
-        self.push(name, Op::BatchNorm { channels, eps: 1e-5, momentum: 0.1 }, vec![x])
+        self.push(
+            name,
+            Op::BatchNorm {
+                channels,
+                eps: 1e-5,
+                momentum: 0.1,
+            },
+            vec![x],
+        )
     }
 
     pub fn relu(&mut self, name: &str, x: usize) -> Result<usize> {
@@ -409,6 +506,9 @@ impl GraphBuilder {
     }
 
     pub fn finish(self) -> Graph {
-        Graph { input_shape: self.input_shape, nodes: self.nodes }
+        Graph {
+            input_shape: self.input_shape,
+            nodes: self.nodes,
+        }
     }
 }

@@ -13,8 +13,8 @@ pub mod schedule;
 pub mod train;
 
 pub use config::ModelConfig;
-pub use graph::{Graph, LayerInfo, LayerKind};
 pub use data::{DataSet, Split, Targets};
+pub use graph::{Graph, LayerInfo, LayerKind};
 pub use model::Model;
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::ScheduleConfig;
@@ -26,7 +26,9 @@ pub fn set_threads(n: usize) {
     let n = n.max(1);
     // SAFETY: called at start-up, before other threads read the environment.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
 }
 
 #[cfg(test)]

@@ -49,10 +49,16 @@ impl Model {
                 Init::Zeros => vec![0.0; n],
                 Init::Uniform { fan_in } => {
                     let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-                    (0..n).map(|_| rng.random::<f32>() * 2.0 * bound - bound).collect()
+                    (0..n)
+                        .map(|_| rng.random::<f32>() * 2.0 * bound - bound)
+                        .collect()
                 }
             };
-            Ok(Var::from_tensor(&Tensor::from_vec(data, spec.shape.as_slice(), &Device::Cpu)?)?)
+            Ok(Var::from_tensor(&Tensor::from_vec(
+                data,
+                spec.shape.as_slice(),
+                &Device::Cpu,
+            )?)?)
         };
         let params = graph
             .param_specs()
@@ -74,8 +80,19 @@ impl Model {
         params: Vec<(String, Var)>,
         buffers: Vec<(String, Var)>,
     ) -> Self {
-        let index = params.iter().chain(buffers.iter()).map(|(n, v)| (n.clone(), v.clone())).collect();
-        Self { config, graph, bn_folded, params, buffers, index }
+        let index = params
+            .iter()
+            .chain(buffers.iter())
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        Self {
+            config,
+            graph,
+            bn_folded,
+            params,
+            buffers,
+            index,
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -109,7 +126,9 @@ impl Model {
 
     /// Look up a tensor (parameter or buffer) by name.
     pub fn get(&self, name: &str) -> Result<&Var> {
-        self.index.get(name).with_context(|| format!("model has no tensor named {name}"))
+        self.index
+            .get(name)
+            .with_context(|| format!("model has no tensor named {name}"))
     }
 
     /// Every tensor (parameters then buffers) as a name → tensor map, copied.
@@ -124,7 +143,9 @@ impl Model {
     /// Overwrite every tensor from `state` (names and shapes must match exactly).
     pub fn load_state(&self, state: &HashMap<String, Tensor>) -> Result<()> {
         for (n, v) in self.params.iter().chain(self.buffers.iter()) {
-            let t = state.get(n).with_context(|| format!("state has no tensor {n}"))?;
+            let t = state
+                .get(n)
+                .with_context(|| format!("state has no tensor {n}"))?;
             ensure!(
                 t.dims() == v.dims(),
                 "tensor {n}: saved shape {:?}, model shape {:?}",
@@ -155,9 +176,20 @@ impl Model {
         vals.push(x.clone());
         for node in &self.graph.nodes {
             let a = &vals[node.inputs[0]];
-            let p = |s: &str| self.get(&format!("{}.{s}", node.name)).map(|v| v.as_tensor());
+            let p = |s: &str| {
+                self.get(&format!("{}.{s}", node.name))
+                    .map(|v| v.as_tensor())
+            };
             let y = match &node.op {
-                Op::Conv { kernel, stride, padding, dilation, groups, bias, .. } => {
+                Op::Conv {
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                    ..
+                } => {
                     let w = p("weight")?;
                     let b = if *bias { Some(p("bias")?) } else { None };
                     conv(a, w, b, kernel.len(), stride, padding, dilation, *groups)
@@ -165,19 +197,25 @@ impl Model {
                 }
                 Op::BatchNorm { eps, momentum, .. } => {
                     let (g, bt) = (p("weight")?, p("bias")?);
-                    let (rm, rv) = (self.get(&format!("{}.running_mean", node.name))?, self.get(&format!("{}.running_var", node.name))?);
+                    let (rm, rv) = (
+                        self.get(&format!("{}.running_mean", node.name))?,
+                        self.get(&format!("{}.running_var", node.name))?,
+                    );
                     if train {
                         let (y, mean, var) = ops::batch_norm_train(a, g, bt, *eps)?;
                         let n = (a.elem_count() / a.dim(1)?) as f64;
                         let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
-                        rm.set(&((rm.as_tensor() * (1.0 - momentum))? + (mean.detach() * *momentum)?)?)?;
+                        rm.set(
+                            &((rm.as_tensor() * (1.0 - momentum))? + (mean.detach() * *momentum)?)?,
+                        )?;
                         rv.set(&((rv.as_tensor() * (1.0 - momentum))? + (unbiased * *momentum)?)?)?;
                         y
                     } else {
                         let r = a.rank();
                         let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
                         let shift = (bt - (rm.as_tensor() * &scale)?)?;
-                        a.broadcast_mul(&ops::bcast(&scale, r)?)?.broadcast_add(&ops::bcast(&shift, r)?)?
+                        a.broadcast_mul(&ops::bcast(&scale, r)?)?
+                            .broadcast_add(&ops::bcast(&shift, r)?)?
                     }
                 }
                 Op::Relu => ops::relu(a)?,
@@ -186,7 +224,11 @@ impl Model {
                 Op::Linear { bias, .. } => {
                     let w = p("weight")?;
                     let y = a.matmul(&w.t()?)?;
-                    if *bias { y.broadcast_add(p("bias")?)? } else { y }
+                    if *bias {
+                        y.broadcast_add(p("bias")?)?
+                    } else {
+                        y
+                    }
                 }
             };
             vals.push(y);
@@ -197,26 +239,35 @@ impl Model {
     /// Save weights (safetensors) and configuration (JSON) into folder `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let saved = SavedModel { config: self.config.clone(), bn_folded: self.bn_folded };
+        let saved = SavedModel {
+            config: self.config.clone(),
+            bn_folded: self.bn_folded,
+        };
         std::fs::write(dir.join(CONFIG_FILE), serde_json::to_string_pretty(&saved)?)
             .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
         let path = dir.join(WEIGHTS_FILE);
-        candle_core::safetensors::save(&self.state()?, &path).with_context(|| format!("writing {}", path.display()))?;
+        candle_core::safetensors::save(&self.state()?, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
 
     /// Load a model saved by [`Model::save`].
     pub fn load(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-        let saved: SavedModel = serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?;
+        let saved: SavedModel = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", cfg_path.display()))?;
         let mut model = Model::new(saved.config, 0)?;
         if saved.bn_folded {
             model = model.fold_bn()?;
         }
         let path = dir.join(WEIGHTS_FILE);
-        let state = candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("reading {}", path.display()))?;
-        model.load_state(&state).with_context(|| format!("loading {}", path.display()))?;
+        let state = candle_core::safetensors::load(&path, &Device::Cpu)
+            .with_context(|| format!("reading {}", path.display()))?;
+        model
+            .load_state(&state)
+            .with_context(|| format!("loading {}", path.display()))?;
         Ok(model)
     }
 
@@ -240,13 +291,19 @@ impl Model {
         for (i, node) in g.nodes.iter().enumerate() {
             if let Op::BatchNorm { .. } = node.op {
                 let src = node.inputs[0];
-                if src > 0 && uses[src] == 1 && matches!(g.nodes[src - 1].op, Op::Conv { .. } | Op::Linear { .. }) {
+                if src > 0
+                    && uses[src] == 1
+                    && matches!(g.nodes[src - 1].op, Op::Conv { .. } | Op::Linear { .. })
+                {
                     fold_into[i] = Some(src - 1);
                 }
             }
         }
-        let folded_producers: HashMap<usize, usize> =
-            fold_into.iter().enumerate().filter_map(|(bn, p)| p.map(|p| (p, bn))).collect();
+        let folded_producers: HashMap<usize, usize> = fold_into
+            .iter()
+            .enumerate()
+            .filter_map(|(bn, p)| p.map(|p| (p, bn)))
+            .collect();
         let mut remap = vec![0usize; n + 1];
         let mut nodes = vec![];
         let mut params: Vec<(String, Var)> = vec![];
@@ -258,11 +315,23 @@ impl Model {
             }
             let mut new = node.clone();
             new.inputs = node.inputs.iter().map(|&v| remap[v]).collect();
-            let t = |s: &str| -> Result<Tensor> { Ok(self.get(&format!("{}.{s}", node.name))?.as_tensor().copy()?) };
+            let t = |s: &str| -> Result<Tensor> {
+                Ok(self
+                    .get(&format!("{}.{s}", node.name))?
+                    .as_tensor()
+                    .copy()?)
+            };
             if let Some(&bn) = folded_producers.get(&i) {
                 let bn_node = &g.nodes[bn];
-                let Op::BatchNorm { eps, .. } = bn_node.op else { unreachable!() };
-                let b = |s: &str| -> Result<Tensor> { Ok(self.get(&format!("{}.{s}", bn_node.name))?.as_tensor().copy()?) };
+                let Op::BatchNorm { eps, .. } = bn_node.op else {
+                    unreachable!()
+                };
+                let b = |s: &str| -> Result<Tensor> {
+                    Ok(self
+                        .get(&format!("{}.{s}", bn_node.name))?
+                        .as_tensor()
+                        .copy()?)
+                };
                 let scale = (b("weight")? / (b("running_var")? + eps)?.sqrt()?)?;
                 let c_out = scale.elem_count();
                 let w = t("weight")?;
@@ -270,10 +339,16 @@ impl Model {
                 sshape[0] = c_out;
                 let w2 = w.broadcast_mul(&scale.reshape(sshape)?)?;
                 let has_bias = match &mut new.op {
-                    Op::Conv { bias, .. } | Op::Linear { bias, .. } => std::mem::replace(bias, true),
+                    Op::Conv { bias, .. } | Op::Linear { bias, .. } => {
+                        std::mem::replace(bias, true)
+                    }
                     _ => unreachable!(),
                 };
-                let b0 = if has_bias { t("bias")? } else { Tensor::zeros(c_out, DType::F32, &Device::Cpu)? };
+                let b0 = if has_bias {
+                    t("bias")?
+                } else {
+                    Tensor::zeros(c_out, DType::F32, &Device::Cpu)?
+                };
                 let b2 = (((b0 - b("running_mean")?)? * &scale)? + b("bias")?)?;
                 params.push((format!("{}.weight", node.name), Var::from_tensor(&w2)?));
                 params.push((format!("{}.bias", node.name), Var::from_tensor(&b2)?));
@@ -288,9 +363,18 @@ impl Model {
             nodes.push(new);
             remap[i + 1] = nodes.len();
         }
-        let graph = Graph { input_shape: g.input_shape.clone(), nodes };
+        let graph = Graph {
+            input_shape: g.input_shape.clone(),
+            nodes,
+        };
         graph.validate()?;
-        Ok(Model::assemble(self.config.clone(), graph, true, params, buffers))
+        Ok(Model::assemble(
+            self.config.clone(),
+            graph,
+            true,
+            params,
+            buffers,
+        ))
     }
 }
 
@@ -317,8 +401,20 @@ fn conv(
     }
     Ok(match nd {
         1 => {
-            ensure!(groups == 1 || groups == x.dim(1)?, "grouped conv1d needs groups = channels");
-            ops::conv1d(&x, w, b, &ops::Conv1dCfg { stride: stride[0], padding: sym[0], dilation: dilation[0] })?
+            ensure!(
+                groups == 1 || groups == x.dim(1)?,
+                "grouped conv1d needs groups = channels"
+            );
+            ops::conv1d(
+                &x,
+                w,
+                b,
+                &ops::Conv1dCfg {
+                    stride: stride[0],
+                    padding: sym[0],
+                    dilation: dilation[0],
+                },
+            )?
         }
         2 => ops::conv2d(
             &x,

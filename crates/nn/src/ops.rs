@@ -24,14 +24,44 @@ pub struct Conv2dCfg {
 }
 
 /// x (N, Cin, L), w (Cout, Cin, K) → (N, Cout, Lout); optional bias (Cout).
+///
+/// Ungrouped stride-1 convolutions (every TCN layer) are computed as im2col (K shifted
+/// views stacked) + matmul from differentiable candle ops: candle 0.11.1's own conv1d kernel
+/// gradient is wrong for batches > 1 and its input gradient underflows for large padding.
 pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) -> Result<Tensor> {
-    let (_, cin, _) = x.dims3()?;
-    let (_, cin_g, _) = w.dims3()?;
+    let (n, cin, l) = x.dims3()?;
+    let (cout, cin_g, k) = w.dims3()?;
     if cin_g == 0 || cin % cin_g != 0 {
         candle_core::bail!("conv1d: input has {cin} channels, weight expects multiples of {cin_g}");
     }
     let groups = cin / cin_g;
-    let y = x.conv1d(w, cfg.padding, cfg.stride, cfg.dilation, groups)?;
+    let (p, d, s) = (cfg.padding, cfg.dilation, cfg.stride);
+    let span = d * (k.max(1) - 1) + 1;
+    if l + 2 * p < span || s == 0 {
+        candle_core::bail!(
+            "conv1d: kernel span {span} longer than padded input {}",
+            l + 2 * p
+        );
+    }
+    if groups != 1 || s != 1 {
+        let y = x.conv1d(w, p, s, d, groups)?;
+        return add_bias(y, bias);
+    }
+    let lout = l + 2 * p - span + 1;
+    let xp = if p > 0 {
+        x.pad_with_zeros(2, p, p)?
+    } else {
+        x.clone()
+    };
+    let cols = if k == 1 {
+        xp.narrow(2, 0, lout)?
+    } else {
+        let taps = (0..k)
+            .map(|j| xp.narrow(2, j * d, lout))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&taps, 2)?.reshape((n, cin * k, lout))?
+    };
+    let y = w.reshape((cout, cin * k))?.broadcast_matmul(&cols)?;
     add_bias(y, bias)
 }
 
@@ -122,7 +152,11 @@ pub fn batch_norm_train(
     };
     let mean = xt.mean(0)?;
     let centered = x.broadcast_sub(&bcast(&mean, rank)?)?;
-    let var = centered.sqr()?.transpose(0, 1)?.flatten_from(1)?.mean(D::Minus1)?;
+    let var = centered
+        .sqr()?
+        .transpose(0, 1)?
+        .flatten_from(1)?
+        .mean(D::Minus1)?;
     let inv = (var.clone() + eps)?.sqrt()?.recip()?;
     let scale = (inv * gamma)?;
     let y = centered

@@ -60,13 +60,28 @@ fn wd_adamw() -> f64 {
 
 impl OptimizerConfig {
     pub fn adam(weight_decay: f64) -> Self {
-        Self::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
+        Self::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
     }
     pub fn adamw(weight_decay: f64) -> Self {
-        Self::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
+        Self::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
     }
     pub fn sgd(momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
-        Self::Sgd { momentum, dampening: 0.0, nesterov, weight_decay }
+        Self::Sgd {
+            momentum,
+            dampening: 0.0,
+            nesterov,
+            weight_decay,
+        }
     }
 }
 
@@ -91,16 +106,33 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(cfg: OptimizerConfig, vars: Vec<(String, Var)>) -> Result<Self> {
         match &cfg {
-            OptimizerConfig::Sgd { nesterov: true, momentum, dampening, .. } => {
-                ensure!(*momentum > 0.0 && *dampening == 0.0, "Nesterov SGD needs momentum > 0 and dampening 0");
+            OptimizerConfig::Sgd {
+                nesterov: true,
+                momentum,
+                dampening,
+                ..
+            } => {
+                ensure!(
+                    *momentum > 0.0 && *dampening == 0.0,
+                    "Nesterov SGD needs momentum > 0 and dampening 0"
+                );
             }
-            OptimizerConfig::Adam { beta1, beta2, .. } | OptimizerConfig::AdamW { beta1, beta2, .. } => {
-                ensure!((0.0..1.0).contains(beta1) && (0.0..1.0).contains(beta2), "Adam betas must be in [0, 1)");
+            OptimizerConfig::Adam { beta1, beta2, .. }
+            | OptimizerConfig::AdamW { beta1, beta2, .. } => {
+                ensure!(
+                    (0.0..1.0).contains(beta1) && (0.0..1.0).contains(beta2),
+                    "Adam betas must be in [0, 1)"
+                );
             }
             _ => {}
         }
         let slots = vec![Slot::default(); vars.len()];
-        Ok(Self { cfg, vars, slots, step: 0 })
+        Ok(Self {
+            cfg,
+            vars,
+            slots,
+            step: 0,
+        })
     }
 
     pub fn steps(&self) -> u64 {
@@ -117,13 +149,30 @@ impl Optimizer {
         self.step += 1;
         let t = self.step as i32;
         for ((name, var), slot) in self.vars.iter().zip(self.slots.iter_mut()) {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
             let mut w: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
-            ensure!(g.len() == w.len(), "gradient of {name} has {} elements, parameter {}", g.len(), w.len());
+            ensure!(
+                g.len() == w.len(),
+                "gradient of {name} has {} elements, parameter {}",
+                g.len(),
+                w.len()
+            );
             match self.cfg {
-                OptimizerConfig::Adam { beta1, beta2, eps, weight_decay }
-                | OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => {
+                OptimizerConfig::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                }
+                | OptimizerConfig::AdamW {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
                     let decoupled = matches!(self.cfg, OptimizerConfig::AdamW { .. });
                     if slot.m.is_empty() {
                         slot.m = vec![0.0; w.len()];
@@ -148,8 +197,18 @@ impl Optimizer {
                         w[i] -= step_size * slot.m[i] / denom;
                     }
                 }
-                OptimizerConfig::Sgd { momentum, dampening, nesterov, weight_decay } => {
-                    let (mu, damp, wd, lr32) = (momentum as f32, dampening as f32, weight_decay as f32, lr as f32);
+                OptimizerConfig::Sgd {
+                    momentum,
+                    dampening,
+                    nesterov,
+                    weight_decay,
+                } => {
+                    let (mu, damp, wd, lr32) = (
+                        momentum as f32,
+                        dampening as f32,
+                        weight_decay as f32,
+                        lr as f32,
+                    );
                     let first = slot.m.is_empty();
                     if momentum != 0.0 && first {
                         slot.m = vec![0.0; w.len()];
@@ -160,7 +219,11 @@ impl Optimizer {
                             gi += wd * w[i];
                         }
                         if momentum != 0.0 {
-                            let b = if first { gi } else { mu * slot.m[i] + (1.0 - damp) * gi };
+                            let b = if first {
+                                gi
+                            } else {
+                                mu * slot.m[i] + (1.0 - damp) * gi
+                            };
                             slot.m[i] = b;
                             gi = if nesterov { gi + mu * b } else { b };
                         }
@@ -178,10 +241,16 @@ impl Optimizer {
         let mut out = HashMap::new();
         for ((name, var), slot) in self.vars.iter().zip(&self.slots) {
             if !slot.m.is_empty() {
-                out.insert(format!("m.{name}"), Tensor::from_vec(slot.m.clone(), var.dims(), &Device::Cpu)?);
+                out.insert(
+                    format!("m.{name}"),
+                    Tensor::from_vec(slot.m.clone(), var.dims(), &Device::Cpu)?,
+                );
             }
             if !slot.v.is_empty() {
-                out.insert(format!("v.{name}"), Tensor::from_vec(slot.v.clone(), var.dims(), &Device::Cpu)?);
+                out.insert(
+                    format!("v.{name}"),
+                    Tensor::from_vec(slot.v.clone(), var.dims(), &Device::Cpu)?,
+                );
             }
         }
         Ok((self.step, out))
@@ -194,15 +263,33 @@ impl Optimizer {
         for ((name, var), slot) in self.vars.iter().zip(self.slots.iter_mut()) {
             let get = |k: &str| -> Result<Vec<f32>> {
                 let t = &state[k];
-                ensure!(t.dims() == var.dims(), "optimizer state {k}: shape {:?}, parameter {:?}", t.dims(), var.dims());
+                ensure!(
+                    t.dims() == var.dims(),
+                    "optimizer state {k}: shape {:?}, parameter {:?}",
+                    t.dims(),
+                    var.dims()
+                );
                 Ok(t.flatten_all()?.to_vec1()?)
             };
             let (mk, vk) = (format!("m.{name}"), format!("v.{name}"));
-            slot.m = if state.contains_key(&mk) { used += 1; get(&mk).context("optimizer state")? } else { vec![] };
-            slot.v = if state.contains_key(&vk) { used += 1; get(&vk).context("optimizer state")? } else { vec![] };
+            slot.m = if state.contains_key(&mk) {
+                used += 1;
+                get(&mk).context("optimizer state")?
+            } else {
+                vec![]
+            };
+            slot.v = if state.contains_key(&vk) {
+                used += 1;
+                get(&vk).context("optimizer state")?
+            } else {
+                vec![]
+            };
         }
         if used != state.len() {
-            bail!("optimizer state has {} tensors, only {used} match the {known} parameters", state.len());
+            bail!(
+                "optimizer state has {} tensors, only {used} match the {known} parameters",
+                state.len()
+            );
         }
         self.step = step;
         Ok(())

@@ -27,8 +27,12 @@ pub enum ScheduleConfig {
 impl ScheduleConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
-            ScheduleConfig::Step { step_size, .. } => ensure!(*step_size > 0, "step schedule: step_size must be > 0"),
-            ScheduleConfig::Cosine { t_max, .. } => ensure!(*t_max > 0, "cosine schedule: t_max must be > 0"),
+            ScheduleConfig::Step { step_size, .. } => {
+                ensure!(*step_size > 0, "step schedule: step_size must be > 0")
+            }
+            ScheduleConfig::Cosine { t_max, .. } => {
+                ensure!(*t_max > 0, "cosine schedule: t_max must be > 0")
+            }
             _ => {}
         }
         Ok(())
@@ -38,14 +42,18 @@ impl ScheduleConfig {
     pub fn lr(&self, base: f64, epoch: u64) -> f64 {
         match self {
             ScheduleConfig::Constant => base,
-            ScheduleConfig::Step { step_size, gamma } => base * gamma.powi((epoch / step_size.max(&1)) as i32),
+            ScheduleConfig::Step { step_size, gamma } => {
+                base * gamma.powi((epoch / step_size.max(&1)) as i32)
+            }
             ScheduleConfig::MultiStep { milestones, gamma } => {
                 base * gamma.powi(milestones.iter().filter(|&&m| m <= epoch).count() as i32)
             }
             ScheduleConfig::Exponential { gamma } => base * gamma.powi(epoch as i32),
             ScheduleConfig::Cosine { t_max, eta_min } => {
                 let e = epoch.min(*t_max) as f64;
-                eta_min + (base - eta_min) * (1.0 + (std::f64::consts::PI * e / *t_max as f64).cos()) / 2.0
+                eta_min
+                    + (base - eta_min) * (1.0 + (std::f64::consts::PI * e / *t_max as f64).cos())
+                        / 2.0
             }
         }
     }

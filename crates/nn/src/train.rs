@@ -45,7 +45,11 @@ impl Trainable for Model {
         self.params().to_vec()
     }
     fn state_vars(&self) -> Vec<(String, Var)> {
-        self.params().iter().chain(self.buffers()).cloned().collect()
+        self.params()
+            .iter()
+            .chain(self.buffers())
+            .cloned()
+            .collect()
     }
 }
 
@@ -168,9 +172,13 @@ const OPTIM_FILE: &str = "optimizer.safetensors";
 /// Batch loss of `out` against targets (mean over the batch), and the correct count.
 fn batch_loss(kind: LossKind, out: &Tensor, y: &Targets) -> Result<(Tensor, Option<u64>)> {
     match (kind, y) {
-        (LossKind::CrossEntropy, Targets::Classes(t)) => Ok((loss::cross_entropy(out, t)?, Some(loss::correct(out, t)?))),
+        (LossKind::CrossEntropy, Targets::Classes(t)) => {
+            Ok((loss::cross_entropy(out, t)?, Some(loss::correct(out, t)?)))
+        }
         (LossKind::Mse, Targets::Values(t)) => Ok((loss::mse(out, t)?, None)),
-        (LossKind::Mse, Targets::Classes(_)) => bail!("MSE loss needs f32 target values, the data has class labels"),
+        (LossKind::Mse, Targets::Classes(_)) => {
+            bail!("MSE loss needs f32 target values, the data has class labels")
+        }
         (LossKind::CrossEntropy, Targets::Values(_)) => {
             bail!("cross-entropy needs class labels, the data has f32 target values")
         }
@@ -178,7 +186,12 @@ fn batch_loss(kind: LossKind, out: &Tensor, y: &Targets) -> Result<(Tensor, Opti
 }
 
 /// Loss and accuracy of the model (eval mode) over a split, in order, batch by batch.
-pub fn evaluate(model: &dyn Trainable, split: &Split, kind: LossKind, batch_size: usize) -> Result<Metrics> {
+pub fn evaluate(
+    model: &dyn Trainable,
+    split: &Split,
+    kind: LossKind,
+    batch_size: usize,
+) -> Result<Metrics> {
     split.validate("evaluation")?;
     let n = split.len();
     let (mut sum, mut correct, mut has_acc) = (0.0f64, 0u64, false);
@@ -193,39 +206,74 @@ pub fn evaluate(model: &dyn Trainable, split: &Split, kind: LossKind, batch_size
             has_acc = true;
         }
     }
-    Ok(Metrics { loss: sum / n as f64, accuracy: has_acc.then(|| correct as f64 / n as f64) })
+    Ok(Metrics {
+        loss: sum / n as f64,
+        accuracy: has_acc.then(|| correct as f64 / n as f64),
+    })
 }
 
 fn copy_state(vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
-    vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect()
+    vars.iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .collect()
 }
 
-fn restore_state(vars: &[(String, Var)], state: &HashMap<String, Tensor>, what: &str) -> Result<()> {
-    ensure!(state.len() == vars.len(), "{what}: {} tensors saved, model has {}", state.len(), vars.len());
+fn restore_state(
+    vars: &[(String, Var)],
+    state: &HashMap<String, Tensor>,
+    what: &str,
+) -> Result<()> {
+    ensure!(
+        state.len() == vars.len(),
+        "{what}: {} tensors saved, model has {}",
+        state.len(),
+        vars.len()
+    );
     for (n, v) in vars {
-        let t = state.get(n).with_context(|| format!("{what}: no tensor {n}"))?;
-        ensure!(t.dims() == v.dims(), "{what}: {n} has shape {:?}, model {:?}", t.dims(), v.dims());
+        let t = state
+            .get(n)
+            .with_context(|| format!("{what}: no tensor {n}"))?;
+        ensure!(
+            t.dims() == v.dims(),
+            "{what}: {n} has shape {:?}, model {:?}",
+            t.dims(),
+            v.dims()
+        );
         v.set(t)?;
     }
     Ok(())
 }
 
 fn load_st(path: &Path) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("reading {}", path.display()))
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// Score to minimise for the monitored quantity.
 fn score(monitor: Monitor, m: &Metrics) -> Result<f64> {
     Ok(match monitor {
         Monitor::ValLoss => m.loss,
-        Monitor::ValAccuracy => -m.accuracy.context("monitor val_accuracy needs class labels")?,
+        Monitor::ValAccuracy => -m
+            .accuracy
+            .context("monitor val_accuracy needs class labels")?,
     })
 }
 
 /// Train `model` in place on `data` and evaluate it on the test split.
-pub fn train(model: &dyn Trainable, data: &DataSet, cfg: &TrainConfig, mut hooks: Hooks<'_>) -> Result<TrainResult> {
-    ensure!(cfg.epochs > 0 && cfg.batch_size > 0, "training: epochs and batch_size must be > 0");
-    ensure!(cfg.lr.is_finite() && cfg.lr > 0.0, "training: lr must be a positive number");
+pub fn train(
+    model: &dyn Trainable,
+    data: &DataSet,
+    cfg: &TrainConfig,
+    mut hooks: Hooks<'_>,
+) -> Result<TrainResult> {
+    ensure!(
+        cfg.epochs > 0 && cfg.batch_size > 0,
+        "training: epochs and batch_size must be > 0"
+    );
+    ensure!(
+        cfg.lr.is_finite() && cfg.lr > 0.0,
+        "training: lr must be a positive number"
+    );
     cfg.schedule.validate()?;
     data.train.validate("train")?;
     if let Some(v) = &data.val {
@@ -260,17 +308,27 @@ pub fn train(model: &dyn Trainable, data: &DataSet, cfg: &TrainConfig, mut hooks
     if let Some((step, dir)) = hooks.checkpoints.and_then(|c| c.latest()) {
         let text = std::fs::read_to_string(dir.join(STATE_FILE))
             .with_context(|| format!("reading checkpoint {step} in {}", dir.display()))?;
-        let saved: RunState = serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join(STATE_FILE).display()))?;
+        let saved: RunState = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", dir.join(STATE_FILE).display()))?;
         ensure!(
             saved.config == *cfg,
             "checkpoint {} was written by a different training configuration",
             dir.display()
         );
-        restore_state(&state_vars, &load_st(&dir.join(MODEL_FILE))?, "checkpoint weights")?;
+        restore_state(
+            &state_vars,
+            &load_st(&dir.join(MODEL_FILE))?,
+            "checkpoint weights",
+        )?;
         opt.load_state(saved.optimizer_steps, &load_st(&dir.join(OPTIM_FILE))?)?;
         rng = ChaCha8Rng::from_seed(saved.rng_seed);
         rng.set_stream(saved.rng_stream);
-        rng.set_word_pos(saved.rng_word_pos.parse::<u128>().context("checkpoint rng_word_pos")?);
+        rng.set_word_pos(
+            saved
+                .rng_word_pos
+                .parse::<u128>()
+                .context("checkpoint rng_word_pos")?,
+        );
         if dir.join(BEST_FILE).exists() {
             best = Some(load_st(&dir.join(BEST_FILE))?);
         }
@@ -304,7 +362,12 @@ pub fn train(model: &dyn Trainable, data: &DataSet, cfg: &TrainConfig, mut hooks
             }
             let total = l.to_scalar::<f32>()? as f64;
             if !total.is_finite() {
-                return Err(TrainError::Diverged { epoch, batch: b, loss: total }.into());
+                return Err(TrainError::Diverged {
+                    epoch,
+                    batch: b,
+                    loss: total,
+                }
+                .into());
             }
             let grads = l.backward()?;
             opt.step(&grads, lr)?;
@@ -314,15 +377,29 @@ pub fn train(model: &dyn Trainable, data: &DataSet, cfg: &TrainConfig, mut hooks
                 has_acc = true;
             }
             if let Some(p) = hooks.progress.as_mut() {
-                p(&Progress { epoch, epochs: cfg.epochs, batch: b, batches, loss: total });
+                p(&Progress {
+                    epoch,
+                    epochs: cfg.epochs,
+                    batch: b,
+                    batches,
+                    loss: total,
+                });
             }
         }
-        let train_m = Metrics { loss: sum / n as f64, accuracy: has_acc.then(|| correct as f64 / n as f64) };
+        let train_m = Metrics {
+            loss: sum / n as f64,
+            accuracy: has_acc.then(|| correct as f64 / n as f64),
+        };
         let val_m = match &data.val {
             Some(v) => Some(evaluate(model, v, cfg.loss, cfg.batch_size)?),
             None => None,
         };
-        run.history.push(EpochRecord { epoch, lr, train: train_m, val: val_m });
+        run.history.push(EpochRecord {
+            epoch,
+            lr,
+            train: train_m,
+            val: val_m,
+        });
         if let Some(vm) = &val_m {
             let s = score(cfg.monitor, vm)?;
             let improved = run.best_score_bits.is_none_or(|b| s < f64::from_bits(b));
@@ -377,5 +454,11 @@ pub fn train(model: &dyn Trainable, data: &DataSet, cfg: &TrainConfig, mut hooks
         Some(t) => Some(evaluate(model, t, cfg.loss, cfg.batch_size)?),
         None => None,
     };
-    Ok(TrainResult { history: run.history, best_epoch, stopped_early: run.stopped_early, val, test })
+    Ok(TrainResult {
+        history: run.history,
+        best_epoch,
+        stopped_early: run.stopped_early,
+        val,
+        test,
+    })
 }

@@ -5,7 +5,9 @@ use crate::graph::LayerKind;
 
 #[test]
 fn dscnn_counts_match_hand_count() {
-    let g = ModelConfig::DsCnn(DsCnnConfig::reference()).build().unwrap();
+    let g = ModelConfig::DsCnn(DsCnnConfig::reference())
+        .build()
+        .unwrap();
     // conv0 1→64 k10×4: 64·40 + 64 = 2,624 params; output H=(49+10−10)/2+1=25,
     //   W=(10+2−4)/2+1=5 → 125 positions · 64 · 40 = 320,000 MACs.
     // bn0: 128 params.
@@ -18,14 +20,22 @@ fn dscnn_counts_match_hand_count() {
     assert_eq!(g.macs(), 2_656_768);
     let layers = g.layers();
     let conv0 = &layers[0];
-    assert_eq!((conv0.name.as_str(), conv0.out_shape.as_slice(), conv0.macs), ("conv0", &[64, 25, 5][..], 320_000));
+    assert_eq!(
+        (conv0.name.as_str(), conv0.out_shape.as_slice(), conv0.macs),
+        ("conv0", &[64, 25, 5][..], 320_000)
+    );
     let dw = layers.iter().find(|l| l.name == "blocks.0.dw").unwrap();
-    assert_eq!((dw.kind, dw.groups, dw.params, dw.macs), (LayerKind::DepthwiseConv2d, 64, 640, 72_000));
+    assert_eq!(
+        (dw.kind, dw.groups, dw.params, dw.macs),
+        (LayerKind::DepthwiseConv2d, 64, 640, 72_000)
+    );
 }
 
 #[test]
 fn resnet8_counts_match_hand_count() {
-    let g = ModelConfig::ResNet(ResNetConfig::resnet8()).build().unwrap();
+    let g = ModelConfig::ResNet(ResNetConfig::resnet8())
+        .build()
+        .unwrap();
     // conv0 3→16 3×3: 432+16 = 448 params, 1024·16·27 = 442,368 MACs; bn0 32.
     // stack 0 (16, s1, no shortcut conv): c1 2,320 + BN 32 + c2 2,320 + BN 32 = 4,704 params;
     //   MACs 2 · 1024·16·144 = 4,718,592.
@@ -52,7 +62,11 @@ fn tcn_bench_counts_match_hand_count() {
     // MACs 49·64·30 = 94,080 + 6·49·64·192 = 3,612,672 + 768 = 3,707,520.
     assert_eq!(g.params(), 76_876);
     assert_eq!(g.macs(), 3_707_520);
-    assert!(g.nodes.iter().all(|n| n.out_shape.len() != 2 || n.out_shape[1] == 49));
+    assert!(
+        g.nodes
+            .iter()
+            .all(|n| n.out_shape.len() != 2 || n.out_shape[1] == 49)
+    );
 }
 
 #[test]
@@ -60,11 +74,20 @@ fn tcn_residual_uses_projection_only_when_channels_change() {
     let mut c = TcnConfig::seed(16);
     c.layers[1].channels = 16;
     c.layers[3].channels = 24; // block 1 (layers 2,3) goes 16 → 24: projection
+    c.layers[5].channels = 24; // block 2 (layers 4,5) goes 24 → 24: identity
     let g = ModelConfig::Tcn(c).build().unwrap();
     let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert!(names.contains(&"proj.1"), "first block 10→16 needs a projection: {names:?}");
+    assert!(
+        names.contains(&"proj.1"),
+        "first block 10→16 needs a projection: {names:?}"
+    );
     assert!(names.contains(&"proj.3"));
-    assert!(!names.contains(&"proj.5"), "block 24→16? no: layers 4,5 are 16→16 after 24");
+    assert!(
+        !names.contains(&"proj.5"),
+        "block 2 is 24→24: identity skip"
+    );
+    let add = g.nodes.iter().find(|n| n.name == "add.5").unwrap();
+    assert_eq!(add.out_shape, vec![24, 49]);
 }
 
 #[test]
@@ -74,12 +97,19 @@ fn mobilenet_quarter_width_and_autoencoder_counts() {
     assert_eq!(m.blocks.last().unwrap().channels, 256);
     let g = ModelConfig::MobileNetV1(m).build().unwrap();
     // output of the last block: 96 /2 (stem) /2 /2 /2 /2 = 3×3.
-    let last = g.nodes.iter().rev().find(|n| n.name == "blocks.12.pw").unwrap();
+    let last = g
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| n.name == "blocks.12.pw")
+        .unwrap();
     assert_eq!(last.out_shape, vec![256, 3, 3]);
     // AE 640-128×4-8-128×4-640 with BN: linear params 640·128+128 = 82,048; 3 × 16,512 = 49,536;
     // 128·8+8 = 1,032; 8·128+128 = 1,152; 3 × 16,512 = 49,536; out 128·640+640 = 82,560;
     // BN 2·(8·128 + 8) = 2,064. Total 82,048+49,536+1,032+1,152+49,536+82,560+2,064 = 267,928.
-    let ae = ModelConfig::AutoEncoder(AutoEncoderConfig::reference()).build().unwrap();
+    let ae = ModelConfig::AutoEncoder(AutoEncoderConfig::reference())
+        .build()
+        .unwrap();
     assert_eq!(ae.params(), 267_928);
     // MACs: linear in·out: 81,920 + 3·16,384 + 1,024 + 1,024 + 3·16,384 + 81,920 = 264,192.
     assert_eq!(ae.macs(), 264_192);
@@ -96,7 +126,9 @@ fn config_round_trips_through_toml_and_rejects_bad_shapes() {
         layers = [ { channels = 32, kernel = 3 }, { channels = 20, kernel = 5, dilation = 2 } ]
     "#;
     let c: ModelConfig = toml::from_str(text).unwrap();
-    let ModelConfig::Tcn(t) = &c else { panic!("wrong arch") };
+    let ModelConfig::Tcn(t) = &c else {
+        panic!("wrong arch")
+    };
     assert_eq!(t.layers[1].dilation, 2);
     assert!(t.batch_norm);
     let back: ModelConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();

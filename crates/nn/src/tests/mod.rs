@@ -1,6 +1,7 @@
 //! Unit tests of the crate, one file per concern.
 
 mod counts;
+mod grads;
 mod models;
 mod ops;
 mod optim;

@@ -25,9 +25,12 @@ fn adam_first_step_moves_by_lr() {
 
 #[test]
 fn adam_l2_vs_adamw_decoupled_decay() {
-    // Adam with L2 wd=0.5, w0=1, c=0 → g = 0.5 → first step w = 1 − 0.1 = 0.9.
-    let w = run(OptimizerConfig::adam(0.5), 1.0, 0.0, 1, 0.1);
+    // Adam with L2 wd=0.5, w0=1, c=−0.25 → g = −0.25 + 0.5 = 0.25 > 0 → first step w = 0.9
+    // (without the L2 term g < 0 and w would rise to 1.1).
+    let w = run(OptimizerConfig::adam(0.5), 1.0, -0.25, 1, 0.1);
     assert!((w - 0.9).abs() < 1e-6, "{w}");
+    let w = run(OptimizerConfig::adam(0.0), 1.0, -0.25, 1, 0.1);
+    assert!((w - 1.1).abs() < 1e-6, "{w}");
     // AdamW wd=0.5, c=2: w = 1·(1 − 0.1·0.5) = 0.95, then − 0.1·2/(2+1e-8) → 0.85.
     let w = run(OptimizerConfig::adamw(0.5), 1.0, 2.0, 1, 0.1);
     assert!((w - 0.85).abs() < 1e-6, "{w}");
@@ -45,8 +48,8 @@ fn sgd_momentum_and_nesterov() {
     // Nesterov: step 1 b=2, g' = 2 + 0.9·2 = 3.8 → w = 0.62; step 2 b = 3.8, g' = 2 + 3.42 = 5.42
     // → w = 0.62 − 0.542 = 0.078.
     assert!((run(OptimizerConfig::sgd(0.9, true, 0.0), 1.0, 2.0, 2, 0.1) - 0.078).abs() < 1e-6);
-    // Weight decay 0.5 with c = 0: g = 0.5·w → w = 1 − 0.05 = 0.95.
-    assert!((run(OptimizerConfig::sgd(0.0, false, 0.5), 1.0, 0.0, 1, 0.1) - 0.95).abs() < 1e-6);
+    // Weight decay 0.5 with c = 1: g = 1 + 0.5·w = 1.5 → w = 1 − 0.15 = 0.85.
+    assert!((run(OptimizerConfig::sgd(0.0, false, 0.5), 1.0, 1.0, 1, 0.1) - 0.85).abs() < 1e-6);
 }
 
 #[test]
@@ -57,14 +60,17 @@ fn optimizer_state_round_trip_continues_identically() {
         opt.step(&loss.backward().unwrap(), 0.05).unwrap();
     };
     let (wa, wb) = (make(), make());
-    let mut a = Optimizer::new(OptimizerConfig::adamw(0.01), vec![("w".into(), wa.clone())]).unwrap();
-    let mut b = Optimizer::new(OptimizerConfig::adamw(0.01), vec![("w".into(), wb.clone())]).unwrap();
+    let mut a =
+        Optimizer::new(OptimizerConfig::adamw(0.01), vec![("w".into(), wa.clone())]).unwrap();
+    let mut b =
+        Optimizer::new(OptimizerConfig::adamw(0.01), vec![("w".into(), wb.clone())]).unwrap();
     for _ in 0..3 {
         step(&mut a, &wa);
         step(&mut b, &wb);
     }
     let (n, st) = b.state().unwrap();
-    let mut c = Optimizer::new(OptimizerConfig::adamw(0.01), vec![("w".into(), wb.clone())]).unwrap();
+    let mut c =
+        Optimizer::new(OptimizerConfig::adamw(0.01), vec![("w".into(), wb.clone())]).unwrap();
     c.load_state(n, &st).unwrap();
     for _ in 0..3 {
         step(&mut a, &wa);
@@ -75,18 +81,34 @@ fn optimizer_state_round_trip_continues_identically() {
 
 #[test]
 fn schedules_follow_their_definitions() {
-    let s = ScheduleConfig::Step { step_size: 3, gamma: 0.5 };
+    let s = ScheduleConfig::Step {
+        step_size: 3,
+        gamma: 0.5,
+    };
     assert_eq!([0, 2, 3, 6].map(|e| s.lr(1.0, e)), [1.0, 1.0, 0.5, 0.25]);
     // The KWS recipe: ×0.2 at 12 and 24.
-    let m = ScheduleConfig::MultiStep { milestones: vec![12, 24], gamma: 0.2 };
+    let m = ScheduleConfig::MultiStep {
+        milestones: vec![12, 24],
+        gamma: 0.2,
+    };
     assert_eq!(m.lr(5e-4, 11), 5e-4);
     assert!((m.lr(5e-4, 12) - 1e-4).abs() < 1e-15);
     assert!((m.lr(5e-4, 30) - 2e-5).abs() < 1e-15);
     let e = ScheduleConfig::Exponential { gamma: 0.99 };
     assert!((e.lr(1e-3, 2) - 1e-3 * 0.9801).abs() < 1e-15);
-    let c = ScheduleConfig::Cosine { t_max: 10, eta_min: 0.1 };
+    let c = ScheduleConfig::Cosine {
+        t_max: 10,
+        eta_min: 0.1,
+    };
     assert!((c.lr(1.1, 0) - 1.1).abs() < 1e-12);
     assert!((c.lr(1.1, 5) - 0.6).abs() < 1e-12);
     assert!((c.lr(1.1, 10) - 0.1).abs() < 1e-12);
-    assert!(ScheduleConfig::Step { step_size: 0, gamma: 0.1 }.validate().is_err());
+    assert!(
+        ScheduleConfig::Step {
+            step_size: 0,
+            gamma: 0.1
+        }
+        .validate()
+        .is_err()
+    );
 }
