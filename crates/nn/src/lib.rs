@@ -2,4 +2,35 @@
 //! models, masked (PIT) layers, the training loop and quantization emulation.
 //! It does not know the engine: training takes a small checkpoint-sink trait.
 
+pub mod config;
+pub mod data;
+pub mod graph;
+pub mod loss;
+pub mod model;
+pub mod ops;
+pub mod optim;
 pub mod quant;
+pub mod schedule;
+pub mod train;
+
+pub use config::ModelConfig;
+pub use data::{DataSet, Split, Targets};
+pub use graph::{Graph, LayerInfo, LayerKind};
+pub use model::Model;
+pub use optim::{Optimizer, OptimizerConfig};
+pub use schedule::ScheduleConfig;
+pub use train::{CheckpointSink, Hooks, TrainConfig, TrainResult, Trainable, train};
+
+/// Fix the worker-thread count for candle and rayon, once, at start-up (before any tensor
+/// work). Without `RAYON_NUM_THREADS`, candle 0.11.1 re-reads /proc/cpuinfo on every matmul.
+pub fn set_threads(n: usize) {
+    let n = n.max(1);
+    // SAFETY: called at start-up, before other threads read the environment.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+}
+
+#[cfg(test)]
+mod tests;

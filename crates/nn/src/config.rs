@@ -1,0 +1,536 @@
+//! Model configurations (serde, so an experiment TOML can express them) and their lowering to
+//! a [`Graph`]. Every per-layer channel count, kernel size and dilation is explicit, so pruned
+//! and searched networks are instances of the same builders as the reference models.
+
+use crate::graph::{Graph, GraphBuilder};
+use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
+
+/// Any supported architecture; the `arch` key selects it in TOML/JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "snake_case")]
+pub enum ModelConfig {
+    DsCnn(DsCnnConfig),
+    Tcn(TcnConfig),
+    #[serde(rename = "resnet")]
+    ResNet(ResNetConfig),
+    #[serde(rename = "mobilenet_v1")]
+    MobileNetV1(MobileNetV1Config),
+    #[serde(rename = "autoencoder")]
+    AutoEncoder(AutoEncoderConfig),
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// First conv of DS-CNN / MobileNet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StemConfig {
+    pub channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: usize,
+    pub padding: [usize; 2],
+}
+
+/// One depthwise-separable block: depthwise k×k on the incoming channels (stride `stride`),
+/// then pointwise 1×1 to `channels`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsBlockConfig {
+    pub channels: usize,
+    #[serde(default = "k3")]
+    pub kernel: [usize; 2],
+    #[serde(default = "one")]
+    pub stride: usize,
+}
+
+fn k3() -> [usize; 2] {
+    [3, 3]
+}
+fn one() -> usize {
+    1
+}
+
+/// DS-CNN (MLPerf Tiny KWS): stem conv → BN → ReLU, blocks of [dw → BN → ReLU → pw → BN → ReLU],
+/// global average pool, FC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsCnnConfig {
+    /// Per-sample input (C, H, W).
+    pub input: [usize; 3],
+    pub classes: usize,
+    pub stem: StemConfig,
+    pub blocks: Vec<DsBlockConfig>,
+    /// Conv biases (PyTorch default true; redundant before BN but counted in the 24 k).
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+impl DsCnnConfig {
+    /// The spec §2 reference: 1×49×10 input, 64 channels, 4 blocks, 12 classes.
+    pub fn reference() -> Self {
+        Self {
+            input: [1, 49, 10],
+            classes: 12,
+            stem: StemConfig {
+                channels: 64,
+                kernel: [10, 4],
+                stride: 2,
+                padding: [5, 1],
+            },
+            blocks: (0..4)
+                .map(|_| DsBlockConfig {
+                    channels: 64,
+                    kernel: [3, 3],
+                    stride: 1,
+                })
+                .collect(),
+            bias: true,
+        }
+    }
+}
+
+/// Padding of a TCN layer: symmetric 'same' (output length = input length) or causal (all on
+/// the left, so output t only sees inputs ≤ t).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TcnPadding {
+    #[default]
+    Same,
+    Causal,
+}
+
+/// One TCN Conv1d layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcnLayerConfig {
+    pub channels: usize,
+    pub kernel: usize,
+    #[serde(default = "one")]
+    pub dilation: usize,
+}
+
+/// TCN: stacked Conv1d (+ optional BN) + ReLU, optional residual adds every `residual_every`
+/// layers (identity when channels match, else a 1×1 projection), global average pool, FC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcnConfig {
+    pub input_channels: usize,
+    pub input_len: usize,
+    pub classes: usize,
+    pub layers: Vec<TcnLayerConfig>,
+    #[serde(default = "yes")]
+    pub batch_norm: bool,
+    /// 0 = no residual connections; n = a skip around every n consecutive layers.
+    #[serde(default)]
+    pub residual_every: usize,
+    #[serde(default)]
+    pub padding: TcnPadding,
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+impl TcnConfig {
+    /// The benchmark TCN of `torch_ref.py`: 7 × Conv1d k3 with `ch` channels, dilations
+    /// 1,1,2,2,4,4,8, no BN, no residual, 10×49 input, 12 classes.
+    pub fn bench(ch: usize) -> Self {
+        Self {
+            input_channels: 10,
+            input_len: 49,
+            classes: 12,
+            layers: [1, 1, 2, 2, 4, 4, 8]
+                .iter()
+                .map(|&d| TcnLayerConfig {
+                    channels: ch,
+                    kernel: 3,
+                    dilation: d,
+                })
+                .collect(),
+            batch_norm: false,
+            residual_every: 0,
+            padding: TcnPadding::Same,
+            bias: true,
+        }
+    }
+
+    /// The KWS PIT seed: like [`TcnConfig::bench`] with BN and residual blocks of two layers.
+    pub fn seed(ch: usize) -> Self {
+        Self {
+            batch_norm: true,
+            residual_every: 2,
+            ..Self::bench(ch)
+        }
+    }
+}
+
+/// One ResNet stack: conv k×k (stride) → BN → ReLU → conv k×k → BN, plus shortcut (1×1 conv
+/// with the stride when the shape changes, identity otherwise), ReLU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResStackConfig {
+    /// Channels of the first conv (prunable independently).
+    pub mid_channels: usize,
+    /// Channels of the second conv and the shortcut (coupled by the residual add).
+    pub channels: usize,
+    #[serde(default = "one")]
+    pub stride: usize,
+    #[serde(default = "k3s")]
+    pub kernel: usize,
+}
+
+fn k3s() -> usize {
+    3
+}
+
+/// ResNet (MLPerf Tiny IC ResNet-8 by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResNetConfig {
+    pub input: [usize; 3],
+    pub classes: usize,
+    pub stem_channels: usize,
+    pub stacks: Vec<ResStackConfig>,
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+impl ResNetConfig {
+    /// ResNet-8: 3×32×32, stem 16, stacks (16, s1), (32, s2), (64, s2), 10 classes.
+    pub fn resnet8() -> Self {
+        let st = |c, s| ResStackConfig {
+            mid_channels: c,
+            channels: c,
+            stride: s,
+            kernel: 3,
+        };
+        Self {
+            input: [3, 32, 32],
+            classes: 10,
+            stem_channels: 16,
+            stacks: vec![st(16, 1), st(32, 2), st(64, 2)],
+            bias: true,
+        }
+    }
+}
+
+/// MobileNetV1: stem conv 3×3 → BN → ReLU, then depthwise-separable blocks, pool, FC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileNetV1Config {
+    pub input: [usize; 3],
+    pub classes: usize,
+    pub stem: StemConfig,
+    pub blocks: Vec<DsBlockConfig>,
+    #[serde(default)]
+    pub bias: bool,
+}
+
+impl MobileNetV1Config {
+    /// The standard 13-block MobileNetV1 with width multiplier `alpha` (channels
+    /// max(1, round(c·alpha))); `alpha = 0.25` on 3×96×96, 2 classes is the VWW reference.
+    pub fn with_width(alpha: f64, input: [usize; 3], classes: usize) -> Self {
+        let w = |c: usize| ((c as f64 * alpha).round() as usize).max(1);
+        let plan: [(usize, usize); 13] = [
+            (64, 1),
+            (128, 2),
+            (128, 1),
+            (256, 2),
+            (256, 1),
+            (512, 2),
+            (512, 1),
+            (512, 1),
+            (512, 1),
+            (512, 1),
+            (512, 1),
+            (1024, 2),
+            (1024, 1),
+        ];
+        Self {
+            input,
+            classes,
+            stem: StemConfig {
+                channels: w(32),
+                kernel: [3, 3],
+                stride: 2,
+                padding: [1, 1],
+            },
+            blocks: plan
+                .iter()
+                .map(|&(c, s)| DsBlockConfig {
+                    channels: w(c),
+                    kernel: [3, 3],
+                    stride: s,
+                })
+                .collect(),
+            bias: false,
+        }
+    }
+}
+
+/// Fully-connected auto-encoder: Linear → BN → ReLU per hidden layer, final Linear back to
+/// `input` features (MLPerf Tiny AD: 640-128×4-8-128×4-640).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoEncoderConfig {
+    pub input: usize,
+    pub hidden: Vec<usize>,
+    #[serde(default = "yes")]
+    pub batch_norm: bool,
+}
+
+impl AutoEncoderConfig {
+    pub fn reference() -> Self {
+        Self {
+            input: 640,
+            hidden: vec![128, 128, 128, 128, 8, 128, 128, 128, 128],
+            batch_norm: true,
+        }
+    }
+}
+
+fn same_pad(k: usize, d: usize) -> (usize, usize) {
+    let total = d * (k - 1);
+    (total / 2, total - total / 2)
+}
+
+impl ModelConfig {
+    /// Lower the configuration to a shape-checked graph.
+    pub fn build(&self) -> Result<Graph> {
+        let g = match self {
+            ModelConfig::DsCnn(c) => {
+                build_separable(&c.input, c.classes, &c.stem, &c.blocks, c.bias, "DS-CNN")?
+            }
+            ModelConfig::MobileNetV1(c) => build_separable(
+                &c.input,
+                c.classes,
+                &c.stem,
+                &c.blocks,
+                c.bias,
+                "MobileNetV1",
+            )?,
+            ModelConfig::Tcn(c) => build_tcn(c)?,
+            ModelConfig::ResNet(c) => build_resnet(c)?,
+            ModelConfig::AutoEncoder(c) => build_ae(c)?,
+        };
+        Ok(g)
+    }
+
+    /// Per-sample input shape.
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self {
+            ModelConfig::DsCnn(c) => c.input.to_vec(),
+            ModelConfig::MobileNetV1(c) => c.input.to_vec(),
+            ModelConfig::ResNet(c) => c.input.to_vec(),
+            ModelConfig::Tcn(c) => vec![c.input_channels, c.input_len],
+            ModelConfig::AutoEncoder(c) => vec![c.input],
+        }
+    }
+}
+
+fn build_separable(
+    input: &[usize; 3],
+    classes: usize,
+    stem: &StemConfig,
+    blocks: &[DsBlockConfig],
+    bias: bool,
+    what: &str,
+) -> Result<Graph> {
+    ensure!(
+        classes > 0 && stem.channels > 0,
+        "{what}: classes and stem channels must be > 0"
+    );
+    let mut b = GraphBuilder::new(input.to_vec());
+    let s = stem.stride;
+    let pad = vec![
+        (stem.padding[0], stem.padding[0]),
+        (stem.padding[1], stem.padding[1]),
+    ];
+    let mut x = b.conv(
+        "conv0",
+        0,
+        stem.channels,
+        stem.kernel.to_vec(),
+        vec![s, s],
+        pad,
+        vec![1, 1],
+        1,
+        bias,
+    )?;
+    x = b.bn("bn0", x)?;
+    x = b.relu("relu0", x)?;
+    for (i, blk) in blocks.iter().enumerate() {
+        let c = b.channels(x);
+        let p = vec![same_pad(blk.kernel[0], 1), same_pad(blk.kernel[1], 1)];
+        let st = vec![blk.stride, blk.stride];
+        x = b.conv(
+            &format!("blocks.{i}.dw"),
+            x,
+            c,
+            blk.kernel.to_vec(),
+            st,
+            p,
+            vec![1, 1],
+            c,
+            bias,
+        )?;
+        x = b.bn(&format!("blocks.{i}.dw_bn"), x)?;
+        x = b.relu(&format!("blocks.{i}.dw_relu"), x)?;
+        x = b.conv(
+            &format!("blocks.{i}.pw"),
+            x,
+            blk.channels,
+            vec![1, 1],
+            vec![1, 1],
+            vec![(0, 0); 2],
+            vec![1, 1],
+            1,
+            bias,
+        )?;
+        x = b.bn(&format!("blocks.{i}.pw_bn"), x)?;
+        x = b.relu(&format!("blocks.{i}.pw_relu"), x)?;
+    }
+    x = b.pool("pool", x)?;
+    b.linear("fc", x, classes, true)?;
+    Ok(b.finish())
+}
+
+fn build_tcn(c: &TcnConfig) -> Result<Graph> {
+    ensure!(!c.layers.is_empty(), "TCN: needs at least one layer");
+    let mut b = GraphBuilder::new(vec![c.input_channels, c.input_len]);
+    let mut x = 0;
+    let mut block_in = 0;
+    for (i, l) in c.layers.iter().enumerate() {
+        ensure!(
+            l.kernel >= 1 && l.dilation >= 1,
+            "TCN layer {i}: kernel and dilation must be ≥ 1"
+        );
+        let pad = match c.padding {
+            TcnPadding::Same => same_pad(l.kernel, l.dilation),
+            TcnPadding::Causal => (l.dilation * (l.kernel - 1), 0),
+        };
+        x = b.conv(
+            &format!("convs.{i}"),
+            x,
+            l.channels,
+            vec![l.kernel],
+            vec![1],
+            vec![pad],
+            vec![l.dilation],
+            1,
+            c.bias,
+        )?;
+        if c.batch_norm {
+            x = b.bn(&format!("bns.{i}"), x)?;
+        }
+        let closes_block = c.residual_every > 0 && (i + 1) % c.residual_every == 0;
+        if closes_block {
+            let skip = if b.channels(block_in) == l.channels {
+                block_in
+            } else {
+                b.conv(
+                    &format!("proj.{i}"),
+                    block_in,
+                    l.channels,
+                    vec![1],
+                    vec![1],
+                    vec![(0, 0)],
+                    vec![1],
+                    1,
+                    c.bias,
+                )?
+            };
+            x = b.add(&format!("add.{i}"), x, skip)?;
+        }
+        x = b.relu(&format!("relu.{i}"), x)?;
+        if closes_block {
+            block_in = x;
+        }
+    }
+    x = b.pool("pool", x)?;
+    b.linear("fc", x, c.classes, true)?;
+    Ok(b.finish())
+}
+
+fn build_resnet(c: &ResNetConfig) -> Result<Graph> {
+    let mut b = GraphBuilder::new(c.input.to_vec());
+    let mut x = b.conv(
+        "conv0",
+        0,
+        c.stem_channels,
+        vec![3, 3],
+        vec![1, 1],
+        vec![(1, 1); 2],
+        vec![1, 1],
+        1,
+        c.bias,
+    )?;
+    x = b.bn("bn0", x)?;
+    x = b.relu("relu0", x)?;
+    for (i, s) in c.stacks.iter().enumerate() {
+        let p = same_pad(s.kernel, 1);
+        let n = |l: &str| format!("stacks.{i}.{l}");
+        let inp = x;
+        let mut r = b.conv(
+            &n("c1"),
+            inp,
+            s.mid_channels,
+            vec![s.kernel; 2],
+            vec![s.stride; 2],
+            vec![p; 2],
+            vec![1, 1],
+            1,
+            c.bias,
+        )?;
+        r = b.bn(&n("b1"), r)?;
+        r = b.relu(&n("relu1"), r)?;
+        r = b.conv(
+            &n("c2"),
+            r,
+            s.channels,
+            vec![s.kernel; 2],
+            vec![1, 1],
+            vec![p; 2],
+            vec![1, 1],
+            1,
+            c.bias,
+        )?;
+        r = b.bn(&n("b2"), r)?;
+        let sc = if s.stride != 1 || b.channels(inp) != s.channels {
+            b.conv(
+                &n("sc"),
+                inp,
+                s.channels,
+                vec![1, 1],
+                vec![s.stride; 2],
+                vec![(0, 0); 2],
+                vec![1, 1],
+                1,
+                c.bias,
+            )?
+        } else {
+            inp
+        };
+        x = b.add(&n("add"), r, sc)?;
+        x = b.relu(&n("relu2"), x)?;
+    }
+    x = b.pool("pool", x)?;
+    b.linear("fc", x, c.classes, true)?;
+    Ok(b.finish())
+}
+
+fn build_ae(c: &AutoEncoderConfig) -> Result<Graph> {
+    ensure!(c.input > 0, "auto-encoder: input size must be > 0");
+    let mut b = GraphBuilder::new(vec![c.input]);
+    let mut x = 0;
+    for (i, &h) in c.hidden.iter().enumerate() {
+        x = b.linear(&format!("fcs.{i}"), x, h, true)?;
+        if c.batch_norm {
+            x = b.bn(&format!("bns.{i}"), x)?;
+        }
+        x = b.relu(&format!("relus.{i}"), x)?;
+    }
+    b.linear("out", x, c.input, true)?;
+    Ok(b.finish())
+}

@@ -1,0 +1,8 @@
+//! Unit tests of the crate, one file per concern.
+
+mod counts;
+mod grads;
+mod models;
+mod ops;
+mod optim;
+mod training;
