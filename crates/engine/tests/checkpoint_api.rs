@@ -15,8 +15,6 @@ use whittle_engine::{
 #[serde(deny_unknown_fields)]
 struct P {
     steps: u64,
-    #[serde(default)]
-    cancel_at: Option<u64>,
 }
 
 /// Sums `step * seed` over steps; checkpoint = the running sum after each step.
