@@ -24,7 +24,7 @@ struct Cli {
     /// Debug logs (more with RUST_LOG).
     #[arg(short, long, global = true)]
     verbose: bool,
-    /// Cache folder [default: `cache/` in the current working directory].
+    /// Cache folder (a relative path is taken from the current working directory).
     #[arg(
         long,
         global = true,
@@ -59,9 +59,12 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run every node that is not cached; prints `summary: ran=N cached=M resumed=K failed=F`.
-    /// A node another run is writing is waited for (with a message). Ctrl-C stops cleanly
-    /// after running nodes save their state; a second Ctrl-C exits at once.
+    /// Run every node that is not cached.
+    ///
+    /// Ends with `summary: ran=N cached=M resumed=K failed=F` (disjoint counts). A node
+    /// another run is writing is waited for, with a message. Ctrl-C stops cleanly after
+    /// running nodes save their state; a second Ctrl-C exits at once. Exit code 0 when every
+    /// node completed, 1 when one failed, 2 for an invalid file, 130 when interrupted.
     Run(RunArgs),
     /// Like `run`, after listing the interrupted or failed nodes it will resume.
     Resume(RunArgs),
@@ -80,8 +83,10 @@ enum Cmd {
         /// Node name, e.g. `pit[lambda=1e-5]` (see `whittle status`).
         node: String,
     },
-    /// Remove cache entries that no experiment references (files given, or every
-    /// `experiments/*.toml` under the current directory), after saying how much it frees.
+    /// Remove cache entries that no experiment references.
+    ///
+    /// Keeps the nodes of the files given, or of every `experiments/*.toml` under the current
+    /// directory; says how much it frees before removing.
     Gc {
         /// Experiment files whose nodes are kept.
         files: Vec<PathBuf>,
