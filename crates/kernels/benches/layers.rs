@@ -166,12 +166,15 @@ fn main() -> Result<()> {
         let mut c = vec![0f32; m * nn];
         let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
         let (b_rs, b_cs) = if tb { (1, k) } else { (nn, 1) };
-        let reps = 100;
         let c0 = cpu_ns();
-        for _ in 0..reps {
-            wk::bench_support::matmul(m, nn, k, &mut c, false, &a, a_rs, a_cs, &b, b_rs, b_cs);
+        let mut runs = 0usize;
+        while cpu_ns() - c0 < 300_000_000 {
+            for _ in 0..20 {
+                wk::bench_support::matmul(m, nn, k, &mut c, false, &a, a_rs, a_cs, &b, b_rs, b_cs);
+            }
+            runs += 20;
         }
-        let gflops = (2 * m * nn * k * reps) as f64 / (cpu_ns() - c0) as f64;
+        let gflops = (2 * m * nn * k * runs) as f64 / (cpu_ns() - c0) as f64;
         println!(
             "calibration: 1-thread gemm {what:<14} {m}x{nn}x{k}: {gflops:5.1} GFLOP/s per CPU second"
         );
