@@ -3,12 +3,14 @@
 //! with int8 weights and a reference int8 inference function, and safetensors + JSON
 //! architecture — plus the naive reference evaluator that defines the semantics.
 
+mod c_export;
 pub mod network;
 pub mod onnx;
 mod onnx_proto;
 pub mod quant;
 pub mod reference;
 
+pub use c_export::write_c;
 pub use network::{Layer, Network, Tensor32, fold_batchnorm};
 pub use onnx::{write_onnx, write_onnx_qdq};
 pub use quant::{ActQuant, Int8Params};
