@@ -40,10 +40,9 @@ pub fn write_c(
     let shapes = net.shapes()?;
     let up = name.to_ascii_uppercase();
 
-    // Tensor table: the input, then every layer output, each with its own arena slot.
+    // Tensor table: the input, then every layer output.
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     let mut tensors: Vec<CTensor> = Vec::new();
-    let mut offset = 0;
     let names = std::iter::once(net.input.0.as_str()).chain(net.layers.iter().map(|l| l.output()));
     for t in names {
         let s = &shapes[t];
@@ -61,11 +60,10 @@ pub fn write_c(
             w,
             scale: a.scale,
             zp: a.zero_point,
-            offset,
+            offset: 0,
         });
-        offset += c * h * w;
     }
-    let arena = offset;
+    let arena = plan_arena(net, &index, &mut tensors);
 
     let mut data = String::new();
     let mut rows = Vec::new();
@@ -282,6 +280,45 @@ pub fn write_c(
     std::fs::write(&hp, h).with_context(|| format!("writing {}", hp.display()))?;
     std::fs::write(&cp, c).with_context(|| format!("writing {}", cp.display()))?;
     Ok((hp, cp))
+}
+
+/// Places tensors in one arena: tensor t lives from the layer producing it (the input from
+/// before the first layer) to its last reader (the output to the end); tensors whose lives
+/// overlap get disjoint bytes (a layer's output never aliases its inputs). First fit in
+/// creation order. Returns the arena size.
+fn plan_arena(net: &Network, index: &BTreeMap<&str, usize>, tensors: &mut [CTensor]) -> usize {
+    let n = net.layers.len();
+    let mut life: Vec<(usize, usize)> = (0..tensors.len()).map(|i| (i, i)).collect();
+    for (l, layer) in net.layers.iter().enumerate() {
+        for t in layer.inputs() {
+            life[index[t]].1 = life[index[t]].1.max(l + 1);
+        }
+    }
+    life[index[net.output.as_str()]].1 = n + 1;
+    let mut size = 0;
+    for i in 0..tensors.len() {
+        let len = tensors[i].c * tensors[i].h * tensors[i].w;
+        let mut busy: Vec<(usize, usize)> = (0..i)
+            .filter(|&j| life[j].0 <= life[i].1 && life[i].0 <= life[j].1)
+            .map(|j| {
+                (
+                    tensors[j].offset,
+                    tensors[j].offset + tensors[j].c * tensors[j].h * tensors[j].w,
+                )
+            })
+            .collect();
+        busy.sort();
+        let mut off = 0;
+        for (a, b) in busy {
+            if off + len <= a {
+                break;
+            }
+            off = off.max(b);
+        }
+        tensors[i].offset = off;
+        size = size.max(off + len);
+    }
+    size
 }
 
 fn index_names<'a>(index: &BTreeMap<&'a str, usize>) -> Vec<&'a str> {

@@ -21,7 +21,20 @@ fn generated_c_matches_fake_quant_reference() {
         let calib: Vec<Vec<f32>> = (0..8).map(|s| common::input(&net, 500 + s)).collect();
         let params = Int8Params::calibrate(&net, &calib).unwrap();
         let name = format!("net_{}", net.name);
-        write_c(&net, &params, d, &name).unwrap();
+        let (hp, _) = write_c(&net, &params, d, &name).unwrap();
+        // The arena reuses memory of dead tensors: smaller than all tensors together.
+        let shapes = net.shapes().unwrap();
+        let total: usize = shapes.values().map(|s| s.iter().product::<usize>()).sum();
+        let header = std::fs::read_to_string(&hp).unwrap();
+        let arena: usize = header
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define {}_ARENA_SIZE ", name.to_uppercase())))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        eprintln!("{name}: arena {arena} bytes, all tensors {total}");
+        assert!(arena < total, "{name}: arena {arena} vs {total}");
         let x = common::input(&net, 77 + k as u64);
         let up = name.to_uppercase();
         let xs: Vec<String> = x.iter().map(|v| format!("{v:e}f")).collect();

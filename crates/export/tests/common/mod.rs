@@ -170,8 +170,33 @@ pub fn resnet_block(seed: u64) -> Network {
     }
 }
 
+/// FC auto-encoder 16 → 8 → 4 → 8 → 16 with ReLUs.
+pub fn fc_autoencoder(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let layers = vec![
+        g.linear("x", "e1", 16, 8),
+        relu("e1", "r1"),
+        g.linear("r1", "code", 8, 4),
+        relu("code", "r2"),
+        g.linear("r2", "d1", 4, 8),
+        relu("d1", "r3"),
+        g.linear("r3", "recon", 8, 16),
+    ];
+    Network {
+        name: "fc_ae".into(),
+        input: ("x".into(), vec![1, 16]),
+        output: "recon".into(),
+        layers,
+    }
+}
+
 pub fn all(seed: u64) -> Vec<Network> {
-    vec![ds_cnn(seed), tcn(seed + 1), resnet_block(seed + 2)]
+    vec![
+        ds_cnn(seed),
+        tcn(seed + 1),
+        resnet_block(seed + 2),
+        fc_autoencoder(seed + 3),
+    ]
 }
 
 pub fn input(net: &Network, seed: u64) -> Vec<f32> {
