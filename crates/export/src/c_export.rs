@@ -139,7 +139,7 @@ pub fn write_c(
         let (g, groups) = geo;
         rows.push(format!(
             "    {{ {up}_OP_{}, {in0}, {in1}, {out}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {groups}, {ptrs} }}, /* {} -> {} */",
-            OPS[op], ti.c, ti.h, ti.w, to.c, to.h, to.w, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], ins.join(" + "), layer.output()
+            OPS[op], ti.c, ti.h, ti.w, to.c, to.h, to.w, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], comment(&ins.join(" + ")), comment(layer.output())
         ));
     }
     let t_in = &tensors[0];
@@ -262,7 +262,8 @@ pub fn write_c(
             t.w,
             cfloat(t.scale),
             t.zp,
-            t.offset
+            t.offset,
+            n = comment(n)
         )?;
     }
     writeln!(
@@ -325,6 +326,11 @@ fn index_names<'a>(index: &BTreeMap<&'a str, usize>) -> Vec<&'a str> {
     let mut v: Vec<(&str, usize)> = index.iter().map(|(k, i)| (*k, *i)).collect();
     v.sort_by_key(|e| e.1);
     v.into_iter().map(|e| e.0).collect()
+}
+
+/// Text safe inside a C block comment.
+fn comment(s: &str) -> String {
+    s.replace("*/", "* /")
 }
 
 /// A float literal that reads back to the same f32.

@@ -160,6 +160,11 @@ impl Network {
                 ins.push(s.clone());
             }
             let out = layer_shape(layer, &ins).with_context(ctx)?;
+            ensure!(
+                params_finite(layer),
+                "{}: parameters contain NaN or infinity",
+                ctx()
+            );
             let name = layer.output();
             ensure!(
                 !shapes.contains_key(name),
@@ -189,6 +194,24 @@ impl Network {
                 _ => 0,
             })
             .sum()
+    }
+}
+
+fn params_finite(layer: &Layer) -> bool {
+    let fin = |v: &[f32]| v.iter().all(|x| x.is_finite());
+    match layer {
+        Layer::Conv { weight, bias, .. } | Layer::Linear { weight, bias, .. } => {
+            fin(&weight.data) && bias.as_deref().is_none_or(fin)
+        }
+        Layer::BatchNorm {
+            gamma,
+            beta,
+            mean,
+            var,
+            eps,
+            ..
+        } => fin(gamma) && fin(beta) && fin(mean) && fin(var) && eps.is_finite(),
+        _ => true,
     }
 }
 
@@ -477,5 +500,10 @@ mod tests {
         let mut net = conv_bn_net();
         net.output = "nope".into();
         assert!(format!("{:#}", net.shapes().unwrap_err()).contains("never produced"));
+        let mut net = conv_bn_net();
+        if let Layer::Conv { weight, .. } = &mut net.layers[0] {
+            weight.data[1] = f32::NAN;
+        }
+        assert!(format!("{:#}", net.shapes().unwrap_err()).contains("NaN"));
     }
 }
