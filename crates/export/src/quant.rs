@@ -118,3 +118,44 @@ pub fn quantize_bias(bias: &[f32], in_scale: f32, w_scales: &[f32]) -> (Vec<i32>
         .collect();
     (q, scales)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_per_channel_symmetric_by_hand() {
+        // Channel 0: max 2.54 → scale 0.02; channel 1 all zero → scale 1.
+        let (q, s) = quantize_weights(&[2.54, -1.0, 0.01, 0.0, 0.0, 0.0], 2);
+        assert_eq!(s, vec![2.54 / 127.0, 1.0]);
+        assert_eq!(q, vec![127, -50, 0, 0, 0, 0]);
+        let (bq, bs) = quantize_bias(&[0.1, -0.3], 0.5, &s);
+        assert_eq!(bs, vec![0.5 * 2.54 / 127.0, 0.5]);
+        assert_eq!(bq, vec![10, -1]); // 0.1/0.01 = 10; −0.3/0.5 = −0.6 → −1
+    }
+
+    #[test]
+    fn activations_affine_by_hand() {
+        // [−1, 1.55] → scale 0.01, zero point −28; 0 is exact.
+        let a = ActQuant::from_range(-1.0, 1.55);
+        assert!((a.scale - 0.01).abs() < 1e-7);
+        assert_eq!(a.zero_point, -28);
+        assert_eq!(a.quantize(0.0), -28);
+        assert_eq!(a.quantize(-1.0), -128);
+        assert_eq!(a.quantize(5.0), 127);
+        assert_eq!(a.fake(0.0), 0.0);
+        // Half-way cases round to even, as ONNX QuantizeLinear.
+        let b = ActQuant {
+            scale: 1.0,
+            zero_point: 0,
+        };
+        assert_eq!(
+            (b.quantize(2.5), b.quantize(3.5), b.quantize(-2.5)),
+            (2, 4, -2)
+        );
+        // Non-negative ranges put the zero point at −128.
+        assert_eq!(ActQuant::from_range(0.0, 2.55).zero_point, -128);
+        let p = Int8Params::default();
+        assert!(p.get("t").unwrap_err().to_string().contains("`t`"));
+    }
+}
