@@ -11,6 +11,12 @@ pub enum Targets {
     Classes(Tensor),
     /// Regression targets, f32, shape (N, ...); an auto-encoder uses x itself.
     Values(Tensor),
+    /// Class labels (u32, N) plus a teacher's logits (f32, N × C) for knowledge distillation.
+    Distill {
+        labels: Tensor,
+        teacher: Tensor,
+        kd: crate::distill::KdConfig,
+    },
 }
 
 /// One split: inputs x (N, ...) as f32 and their targets.
@@ -77,6 +83,17 @@ impl Split {
         let (t, want) = match &self.y {
             Targets::Classes(t) => (t, DType::U32),
             Targets::Values(t) => (t, DType::F32),
+            Targets::Distill {
+                labels, teacher, ..
+            } => {
+                ensure!(
+                    teacher.dims().first() == labels.dims().first(),
+                    "{what} split: {:?} labels but teacher logits of shape {:?}",
+                    labels.dims(),
+                    teacher.dims()
+                );
+                (labels, DType::U32)
+            }
         };
         ensure!(
             t.dtype() == want,
@@ -99,6 +116,15 @@ impl Split {
         let y = match &self.y {
             Targets::Classes(t) => Targets::Classes(t.index_select(&i, 0)?),
             Targets::Values(t) => Targets::Values(t.index_select(&i, 0)?),
+            Targets::Distill {
+                labels,
+                teacher,
+                kd,
+            } => Targets::Distill {
+                labels: labels.index_select(&i, 0)?,
+                teacher: teacher.index_select(&i, 0)?,
+                kd: *kd,
+            },
         };
         Ok((x, y))
     }

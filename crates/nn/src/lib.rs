@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod graph;
 pub mod loss;
 pub mod model;

@@ -179,6 +179,20 @@ fn batch_loss(kind: LossKind, out: &Tensor, y: &Targets) -> Result<(Tensor, Opti
         (LossKind::Mse, Targets::Classes(_)) => {
             bail!("MSE loss needs f32 target values, the data has class labels")
         }
+        (
+            LossKind::CrossEntropy,
+            Targets::Distill {
+                labels,
+                teacher,
+                kd,
+            },
+        ) => Ok((
+            crate::distill::kd_loss(out, teacher, labels, kd)?,
+            Some(loss::correct(out, labels)?),
+        )),
+        (LossKind::Mse, Targets::Distill { .. }) => {
+            bail!("distillation needs the cross-entropy loss")
+        }
         (LossKind::CrossEntropy, Targets::Values(_)) => {
             bail!("cross-entropy needs class labels, the data has f32 target values")
         }

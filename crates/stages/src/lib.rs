@@ -2,6 +2,7 @@
 //! crate where engine, data and nn meet.
 
 pub mod common;
+pub mod distill;
 pub mod fetch;
 pub mod model_spec;
 pub mod recipe;
@@ -12,5 +13,6 @@ pub fn registry() -> whittle_engine::Registry {
     let mut r = whittle_engine::Registry::with_builtins();
     r.register(fetch::Fetch);
     r.register(train::Train);
+    r.register(distill::Distill);
     r
 }
