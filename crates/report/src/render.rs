@@ -94,6 +94,13 @@ fn opt_ms(v: Option<f64>) -> String {
 }
 
 fn extra_str(m: &ModelRow, key: &str) -> String {
+    if key == "teacher" {
+        return m
+            .teacher
+            .as_ref()
+            .map(|t| format!("`{t}`"))
+            .unwrap_or_else(|| "none".into());
+    }
     match m.extra.get(key) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -359,11 +366,17 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     );
     model_table(
         "Distillation",
-        "Students trained with knowledge distillation (teacher named) and the same students without it.",
-        &pick(&|m| table_of(m) == Axis2::Distillation),
+        "Students trained with knowledge distillation (teacher named) next to the same architecture trained without it (teacher: none).",
+        &pick(&|m| {
+            table_of(m) == Axis2::Distillation
+                || (table_of(m) == Axis2::Architecture
+                    && rows
+                        .iter()
+                        .any(|r| r.teacher.is_some() && r.arch == m.arch && r.params == m.params))
+        }),
         rows,
         &marks,
-        &["teacher", "seeds", "accuracy_std"],
+        &["teacher", "temperature", "alpha"],
         &mut md,
     );
 
