@@ -380,6 +380,8 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
         &mut md,
     );
 
+    seeds_table(rows, &mut md);
+
     let mut files = Vec::new();
     let mut plots = String::new();
     for axis in AXES {
@@ -465,6 +467,64 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
         markdown: md,
         files,
     }
+}
+
+/// The node name without its `seed=…` sweep coordinate: `kd[seed=3]` → `kd`,
+/// `kd[lambda=1e-5,seed=3]` → `kd[lambda=1e-5]`.
+pub fn without_seed(node: &str) -> String {
+    let Some((stage, rest)) = node.split_once('[') else {
+        return node.to_string();
+    };
+    let inner = rest.trim_end_matches(']');
+    let kept: Vec<&str> = inner
+        .split(',')
+        .filter(|c| !c.trim_start().starts_with("seed="))
+        .collect();
+    if kept.is_empty() {
+        stage.to_string()
+    } else {
+        format!("{stage}[{}]", kept.join(","))
+    }
+}
+
+/// Networks trained under several seeds (a `seed` sweep): test accuracy as mean ± standard
+/// deviation (sample, n − 1) over the seeds.
+fn seeds_table(rows: &[ModelRow], md: &mut String) {
+    let mut groups: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for m in rows.iter().filter(|m| m.node.contains("seed=")) {
+        if let Some(a) = m.test_accuracy {
+            groups
+                .entry((without_seed(&m.node), m.format.clone()))
+                .or_default()
+                .push(a);
+        }
+    }
+    groups.retain(|_, v| v.len() >= 2);
+    if groups.is_empty() {
+        return;
+    }
+    let mut t = Table::new(&[
+        ("network", Align::Left),
+        ("format", Align::Left),
+        ("seeds", Align::Right),
+        ("test acc. mean", Align::Right),
+        ("± std (pts)", Align::Right),
+    ]);
+    for ((node, format), v) in &groups {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        t.row(vec![
+            format!("`{node}`"),
+            format.clone(),
+            v.len().to_string(),
+            percent(mean),
+            format!("{:.2}", 100.0 * std),
+        ]);
+    }
+    md.push_str("## Repeated over seeds\n\nNetworks trained under several seeds (a `seed` sweep): test accuracy mean ± sample standard deviation.\n\n");
+    md.push_str(&t.render());
+    md.push('\n');
 }
 
 /// A file-name-safe version of a node name.

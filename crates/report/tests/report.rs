@@ -194,3 +194,27 @@ fn diff_reports_params_metrics_and_front_moves() {
     let same = diff("a", &a, "a", &a);
     assert!(same.params.is_empty() && same.metrics.is_empty() && same.fronts.is_empty());
 }
+
+#[test]
+fn seed_sweeps_are_summarised_as_mean_and_std() {
+    assert_eq!(whittle_report::render::without_seed("kd[seed=3]"), "kd");
+    assert_eq!(
+        whittle_report::render::without_seed("kd[lambda=1e-5,seed=3]"),
+        "kd[lambda=1e-5]"
+    );
+    let nodes: Vec<NodeRecord> = [(1, 0.80), (2, 0.84), (3, 0.82)]
+        .iter()
+        .map(|(s, a)| {
+            node(
+                &format!("kd[seed={s}]"),
+                "distill",
+                json!({}),
+                json!([{ "method": "kd", "params": 500, "test_accuracy": a, "teacher": "big" }]),
+            )
+        })
+        .collect();
+    let d = Document::new(Provenance::default(), Constraints::default(), nodes);
+    let md = render(&d, "x").markdown;
+    // mean 0.82, sample std sqrt((0.0004 + 0.0004 + 0) / 2) = 0.02 → 2.00 points.
+    assert!(md.contains("| `kd` | fp32 | 3 | 82.00 % | 2.00 |"), "{md}");
+}

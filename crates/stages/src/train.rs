@@ -143,8 +143,10 @@ impl StageKind for Train {
             let result = fit(ctx, &model, &data, &p.recipe, seed)?;
             model.save(ctx.out_dir)?;
             let acc = result.test.and_then(|m| m.accuracy);
+            let mut row = model_row(&model, "train", None, acc);
+            row["seed"] = json!(seed);
             Ok(json!({
-                "models": [model_row(&model, "train", None, acc)],
+                "models": [row],
                 "test": result.test,
                 "val": result.val,
                 "best_epoch": result.best_epoch,
