@@ -2,8 +2,8 @@
 //! budget, finding inputs, loading data for a network, the engine → nn checkpoint bridge, and
 //! the `models` metrics row every network-producing node reports.
 
-use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use whittle_engine::{Checkpoints, InputArtifact, RunContext};
 use whittle_nn::{DataSet, Model, ModelConfig, Split};
@@ -12,13 +12,20 @@ use whittle_nn::{DataSet, Model, ModelConfig, Split};
 /// downloaded twice): `<cache>/downloads`, derived from the node's pending output folder
 /// `<cache>/pending/<key>/out`.
 pub fn downloads_dir(ctx: &RunContext) -> PathBuf {
-    ctx.out_dir.ancestors().nth(3).map(|c| c.join("downloads")).unwrap_or_else(|| ctx.experiment_dir.join("downloads"))
+    ctx.out_dir
+        .ancestors()
+        .nth(3)
+        .map(|c| c.join("downloads"))
+        .unwrap_or_else(|| ctx.experiment_dir.join("downloads"))
 }
 
 /// Runs `f` inside a rayon pool with exactly `threads` threads, so a node never uses more
 /// cores than the scheduler granted it.
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+    {
         Ok(pool) => pool.install(f),
         Err(_) => f(),
     }
@@ -26,14 +33,21 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T 
 
 /// The input produced by a stage of kind `kind` (the first one in `inputs` order).
 pub fn input_of_kind<'a>(ctx: &'a RunContext, kinds: &[&str]) -> Result<&'a InputArtifact> {
-    ctx.inputs.iter().find(|i| kinds.contains(&i.kind.as_str())).with_context(|| {
-        format!(
-            "stage `{}` needs an input of kind {}; its inputs are: {}",
-            ctx.stage,
-            kinds.join(" or "),
-            ctx.inputs.iter().map(|i| format!("{} ({})", i.node, i.kind)).collect::<Vec<_>>().join(", ")
-        )
-    })
+    ctx.inputs
+        .iter()
+        .find(|i| kinds.contains(&i.kind.as_str()))
+        .with_context(|| {
+            format!(
+                "stage `{}` needs an input of kind {}; its inputs are: {}",
+                ctx.stage,
+                kinds.join(" or "),
+                ctx.inputs
+                    .iter()
+                    .map(|i| format!("{} ({})", i.node, i.kind))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }
 
 /// Kinds whose output folder holds a network saved by `Model::save`.
@@ -71,11 +85,20 @@ fn split_for(s: &whittle_data::Split, cfg: &ModelConfig) -> Result<Split> {
 /// Loads the data set of the input `fetch` node in the layout of `cfg`.
 pub fn load_data(ctx: &RunContext, cfg: &ModelConfig) -> Result<(DataSet, whittle_data::Dataset)> {
     let input = input_of_kind(ctx, &["fetch"])?;
-    let ds = whittle_data::load(&input.dir).with_context(|| format!("loading data set of `{}`", input.node))?;
+    let ds = whittle_data::load(&input.dir)
+        .with_context(|| format!("loading data set of `{}`", input.node))?;
     let data = DataSet {
         train: split_for(&ds.train, cfg).context("training split")?,
-        val: if ds.val.is_empty() { None } else { Some(split_for(&ds.val, cfg).context("validation split")?) },
-        test: if ds.test.is_empty() { None } else { Some(split_for(&ds.test, cfg).context("test split")?) },
+        val: if ds.val.is_empty() {
+            None
+        } else {
+            Some(split_for(&ds.val, cfg).context("validation split")?)
+        },
+        test: if ds.test.is_empty() {
+            None
+        } else {
+            Some(split_for(&ds.test, cfg).context("test split")?)
+        },
     };
     Ok((data, ds))
 }
@@ -98,7 +121,11 @@ pub fn peak_activation_elems(model: &Model) -> u64 {
     let g = model.graph();
     let n = g.nodes.len();
     let size = |v: usize| -> u64 {
-        if v == 0 { g.input_shape.iter().product::<usize>() as u64 } else { g.nodes[v - 1].out_shape.iter().product::<usize>() as u64 }
+        if v == 0 {
+            g.input_shape.iter().product::<usize>() as u64
+        } else {
+            g.nodes[v - 1].out_shape.iter().product::<usize>() as u64
+        }
     };
     // last use of each value (value v = output of node v−1; value 0 = input)
     let mut last = vec![0usize; n + 1];
@@ -111,7 +138,10 @@ pub fn peak_activation_elems(model: &Model) -> u64 {
     (0..n)
         .map(|i| {
             // values alive while node i runs: produced before or by it, used at or after it
-            (0..=i + 1).filter(|&v| v == i + 1 || last[v] >= i).map(size).sum::<u64>()
+            (0..=i + 1)
+                .filter(|&v| v == i + 1 || last[v] >= i)
+                .map(size)
+                .sum::<u64>()
         })
         .max()
         .unwrap_or(0)
@@ -130,7 +160,12 @@ pub fn layer_rows(model: &Model) -> Value {
 }
 
 /// The `models` row of an fp32 network: sizes, accuracy, lineage, per-layer shapes.
-pub fn model_row(model: &Model, method: &str, parent: Option<&str>, test_accuracy: Option<f64>) -> Value {
+pub fn model_row(
+    model: &Model,
+    method: &str,
+    parent: Option<&str>,
+    test_accuracy: Option<f64>,
+) -> Value {
     let params = model.num_params();
     json!({
         "method": method,

@@ -3,13 +3,13 @@
 //! shape and class count come from the data set at run time, or a full nn configuration
 //! (`model = { arch = "tcn", full = { … } }`) for any per-layer shape.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
-use whittle_nn::config::{
-    AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, ResNetConfig, StemConfig, TcnConfig,
-    TcnLayerConfig,
-};
 use whittle_nn::ModelConfig;
+use whittle_nn::config::{
+    AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, ResNetConfig, StemConfig,
+    TcnConfig, TcnLayerConfig,
+};
 
 /// A network description in an experiment file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,9 +85,17 @@ impl ModelSpec {
     /// Checks what can be checked without the data.
     pub fn validate(&self) -> Result<()> {
         match self {
-            ModelSpec::Tcn { channels, kernel, dilations, .. } => {
-                if *channels == 0 || *kernel == 0 || dilations.is_empty() || dilations.contains(&0) {
-                    bail!("model: tcn needs channels ≥ 1, kernel ≥ 1 and a non-empty list of dilations ≥ 1");
+            ModelSpec::Tcn {
+                channels,
+                kernel,
+                dilations,
+                ..
+            } => {
+                if *channels == 0 || *kernel == 0 || dilations.is_empty() || dilations.contains(&0)
+                {
+                    bail!(
+                        "model: tcn needs channels ≥ 1, kernel ≥ 1 and a non-empty list of dilations ≥ 1"
+                    );
                 }
             }
             ModelSpec::DsCnn { channels, blocks } => {
@@ -101,7 +109,10 @@ impl ModelSpec {
                 }
             }
             ModelSpec::Autoencoder { hidden } => {
-                if hidden.as_ref().is_some_and(|h| h.is_empty() || h.contains(&0)) {
+                if hidden
+                    .as_ref()
+                    .is_some_and(|h| h.is_empty() || h.contains(&0))
+                {
                     bail!("model: autoencoder hidden widths must be ≥ 1");
                 }
             }
@@ -132,22 +143,39 @@ impl ModelSpec {
             match item_shape {
                 [c, h, w] => Ok([*c, *h, *w]),
                 [h, w] => Ok([1, *h, *w]),
-                _ => bail!("model: {what} needs 2-d or 3-d items, the data has items of shape {item_shape:?}"),
+                _ => bail!(
+                    "model: {what} needs 2-d or 3-d items, the data has items of shape {item_shape:?}"
+                ),
             }
         };
         let w = |c: usize, f: f64| ((c as f64 * f).round() as usize).max(1);
         Ok(match self {
             ModelSpec::Full { config } => config.clone(),
-            ModelSpec::Tcn { channels, kernel, dilations, batch_norm, residual_every } => {
+            ModelSpec::Tcn {
+                channels,
+                kernel,
+                dilations,
+                batch_norm,
+                residual_every,
+            } => {
                 let (input_channels, input_len) = match item_shape {
                     [frames, coeffs] => (*coeffs, *frames),
-                    _ => bail!("model: tcn needs (steps, features) items, the data has items of shape {item_shape:?}"),
+                    _ => bail!(
+                        "model: tcn needs (steps, features) items, the data has items of shape {item_shape:?}"
+                    ),
                 };
                 ModelConfig::Tcn(TcnConfig {
                     input_channels,
                     input_len,
                     classes,
-                    layers: dilations.iter().map(|&d| TcnLayerConfig { channels: *channels, kernel: *kernel, dilation: d }).collect(),
+                    layers: dilations
+                        .iter()
+                        .map(|&d| TcnLayerConfig {
+                            channels: *channels,
+                            kernel: *kernel,
+                            dilation: d,
+                        })
+                        .collect(),
                     batch_norm: *batch_norm,
                     residual_every: *residual_every,
                     ..TcnConfig::bench(*channels)
@@ -157,8 +185,17 @@ impl ModelSpec {
                 let mut c = DsCnnConfig::reference();
                 c.input = image("ds_cnn")?;
                 c.classes = classes;
-                c.stem = StemConfig { channels: *channels, ..c.stem };
-                c.blocks = (0..*blocks).map(|_| DsBlockConfig { channels: *channels, kernel: [3, 3], stride: 1 }).collect();
+                c.stem = StemConfig {
+                    channels: *channels,
+                    ..c.stem
+                };
+                c.blocks = (0..*blocks)
+                    .map(|_| DsBlockConfig {
+                        channels: *channels,
+                        kernel: [3, 3],
+                        stride: 1,
+                    })
+                    .collect();
                 ModelConfig::DsCnn(c)
             }
             ModelSpec::ResNet8 { width } => {
@@ -172,7 +209,9 @@ impl ModelSpec {
                 }
                 ModelConfig::ResNet(c)
             }
-            ModelSpec::MobilenetV1 { alpha } => ModelConfig::MobileNetV1(MobileNetV1Config::with_width(*alpha, image("mobilenet_v1")?, classes)),
+            ModelSpec::MobilenetV1 { alpha } => ModelConfig::MobileNetV1(
+                MobileNetV1Config::with_width(*alpha, image("mobilenet_v1")?, classes),
+            ),
             ModelSpec::Autoencoder { hidden } => {
                 let mut c = AutoEncoderConfig::reference();
                 c.input = item_shape.iter().product();
@@ -202,14 +241,37 @@ mod tests {
 
     #[test]
     fn kws_shapes_and_reference_counts() {
-        let tcn = ModelSpec::Tcn { channels: 64, kernel: 3, dilations: tcn_dilations(), batch_norm: true, residual_every: 2 };
-        let ModelConfig::Tcn(c) = tcn.config(&[49, 10], 12).unwrap() else { panic!() };
-        assert_eq!((c.input_channels, c.input_len, c.classes, c.layers.len()), (10, 49, 12, 7));
-        let ds = ModelSpec::DsCnn { channels: 64, blocks: 4 }.config(&[49, 10], 12).unwrap();
+        let tcn = ModelSpec::Tcn {
+            channels: 64,
+            kernel: 3,
+            dilations: tcn_dilations(),
+            batch_norm: true,
+            residual_every: 2,
+        };
+        let ModelConfig::Tcn(c) = tcn.config(&[49, 10], 12).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.input_channels, c.input_len, c.classes, c.layers.len()),
+            (10, 49, 12, 7)
+        );
+        let ds = ModelSpec::DsCnn {
+            channels: 64,
+            blocks: 4,
+        }
+        .config(&[49, 10], 12)
+        .unwrap();
         assert_eq!(ds.input_shape(), vec![1, 49, 10]);
         // DS-CNN reference: stem 64·(1·10·4) + 64 = 2,624; per block dw 64·9 + 64 = 640, pw 64·64 + 64
         // = 4,160, two BNs 2·128 = 256 → 5,056 ×4 = 20,224; stem BN 128; FC 64·12 + 12 = 780.
         assert_eq!(ds.build().unwrap().params(), 2_624 + 128 + 20_224 + 780);
-        assert!(ModelSpec::DsCnn { channels: 8, blocks: 1 }.config(&[5], 3).is_err());
+        assert!(
+            ModelSpec::DsCnn {
+                channels: 8,
+                blocks: 1
+            }
+            .config(&[5], 3)
+            .is_err()
+        );
     }
 }

@@ -31,7 +31,10 @@ impl Default for Recipe {
             batch_size: 100,
             lr: 5e-4,
             optimizer: OptimizerConfig::adam(1e-4),
-            schedule: ScheduleConfig::MultiStep { milestones: vec![12, 24], gamma: 0.2 },
+            schedule: ScheduleConfig::MultiStep {
+                milestones: vec![12, 24],
+                gamma: 0.2,
+            },
             loss: LossKind::CrossEntropy,
             patience: None,
             monitor: Monitor::ValLoss,

@@ -2,15 +2,15 @@
 //! warm-up of a seed network, or any baseline), with epoch-end checkpoints so an interrupted
 //! run resumes to the same weights. Output: the network (`Model::save` format) + history.
 
-use crate::common::{load_data, model_row, with_threads, Sink};
+use crate::common::{Sink, load_data, model_row, with_threads};
 use crate::model_spec::ModelSpec;
 use crate::recipe::Recipe;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use whittle_engine::{from_params, ParamError, RunContext, StageKind};
-use whittle_nn::train::{Hooks, Progress};
+use serde_json::{Value, json};
+use whittle_engine::{ParamError, RunContext, StageKind, from_params};
 use whittle_nn::Model;
+use whittle_nn::train::{Hooks, Progress};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +33,10 @@ fn two() -> usize {
 
 /// Splits a stage table into the recipe keys and the rest, so unknown keys are still errors
 /// (serde's `flatten` cannot deny unknown fields).
-pub fn parse_with_recipe<T: serde::de::DeserializeOwned>(params: &toml::Table, own: &[&str]) -> Result<(T, Recipe), ParamError> {
+pub fn parse_with_recipe<T: serde::de::DeserializeOwned>(
+    params: &toml::Table,
+    own: &[&str],
+) -> Result<(T, Recipe), ParamError> {
     let mut mine = toml::Table::new();
     let mut recipe = toml::Table::new();
     for (k, v) in params {
@@ -44,7 +47,8 @@ pub fn parse_with_recipe<T: serde::de::DeserializeOwned>(params: &toml::Table, o
         }
     }
     let r: Recipe = from_params(&recipe)?;
-    r.validate().map_err(|m| ParamError::new(Vec::<String>::new(), m))?;
+    r.validate()
+        .map_err(|m| ParamError::new(Vec::<String>::new(), m))?;
     Ok((from_params(&mine)?, r))
 }
 
@@ -61,15 +65,31 @@ struct Own {
 pub struct Train;
 
 /// Trains `model` with `recipe` in the node's context (checkpoints, cancellation, progress).
-pub fn fit(ctx: &RunContext, model: &dyn whittle_nn::Trainable, data: &whittle_nn::DataSet, recipe: &Recipe, seed: u64) -> Result<whittle_nn::TrainResult> {
+pub fn fit(
+    ctx: &RunContext,
+    model: &dyn whittle_nn::Trainable,
+    data: &whittle_nn::DataSet,
+    recipe: &Recipe,
+    seed: u64,
+) -> Result<whittle_nn::TrainResult> {
     let sink = Sink(ctx.checkpoints);
     let cancel = || ctx.cancel.is_cancelled();
     let mut progress = |p: &Progress| {
         ctx.progress.set_length(p.epochs * p.batches as u64);
-        ctx.progress.set_position(p.epoch * p.batches as u64 + p.batch as u64);
-        ctx.progress.set_message(&format!("epoch {}/{} loss {:.4}", p.epoch + 1, p.epochs, p.loss));
+        ctx.progress
+            .set_position(p.epoch * p.batches as u64 + p.batch as u64);
+        ctx.progress.set_message(&format!(
+            "epoch {}/{} loss {:.4}",
+            p.epoch + 1,
+            p.epochs,
+            p.loss
+        ));
     };
-    let hooks = Hooks { checkpoints: Some(&sink), cancel: Some(&cancel), progress: Some(&mut progress) };
+    let hooks = Hooks {
+        checkpoints: Some(&sink),
+        cancel: Some(&cancel),
+        progress: Some(&mut progress),
+    };
     whittle_nn::train(model, data, &recipe.train_config(seed), hooks)
 }
 
@@ -83,9 +103,17 @@ impl StageKind for Train {
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
-        let (own, recipe): (Own, Recipe) = parse_with_recipe(params, &["model", "seed", "threads"])?;
-        own.model.validate().map_err(|e| ParamError::new(["model"], format!("{e:#}")))?;
-        let p = TrainParams { model: own.model, recipe, seed: own.seed, threads: own.threads.max(1) };
+        let (own, recipe): (Own, Recipe) =
+            parse_with_recipe(params, &["model", "seed", "threads"])?;
+        own.model
+            .validate()
+            .map_err(|e| ParamError::new(["model"], format!("{e:#}")))?;
+        let p = TrainParams {
+            model: own.model,
+            recipe,
+            seed: own.seed,
+            threads: own.threads.max(1),
+        };
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
     }
 
@@ -97,8 +125,17 @@ impl StageKind for Train {
         let p: TrainParams = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
             let fetch = crate::common::input_of_kind(ctx, &["fetch"])?;
-            let shape: Vec<usize> = fetch.metrics.get("input_shape").and_then(|v| serde_json::from_value(v.clone()).ok()).context("data input has no input_shape")?;
-            let classes = fetch.metrics.get("classes").and_then(Value::as_array).map(Vec::len).context("data input has no classes")?;
+            let shape: Vec<usize> = fetch
+                .metrics
+                .get("input_shape")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .context("data input has no input_shape")?;
+            let classes = fetch
+                .metrics
+                .get("classes")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .context("data input has no classes")?;
             let cfg = p.model.config(&shape, classes)?;
             let (data, _) = load_data(ctx, &cfg)?;
             let seed = p.seed.unwrap_or(ctx.seed);
