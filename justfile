@@ -32,14 +32,22 @@ test:
 test-long:
     cargo test --workspace --release -- --ignored
 
-# Benchmarks (engine overhead, hashing, training/inference throughput vs PyTorch when importable).
-bench:
+# Model throughput benchmark: DS-CNN, TCN-64, ResNet-8 at batch 100, training and inference
+# samples/s, side by side with PyTorch (run `just torch` once first) and the ratios.
+bench *MODELS:
+    cargo bench -p whittle-nn --bench models -- {{MODELS}}
+
+# Every benchmark of the workspace (engine overhead, hashing, kernels, models).
+bench-all:
     cargo bench --workspace
 
 # Engine benchmarks only: no-op re-run of a 50-node experiment, deps hashing throughput.
 bench-engine:
     cargo bench -p whittle --bench engine
 
-# Install PyTorch into .venv-torch for the side-by-side benchmark (large download; not for CI).
+# Install PyTorch (CPU build) into .venv-torch for the side-by-side benchmark (large download;
+# not for CI). Falls back to PyPI when the PyTorch wheel index is unreachable.
 torch:
-    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
+    python3 -m venv .venv-torch
+    .venv-torch/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu || .venv-torch/bin/pip install torch
+    .venv-torch/bin/python -c "import torch; print('torch', torch.__version__)"

@@ -22,15 +22,12 @@ pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::ScheduleConfig;
 pub use train::{CheckpointSink, Hooks, TrainConfig, TrainResult, Trainable, train};
 
-/// Fix the worker-thread count for candle and rayon, once, at start-up (before any tensor
-/// work). Without `RAYON_NUM_THREADS`, candle 0.11.1 re-reads /proc/cpuinfo on every matmul.
-pub fn set_threads(n: usize) {
-    let n = n.max(1);
-    // SAFETY: called at start-up, before other threads read the environment.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global();
+/// Fix the worker-thread count for candle, rayon and the kernels, once, at start-up (before
+/// any tensor work): delegates to [`whittle_kernels::init_threads`], which exports
+/// `RAYON_NUM_THREADS` (without it candle 0.11.1 re-reads /proc/cpuinfo on every matmul) and
+/// builds the global rayon pool. Returns false if the pool already existed.
+pub fn set_threads(n: usize) -> bool {
+    whittle_kernels::init_threads(n)
 }
 
 #[cfg(test)]

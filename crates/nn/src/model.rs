@@ -172,10 +172,19 @@ impl Model {
             "model input: expected (N, {want:?}), got {:?}",
             x.dims()
         );
+        // A plain (non-Var) input: the first layer then skips its input gradient.
+        let x = x.detach();
+        let fused = self.bn_relu_pairs();
         let mut vals: Vec<Tensor> = Vec::with_capacity(self.graph.nodes.len() + 1);
-        vals.push(x.clone());
-        for node in &self.graph.nodes {
+        vals.push(x);
+        for (i, node) in self.graph.nodes.iter().enumerate() {
             let a = &vals[node.inputs[0]];
+            if i > 0 && fused[i - 1] {
+                // This ReLU was applied inside the preceding batch-norm op.
+                let y = a.clone();
+                vals.push(y);
+                continue;
+            }
             let p = |s: &str| {
                 self.get(&format!("{}.{s}", node.name))
                     .map(|v| v.as_tensor())
@@ -202,7 +211,11 @@ impl Model {
                         self.get(&format!("{}.running_var", node.name))?,
                     );
                     if train {
-                        let (y, mean, var) = ops::batch_norm_train(a, g, bt, *eps)?;
+                        let (y, mean, var) = if fused[i] {
+                            ops::batch_norm_relu_train(a, g, bt, *eps)?
+                        } else {
+                            ops::batch_norm_train(a, g, bt, *eps)?
+                        };
                         let n = (a.elem_count() / a.dim(1)?) as f64;
                         let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
                         rm.set(
@@ -214,13 +227,15 @@ impl Model {
                         let r = a.rank();
                         let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
                         let shift = (bt - (rm.as_tensor() * &scale)?)?;
-                        a.broadcast_mul(&ops::bcast(&scale, r)?)?
-                            .broadcast_add(&ops::bcast(&shift, r)?)?
+                        let y = a
+                            .broadcast_mul(&ops::bcast(&scale, r)?)?
+                            .broadcast_add(&ops::bcast(&shift, r)?)?;
+                        if fused[i] { ops::relu(&y)? } else { y }
                     }
                 }
                 Op::Relu => ops::relu(a)?,
                 Op::Add => (a + &vals[node.inputs[1]])?,
-                Op::GlobalAvgPool => a.flatten_from(2)?.mean(2)?,
+                Op::GlobalAvgPool => ops::global_avg_pool(a)?,
                 Op::Linear { bias, .. } => {
                     let w = p("weight")?;
                     let y = a.matmul(&w.t()?)?;
@@ -234,6 +249,27 @@ impl Model {
             vals.push(y);
         }
         Ok(vals.pop().expect("graph has nodes"))
+    }
+
+    /// `fused[i]` is true when node i is a batch norm whose only consumer is the ReLU at node
+    /// i + 1: forward then applies both in one op.
+    fn bn_relu_pairs(&self) -> Vec<bool> {
+        let nodes = &self.graph.nodes;
+        let mut uses = vec![0usize; nodes.len() + 1];
+        for node in nodes {
+            for &v in &node.inputs {
+                uses[v] += 1;
+            }
+        }
+        (0..nodes.len())
+            .map(|i| {
+                matches!(nodes[i].op, Op::BatchNorm { .. })
+                    && uses[i + 1] == 1
+                    && nodes
+                        .get(i + 1)
+                        .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs[0] == i + 1)
+            })
+            .collect()
     }
 
     /// Save weights (safetensors) and configuration (JSON) into folder `dir`.
