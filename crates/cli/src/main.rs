@@ -1,4 +1,4 @@
-//! `whittle`: the command-line front end (run, resume, status, why, gc).
+//! `whittle`: the command-line front end (run, resume, status, why, report, diff, gc).
 //!
 //! Exit codes: 0 success, 1 a node failed (or was skipped because an input failed),
 //! 2 invalid experiment file or arguments, 130 interrupted.
@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod report;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -24,7 +26,7 @@ struct Cli {
     /// Debug logs (more with RUST_LOG).
     #[arg(short, long, global = true)]
     verbose: bool,
-    /// Cache folder [default: `cache/` in the current working directory].
+    /// Cache folder (a relative path is taken from the current working directory).
     #[arg(
         long,
         global = true,
@@ -33,6 +35,15 @@ struct Cli {
         default_value = "cache"
     )]
     cache: PathBuf,
+    /// Folder for rendered reports (`<DIR>/<experiment>.md` and `<DIR>/<experiment>/`).
+    #[arg(
+        long,
+        global = true,
+        env = "WHITTLE_REPORTS",
+        value_name = "DIR",
+        default_value = "reports"
+    )]
+    reports: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -59,9 +70,12 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run every node that is not cached; prints `summary: ran=N cached=M resumed=K failed=F`.
-    /// A node another run is writing is waited for (with a message). Ctrl-C stops cleanly
-    /// after running nodes save their state; a second Ctrl-C exits at once.
+    /// Run every node that is not cached.
+    ///
+    /// Ends with `summary: ran=N cached=M resumed=K failed=F` (disjoint counts). A node
+    /// another run is writing is waited for, with a message. Ctrl-C stops cleanly after
+    /// running nodes save their state; a second Ctrl-C exits at once. Exit code 0 when every
+    /// node completed, 1 when one failed, 2 for an invalid file, 130 when interrupted.
     Run(RunArgs),
     /// Like `run`, after listing the interrupted or failed nodes it will resume.
     Resume(RunArgs),
@@ -80,8 +94,26 @@ enum Cmd {
         /// Node name, e.g. `pit[lambda=1e-5]` (see `whittle status`).
         node: String,
     },
-    /// Remove cache entries that no experiment references (files given, or every
-    /// `experiments/*.toml` under the current directory), after saying how much it frees.
+    /// Render the report of an experiment from the cache (also done at the end of `run`).
+    Report {
+        #[command(flatten)]
+        exp: ExpArgs,
+    },
+    /// Compare two experiments: parameters that differ, metrics with deltas, Pareto-front moves.
+    ///
+    /// A and B are experiment files (results read from the cache), report folders
+    /// (`reports/<experiment>/`) or `metrics.json` files.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove cache entries that no experiment references.
+    ///
+    /// Keeps the nodes of the files given, or of every `experiments/*.toml` under the current
+    /// directory; says how much it frees before removing.
     Gc {
         /// Experiment files whose nodes are kept.
         files: Vec<PathBuf>,
@@ -124,8 +156,26 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     let registry = whittle_stages::registry();
     let cache = Cache::new(&cli.cache);
     match cli.cmd {
-        Cmd::Run(a) => run(&a, &cache, &registry, false),
-        Cmd::Resume(a) => run(&a, &cache, &registry, true),
+        Cmd::Run(a) => run(&a, &cache, &registry, false, &cli.reports),
+        Cmd::Resume(a) => run(&a, &cache, &registry, true, &cli.reports),
+        Cmd::Report { exp } => {
+            let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
+            let md = report::write(&report::document(&plan, &cache, None)?, &cli.reports)?;
+            println!("report: {}", md.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Diff { a, b, json } => {
+            let da = report::load_any(&a, &cache, &registry)?;
+            let db = report::load_any(&b, &cache, &registry)?;
+            let d =
+                whittle_report::diff(&a.display().to_string(), &da, &b.display().to_string(), &db);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", d.to_markdown());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status { exp, json } => {
             let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
             let rows = query::status(&plan, &cache);
@@ -148,8 +198,15 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn run(a: &RunArgs, cache: &Cache, registry: &Registry, resume: bool) -> Result<ExitCode> {
+fn run(
+    a: &RunArgs,
+    cache: &Cache,
+    registry: &Registry,
+    resume: bool,
+    reports: &Path,
+) -> Result<ExitCode> {
     let plan: Plan = query::load_plan(&a.exp.file, &a.exp.sets, registry)?;
+    let started = whittle_engine::cache::now_unix();
     if resume {
         let rows = query::status(&plan, cache);
         let todo: Vec<_> = rows
@@ -196,6 +253,14 @@ fn run(a: &RunArgs, cache: &Cache, registry: &Registry, resume: bool) -> Result<
             summary.interrupted,
             a.exp.file.display()
         );
+    }
+    if !summary.cancelled {
+        // The report shows whatever completed, also when some node failed.
+        match report::document(&plan, cache, Some(started)).and_then(|d| report::write(&d, reports))
+        {
+            Ok(md) => println!("report: {}", md.display()),
+            Err(e) => eprintln!("report: not written: {e:#}"),
+        }
     }
     println!("{}", summary.line());
     Ok(if summary.cancelled {

@@ -25,15 +25,21 @@ fn cpu_ns() -> u64 {
         .sum()
 }
 
-/// Per-run CPU time in ms (all threads, mean over `reps` runs after one warm-up), or the error
-/// the run returned. Wall time would be CPU time / threads on an idle machine.
+/// Per-run CPU time in ms (all threads), averaged over at least `reps` runs and at least 300 ms
+/// of CPU time (the kernel updates the counters at scheduler ticks), after one warm-up; or the
+/// error the run returned. Wall time would be CPU time / threads on an idle machine.
 fn time(reps: usize, f: &dyn Fn() -> Result<()>) -> std::result::Result<f64, String> {
     f().map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
     let c0 = cpu_ns();
-    for _ in 0..reps {
+    let mut runs = 0usize;
+    loop {
         f().expect("succeeded in warm-up");
+        runs += 1;
+        let spent = cpu_ns() - c0;
+        if (runs >= reps && spent >= 300_000_000) || runs >= 2000 {
+            return Ok(spent as f64 / 1e6 / runs as f64);
+        }
     }
-    Ok((cpu_ns() - c0) as f64 / 1e6 / reps as f64)
 }
 
 fn fmt(r: &std::result::Result<f64, String>) -> String {
@@ -134,7 +140,7 @@ fn main() -> Result<()> {
         .unwrap_or(5);
     wk::init_threads(threads);
     println!(
-        "whittle-kernels layer bench: batch 100, {threads} threads, f32, CPU ms per call summed over threads, mean of {reps}"
+        "whittle-kernels layer bench: batch 100, {threads} threads, f32, CPU ms per call summed over threads, mean of >= {reps} runs and >= 0.3 s"
     );
     println!(
         "{:<44} {:>9} {:>9} {:>8} | {:>9} {:>9} {:>8}",
@@ -160,12 +166,15 @@ fn main() -> Result<()> {
         let mut c = vec![0f32; m * nn];
         let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
         let (b_rs, b_cs) = if tb { (1, k) } else { (nn, 1) };
-        let reps = 100;
         let c0 = cpu_ns();
-        for _ in 0..reps {
-            wk::bench_support::matmul(m, nn, k, &mut c, false, &a, a_rs, a_cs, &b, b_rs, b_cs);
+        let mut runs = 0usize;
+        while cpu_ns() - c0 < 300_000_000 {
+            for _ in 0..20 {
+                wk::bench_support::matmul(m, nn, k, &mut c, false, &a, a_rs, a_cs, &b, b_rs, b_cs);
+            }
+            runs += 20;
         }
-        let gflops = (2 * m * nn * k * reps) as f64 / (cpu_ns() - c0) as f64;
+        let gflops = (2 * m * nn * k * runs) as f64 / (cpu_ns() - c0) as f64;
         println!(
             "calibration: 1-thread gemm {what:<14} {m}x{nn}x{k}: {gflops:5.1} GFLOP/s per CPU second"
         );

@@ -48,20 +48,24 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
         return add_bias(y, bias);
     }
     let lout = l + 2 * p - span + 1;
+    // Columns laid out (Cin·K, N·Lout) so the whole batch is one GEMM with the (Cout, Cin·K)
+    // weight matrix.
+    let xt = x.transpose(0, 1)?; // (Cin, N, L)
     let xp = if p > 0 {
-        x.pad_with_zeros(2, p, p)?
+        xt.pad_with_zeros(2, p, p)?
     } else {
-        x.clone()
+        xt
     };
-    let cols = if k == 1 {
-        xp.narrow(2, 0, lout)?
-    } else {
-        let taps = (0..k)
-            .map(|j| xp.narrow(2, j * d, lout))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&taps, 2)?.reshape((n, cin * k, lout))?
-    };
-    let y = w.reshape((cout, cin * k))?.broadcast_matmul(&cols)?;
+    let taps = (0..k)
+        .map(|j| xp.narrow(2, j * d, lout))
+        .collect::<Result<Vec<_>>>()?;
+    let cols = Tensor::stack(&taps, 1)?.reshape((cin * k, n * lout))?;
+    let y = w
+        .reshape((cout, cin * k))?
+        .matmul(&cols)?
+        .reshape((cout, n, lout))?
+        .transpose(0, 1)?
+        .contiguous()?;
     add_bias(y, bias)
 }
 

@@ -101,11 +101,35 @@ fn extra_str(m: &ModelRow, key: &str) -> String {
     }
 }
 
-/// The seed network: the first row trained from a configuration (stage kind `train`) that is
-/// named as a parent by some other row, else the first `train` row.
+/// Which table a row belongs to: precision (quantized evaluations), distillation (a teacher),
+/// derived (pruned or searched from a parent network), or architecture (trained from its
+/// configuration). Decided from the row, not the stage kind, so any stage (also a `command`)
+/// that reports `models` lands in the right table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Axis2 {
+    Architecture,
+    Derived,
+    Precision,
+    Distillation,
+}
+
+fn table_of(m: &ModelRow) -> Axis2 {
+    if m.stage_kind == "quantize" || m.format != "fp32" {
+        Axis2::Precision
+    } else if m.teacher.is_some() || m.stage_kind == "distill" {
+        Axis2::Distillation
+    } else if m.parent.is_some() {
+        Axis2::Derived
+    } else {
+        Axis2::Architecture
+    }
+}
+
+/// The seed network: the first architecture row that another row names as its parent, else
+/// the first architecture row.
 fn seed_index(rows: &[ModelRow]) -> Option<usize> {
     let trained: Vec<usize> = (0..rows.len())
-        .filter(|&i| rows[i].stage_kind == "train" && rows[i].format == "fp32")
+        .filter(|&i| table_of(&rows[i]) == Axis2::Architecture)
         .collect();
     trained
         .iter()
@@ -309,7 +333,7 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     model_table(
         "Architectures",
         &format!("Networks trained from their configuration. {front_note}"),
-        &pick(&|m| m.stage_kind == "train" && m.format == "fp32"),
+        &pick(&|m| table_of(m) == Axis2::Architecture),
         rows,
         &marks,
         &[],
@@ -318,9 +342,7 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     model_table(
         "Pruning and search methods",
         "Networks derived from a seed by architecture search or pruning; Δ is against the network they were derived from.",
-        &pick(&|m| {
-            matches!(m.stage_kind.as_str(), "search" | "prune" | "finetune") && m.format == "fp32"
-        }),
+        &pick(&|m| table_of(m) == Axis2::Derived),
         rows,
         &marks,
         &["lambda", "ratio"],
@@ -329,7 +351,7 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     model_table(
         "Precision formats",
         "Each network evaluated with its weights and activations in each format (weight-only formats keep fp32 activations); Δ is against the fp32 network.",
-        &pick(&|m| m.stage_kind == "quantize"),
+        &pick(&|m| table_of(m) == Axis2::Precision),
         rows,
         &marks,
         &[],
@@ -338,7 +360,7 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     model_table(
         "Distillation",
         "Students trained with knowledge distillation (teacher named) and the same students without it.",
-        &pick(&|m| m.stage_kind == "distill" || m.teacher.is_some()),
+        &pick(&|m| table_of(m) == Axis2::Distillation),
         rows,
         &marks,
         &["teacher", "seeds", "accuracy_std"],

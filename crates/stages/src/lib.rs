@@ -1,12 +1,16 @@
 //! Stage kinds of whittle, one module per kind, registered with the engine. This is the only
 //! crate where engine, data and nn meet.
 
-mod common;
+pub mod common;
 pub mod fetch;
+pub mod model_spec;
+pub mod recipe;
+pub mod train;
 
 /// Every stage kind whittle knows: the engine's built-ins (`command`) plus this crate's kinds.
 pub fn registry() -> whittle_engine::Registry {
     let mut r = whittle_engine::Registry::with_builtins();
     r.register(fetch::Fetch);
+    r.register(train::Train);
     r
 }

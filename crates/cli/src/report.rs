@@ -1,0 +1,162 @@
+//! Building the report of an experiment from the engine's plan and the cache's manifests,
+//! writing `reports/<experiment>.md` + `reports/<experiment>/` (SVG plots, `metrics.json`),
+//! and loading either an experiment file or a report folder as a document for `diff`.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use whittle_engine::{Cache, Plan, Registry, query};
+use whittle_report::{Constraints, Document, NodeRecord, Provenance};
+
+/// The experiment's `[report]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportSection {
+    #[serde(default)]
+    max_params: Option<u64>,
+    #[serde(default)]
+    max_macs: Option<u64>,
+    #[serde(default)]
+    max_weight_bytes: Option<u64>,
+    #[serde(default)]
+    max_peak_activation_bytes: Option<u64>,
+    #[serde(default)]
+    max_latency_ms: Option<f64>,
+    /// Axes to compare (informational; every axis with data is shown).
+    #[serde(default)]
+    #[allow(dead_code)]
+    compare: Option<Vec<String>>,
+}
+
+/// CPU model and core count, e.g. "AMD EPYC 7B13, 2 cores".
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{model}, {cores} cores, {}", std::env::consts::OS)
+}
+
+/// The document of an experiment as the cache knows it now. `since` (unix seconds) marks
+/// nodes finished after it as `ran`, others as `cached`.
+pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Document> {
+    let exp = &plan.experiment;
+    let section: ReportSection = match &exp.report {
+        Some(t) => toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: [report]: {e}", exp.file.display()))?,
+        None => ReportSection::default(),
+    };
+    let manifests = query::manifests(plan, cache);
+    let mut nodes = Vec::new();
+    for (node, (_, m)) in plan.nodes.iter().zip(manifests) {
+        let state = match &m {
+            None => query::status(plan, cache)
+                .into_iter()
+                .find(|r| r.node == node.name)
+                .map(|r| r.state.to_string())
+                .unwrap_or_else(|| "pending".into()),
+            Some(m) if since.is_some_and(|s| m.finished >= s) => {
+                if m.resumed {
+                    "resumed".into()
+                } else {
+                    "ran".into()
+                }
+            }
+            Some(_) => "cached".into(),
+        };
+        nodes.push(NodeRecord {
+            node: node.name.clone(),
+            stage: node.stage.clone(),
+            kind: node.kind.clone(),
+            key: node.key.clone(),
+            state,
+            params: node.params.clone(),
+            metrics: m
+                .as_ref()
+                .map(|m| m.metrics.clone())
+                .unwrap_or(serde_json::Value::Null),
+            duration_s: m.as_ref().map(|m| m.duration_secs),
+            inputs: node
+                .inputs
+                .iter()
+                .map(|&i| plan.nodes[i].name.clone())
+                .collect(),
+        });
+    }
+    let text =
+        std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
+    Ok(Document::new(
+        Provenance {
+            experiment: exp.name.clone(),
+            description: exp.description.clone(),
+            file: exp
+                .file
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            file_hash: blake3::hash(&text).to_hex().to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            seed: exp.seed,
+            machine: machine(),
+        },
+        Constraints {
+            max_params: section.max_params,
+            max_macs: section.max_macs,
+            max_weight_bytes: section.max_weight_bytes,
+            max_peak_activation_bytes: section.max_peak_activation_bytes,
+            max_latency_ms: section.max_latency_ms,
+        },
+        nodes,
+    ))
+}
+
+/// Writes `<dir>/<name>.md` and `<dir>/<name>/{*.svg, metrics.json}`; returns the Markdown path.
+pub fn write(doc: &Document, dir: &Path) -> Result<PathBuf> {
+    let name = whittle_report::render::sanitize(&doc.provenance.experiment);
+    let folder = dir.join(&name);
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    let rendered = whittle_report::render(doc, &name);
+    for (file, text) in &rendered.files {
+        write_atomic(&folder.join(file), text.as_bytes())?;
+    }
+    write_atomic(
+        &folder.join("metrics.json"),
+        serde_json::to_string_pretty(doc)?.as_bytes(),
+    )?;
+    let md = dir.join(format!("{name}.md"));
+    write_atomic(&md, rendered.markdown.as_bytes())?;
+    Ok(md)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A document from an experiment file (with the cache's results), a report folder, or a
+/// `metrics.json` file.
+pub fn load_any(path: &Path, cache: &Cache, registry: &Registry) -> Result<Document> {
+    let metrics = if path.is_dir() {
+        path.join("metrics.json")
+    } else {
+        path.to_path_buf()
+    };
+    if metrics.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(&metrics)
+            .with_context(|| format!("reading {}", metrics.display()))?;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a whittle metrics.json", metrics.display()));
+    }
+    let plan = query::load_plan(path, &[], registry)?;
+    document(&plan, cache, None)
+}

@@ -1,0 +1,307 @@
+//! ONNX writers (opset 13): float graphs, and int8 graphs as QuantizeLinear/DequantizeLinear
+//! pairs (weights per output channel symmetric, biases int32, activations per tensor affine).
+
+use crate::network::{Layer, Network, require_folded};
+use crate::onnx_proto::*;
+use crate::quant::{Int8Params, quantize_bias, quantize_weights};
+use anyhow::{Context, Result};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Opset of the default ONNX domain the files use.
+pub const OPSET: i64 = 13;
+const IR_VERSION: i64 = 8;
+
+/// Writes the float network as an ONNX model.
+pub fn write_onnx(net: &Network, path: &Path) -> Result<()> {
+    let bytes = onnx_bytes(net, None)?;
+    write(path, &bytes)
+}
+
+/// Writes the network as an int8 QDQ ONNX model. Batch norm must be folded first
+/// ([`crate::fold_batchnorm`]); `params` needs the input and every layer output.
+pub fn write_onnx_qdq(net: &Network, params: &Int8Params, path: &Path) -> Result<()> {
+    let bytes = onnx_bytes(net, Some(params))?;
+    write(path, &bytes)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing ONNX file {}", path.display()))
+}
+
+/// The serialized ModelProto.
+pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
+    let shapes = net.shapes()?;
+    if q.is_some() {
+        require_folded(net)?;
+    }
+    let mut g = Builder::default();
+    // ONNX name of the value consumers read for each network tensor.
+    let mut read: BTreeMap<String, String> = BTreeMap::new();
+    let in_name = &net.input.0;
+    if let Some(p) = q {
+        let dq = format!("{in_name}/dq");
+        g.qdq_act(in_name, &dq, in_name, p)?;
+        read.insert(in_name.clone(), dq);
+    } else {
+        read.insert(in_name.clone(), in_name.clone());
+    }
+    for (i, layer) in net.layers.iter().enumerate() {
+        let out = layer.output().to_string();
+        let raw = if q.is_some() {
+            format!("{out}/pre")
+        } else {
+            out.clone()
+        };
+        let ins: Vec<String> = layer.inputs().iter().map(|n| read[*n].clone()).collect();
+        let node_name = format!("{}_{i}", layer.kind());
+        match layer {
+            Layer::Conv {
+                input,
+                weight,
+                bias,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => {
+                let (w, b) = g.weight_bias(&out, &weight.shape, &weight.data, bias, input, q)?;
+                let mut inputs = vec![ins[0].clone(), w];
+                inputs.extend(b);
+                let k: Vec<i64> = weight.shape[2..].iter().map(|&v| v as i64).collect();
+                let pads: Vec<i64> = padding.iter().chain(padding).map(|&v| v as i64).collect();
+                let attrs = vec![
+                    ints("kernel_shape", k),
+                    ints("strides", stride.iter().map(|&v| v as i64).collect()),
+                    ints("pads", pads),
+                    ints("dilations", dilation.iter().map(|&v| v as i64).collect()),
+                    int("group", *groups as i64),
+                ];
+                g.node("Conv", &node_name, inputs, &raw, attrs);
+            }
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+                ..
+            } => {
+                let mut inputs = vec![ins[0].clone()];
+                for (n, v) in [("scale", gamma), ("B", beta), ("mean", mean), ("var", var)] {
+                    let name = format!("{out}/{n}");
+                    g.init_f32(&name, &[v.len()], v);
+                    inputs.push(name);
+                }
+                let eps = AttributeProto {
+                    name: "epsilon".into(),
+                    r#type: ATTR_FLOAT,
+                    f: *eps,
+                    ..Default::default()
+                };
+                g.node("BatchNormalization", &node_name, inputs, &raw, vec![eps]);
+            }
+            Layer::Relu { .. } => g.node("Relu", &node_name, ins, &raw, vec![]),
+            Layer::Add { .. } => g.node("Add", &node_name, ins, &raw, vec![]),
+            Layer::GlobalAvgPool { .. } => {
+                g.node("GlobalAveragePool", &node_name, ins, &raw, vec![])
+            }
+            Layer::Flatten { .. } => g.node("Flatten", &node_name, ins, &raw, vec![int("axis", 1)]),
+            Layer::Linear {
+                input,
+                weight,
+                bias,
+                ..
+            } => {
+                let (w, b) = g.weight_bias(&out, &weight.shape, &weight.data, bias, input, q)?;
+                let mut inputs = vec![ins[0].clone(), w];
+                inputs.extend(b);
+                g.node("Gemm", &node_name, inputs, &raw, vec![int("transB", 1)]);
+            }
+        }
+        if let Some(p) = q {
+            g.qdq_act(&raw, &out, &out, p)?;
+        }
+        read.insert(out.clone(), out);
+    }
+    let graph = GraphProto {
+        node: g.nodes,
+        name: net.name.clone(),
+        initializer: g.inits,
+        input: vec![value_info(in_name, &net.input.1)],
+        output: vec![value_info(&net.output, &shapes[&net.output])],
+    };
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "whittle".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: if q.is_some() {
+            "int8 QDQ export".into()
+        } else {
+            "float export".into()
+        },
+        graph: Some(graph),
+    };
+    Ok(model.encode_to_vec())
+}
+
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+}
+
+impl Builder {
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        input: Vec<String>,
+        out: &str,
+        a: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(NodeProto {
+            input,
+            output: vec![out.to_string()],
+            name: name.to_string(),
+            op_type: op.to_string(),
+            attribute: a,
+        });
+    }
+
+    fn init(&mut self, name: &str, dims: &[usize], data_type: i32, raw_data: Vec<u8>) {
+        self.inits.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type,
+            name: name.to_string(),
+            raw_data,
+        });
+    }
+
+    fn init_f32(&mut self, name: &str, dims: &[usize], v: &[f32]) {
+        let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.init(name, dims, FLOAT, raw);
+    }
+
+    /// QuantizeLinear(src) → `{dst}/q` → DequantizeLinear → `dst`, with the parameters of `tensor`.
+    fn qdq_act(&mut self, src: &str, dst: &str, tensor: &str, p: &Int8Params) -> Result<()> {
+        let a = p.get(tensor)?;
+        let (s, z) = (format!("{tensor}/scale"), format!("{tensor}/zp"));
+        self.init_f32(&s, &[], &[a.scale]);
+        self.init(&z, &[], INT8, vec![a.zero_point as u8]);
+        let qn = format!("{dst}/q");
+        self.node(
+            "QuantizeLinear",
+            &format!("{tensor}/quant"),
+            vec![src.into(), s.clone(), z.clone()],
+            &qn,
+            vec![],
+        );
+        self.node(
+            "DequantizeLinear",
+            &format!("{tensor}/dequant"),
+            vec![qn, s, z],
+            dst,
+            vec![],
+        );
+        Ok(())
+    }
+
+    /// Adds weight and bias initializers (plus DequantizeLinear nodes for int8) and returns
+    /// the names of the float weight and optional bias values.
+    fn weight_bias(
+        &mut self,
+        out: &str,
+        shape: &[usize],
+        w: &[f32],
+        bias: &Option<Vec<f32>>,
+        input: &str,
+        q: Option<&Int8Params>,
+    ) -> Result<(String, Option<String>)> {
+        let (wn, bn) = (format!("{out}/weight"), format!("{out}/bias"));
+        let Some(p) = q else {
+            self.init_f32(&wn, shape, w);
+            if let Some(b) = bias {
+                self.init_f32(&bn, &[b.len()], b);
+            }
+            return Ok((wn.clone(), bias.as_ref().map(|_| bn)));
+        };
+        let cout = shape[0];
+        let (wq, ws) = quantize_weights(w, cout);
+        let wqn = format!("{wn}/q");
+        self.init(&wqn, shape, INT8, wq.iter().map(|&v| v as u8).collect());
+        self.init_f32(&format!("{wn}/scale"), &[cout], &ws);
+        self.init(&format!("{wn}/zp"), &[cout], INT8, vec![0; cout]);
+        self.node(
+            "DequantizeLinear",
+            &format!("{wn}/dequant"),
+            vec![wqn, format!("{wn}/scale"), format!("{wn}/zp")],
+            &wn,
+            vec![int("axis", 0)],
+        );
+        let Some(b) = bias else {
+            return Ok((wn, None));
+        };
+        let (bq, bs) = quantize_bias(b, p.get(input)?.scale, &ws);
+        let bqn = format!("{bn}/q");
+        self.init(
+            &bqn,
+            &[cout],
+            INT32,
+            bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        self.init_f32(&format!("{bn}/scale"), &[cout], &bs);
+        self.init(&format!("{bn}/zp"), &[cout], INT32, vec![0; 4 * cout]);
+        self.node(
+            "DequantizeLinear",
+            &format!("{bn}/dequant"),
+            vec![bqn, format!("{bn}/scale"), format!("{bn}/zp")],
+            &bn,
+            vec![int("axis", 0)],
+        );
+        Ok((wn, Some(bn)))
+    }
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: ATTR_INT,
+        i,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: ATTR_INTS,
+        ints: v,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: shape
+                        .iter()
+                        .map(|&d| Dimension {
+                            dim_value: d as i64,
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}

@@ -1,0 +1,209 @@
+//! Test networks shared by the export tests: small DS-CNN-, TCN- and ResNet-block-like
+//! graphs with seeded random parameters, and seeded random inputs.
+
+#![allow(dead_code, clippy::too_many_arguments)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use whittle_export::{Layer, Network, Tensor32};
+
+pub struct Gen(ChaCha8Rng);
+
+impl Gen {
+    pub fn new(seed: u64) -> Self {
+        Self(ChaCha8Rng::seed_from_u64(seed))
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.0.random_range(lo..hi)).collect()
+    }
+    fn tensor(&mut self, shape: Vec<usize>) -> Tensor32 {
+        let fan_in: usize = shape[1..].iter().product();
+        let a = (3.0 / fan_in as f32).sqrt();
+        let n = shape.iter().product();
+        Tensor32::new(shape, self.vec(n, -a, a)).unwrap()
+    }
+    pub fn conv(
+        &mut self,
+        i: &str,
+        o: &str,
+        cin: usize,
+        cout: usize,
+        k: &[usize],
+        s: usize,
+        p: &[usize],
+        d: usize,
+        groups: usize,
+    ) -> Layer {
+        let mut shape = vec![cout, cin / groups];
+        shape.extend_from_slice(k);
+        Layer::Conv {
+            input: i.into(),
+            output: o.into(),
+            weight: self.tensor(shape),
+            bias: Some(self.vec(cout, -0.1, 0.1)),
+            stride: vec![s; k.len()],
+            padding: p.to_vec(),
+            dilation: vec![d; k.len()],
+            groups,
+        }
+    }
+    pub fn bn(&mut self, i: &str, o: &str, c: usize) -> Layer {
+        Layer::BatchNorm {
+            input: i.into(),
+            output: o.into(),
+            gamma: self.vec(c, 0.5, 1.5),
+            beta: self.vec(c, -0.2, 0.2),
+            mean: self.vec(c, -0.2, 0.2),
+            var: self.vec(c, 0.5, 1.5),
+            eps: 1e-5,
+        }
+    }
+    pub fn linear(&mut self, i: &str, o: &str, cin: usize, cout: usize) -> Layer {
+        Layer::Linear {
+            input: i.into(),
+            output: o.into(),
+            weight: self.tensor(vec![cout, cin]),
+            bias: Some(self.vec(cout, -0.1, 0.1)),
+        }
+    }
+}
+
+pub fn relu(i: &str, o: &str) -> Layer {
+    Layer::Relu {
+        input: i.into(),
+        output: o.into(),
+    }
+}
+pub fn add(a: &str, b: &str, o: &str) -> Layer {
+    Layer::Add {
+        a: a.into(),
+        b: b.into(),
+        output: o.into(),
+    }
+}
+pub fn head(g: &mut Gen, i: &str, c: usize, classes: usize) -> Vec<Layer> {
+    vec![
+        Layer::GlobalAvgPool {
+            input: i.into(),
+            output: "pool".into(),
+        },
+        Layer::Flatten {
+            input: "pool".into(),
+            output: "flat".into(),
+        },
+        g.linear("flat", "logits", c, classes),
+    ]
+}
+
+/// Conv(1→8, k=(10,4), s=2, p=(5,1)) on 49×10 → BN → ReLU → depthwise 3×3 → BN → ReLU →
+/// pointwise → BN → ReLU → pool → linear.
+pub fn ds_cnn(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv("x", "c1", 1, 8, &[10, 4], 2, &[5, 1], 1, 1),
+        g.bn("c1", "b1", 8),
+        relu("b1", "r1"),
+        g.conv("r1", "dw", 8, 8, &[3, 3], 1, &[1, 1], 1, 8),
+        g.bn("dw", "b2", 8),
+        relu("b2", "r2"),
+        g.conv("r2", "pw", 8, 12, &[1, 1], 1, &[0, 0], 1, 1),
+        g.bn("pw", "b3", 12),
+        relu("b3", "r3"),
+    ];
+    layers.extend(head(&mut g, "r3", 12, 5));
+    Network {
+        name: "ds_cnn".into(),
+        input: ("x".into(), vec![1, 1, 49, 10]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// Conv1d k=3 with dilations 1, 2, 4 and residual adds on 4 channels × 20 steps.
+pub fn tcn(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv("x", "c0", 4, 6, &[3], 1, &[1], 1, 1),
+        relu("c0", "r0"),
+        g.conv("r0", "c1", 6, 6, &[3], 1, &[2], 2, 1),
+        g.bn("c1", "b1", 6),
+        relu("b1", "r1"),
+        add("r1", "r0", "s1"),
+        g.conv("s1", "c2", 6, 6, &[3], 1, &[4], 4, 1),
+        relu("c2", "r2"),
+        add("r2", "s1", "s2"),
+        g.conv("s2", "c3", 6, 6, &[3], 2, &[1], 1, 1),
+        relu("c3", "r3"),
+    ];
+    layers.extend(head(&mut g, "r3", 6, 3));
+    Network {
+        name: "tcn".into(),
+        input: ("x".into(), vec![1, 4, 20]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// Stem conv → stride-2 residual block with a 1×1 stride-2 conv shortcut → pool → linear.
+pub fn resnet_block(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv("x", "c0", 3, 4, &[3, 3], 1, &[1, 1], 1, 1),
+        g.bn("c0", "b0", 4),
+        relu("b0", "a"),
+        g.conv("a", "c1", 4, 8, &[3, 3], 2, &[1, 1], 1, 1),
+        g.bn("c1", "b1", 8),
+        relu("b1", "r1"),
+        g.conv("r1", "c2", 8, 8, &[3, 3], 1, &[1, 1], 1, 1),
+        g.bn("c2", "b2", 8),
+        g.conv("a", "sc", 4, 8, &[1, 1], 2, &[0, 0], 1, 1),
+        g.bn("sc", "bsc", 8),
+        add("b2", "bsc", "sum"),
+        relu("sum", "r2"),
+    ];
+    layers.extend(head(&mut g, "r2", 8, 5));
+    Network {
+        name: "resnet_block".into(),
+        input: ("x".into(), vec![1, 3, 9, 9]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// FC auto-encoder 16 → 8 → 4 → 8 → 16 with ReLUs.
+pub fn fc_autoencoder(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let layers = vec![
+        g.linear("x", "e1", 16, 8),
+        relu("e1", "r1"),
+        g.linear("r1", "code", 8, 4),
+        relu("code", "r2"),
+        g.linear("r2", "d1", 4, 8),
+        relu("d1", "r3"),
+        g.linear("r3", "recon", 8, 16),
+    ];
+    Network {
+        name: "fc_ae".into(),
+        input: ("x".into(), vec![1, 16]),
+        output: "recon".into(),
+        layers,
+    }
+}
+
+pub fn all(seed: u64) -> Vec<Network> {
+    vec![
+        ds_cnn(seed),
+        tcn(seed + 1),
+        resnet_block(seed + 2),
+        fc_autoencoder(seed + 3),
+    ]
+}
+
+pub fn input(net: &Network, seed: u64) -> Vec<f32> {
+    let n = net.input.1.iter().product();
+    Gen::new(seed).vec(n, -1.0, 1.0)
+}
+
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

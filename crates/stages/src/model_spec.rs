@@ -1,0 +1,277 @@
+//! How an experiment names a network to train: a short form per architecture
+//! (`model = { arch = "tcn", channels = 64, dilations = [1, 1, 2, 2, 4, 4, 8] }`) whose input
+//! shape and class count come from the data set at run time, or a full nn configuration
+//! (`model = { arch = "tcn", full = { … } }`) for any per-layer shape.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use whittle_nn::ModelConfig;
+use whittle_nn::config::{
+    AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, ResNetConfig, StemConfig,
+    TcnConfig, TcnLayerConfig,
+};
+
+/// A network description in an experiment file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Stacked dilated Conv1d with residual adds (the PIT seed); MFCC as 10 channels × 49 steps.
+    Tcn {
+        #[serde(default = "c64")]
+        channels: usize,
+        #[serde(default = "k3")]
+        kernel: usize,
+        #[serde(default = "tcn_dilations")]
+        dilations: Vec<usize>,
+        #[serde(default = "yes")]
+        batch_norm: bool,
+        /// 0 = no residual adds; n = a skip around every n layers.
+        #[serde(default = "two")]
+        residual_every: usize,
+    },
+    /// DS-CNN (MLPerf Tiny KWS): stem 10×4 stride 2, `blocks` depthwise-separable blocks.
+    DsCnn {
+        #[serde(default = "c64")]
+        channels: usize,
+        #[serde(default = "four")]
+        blocks: usize,
+    },
+    /// ResNet-8 (MLPerf Tiny IC) with widths (16, 32, 64)·`width`.
+    #[serde(rename = "resnet8")]
+    ResNet8 {
+        #[serde(default = "one_f")]
+        width: f64,
+    },
+    /// MobileNetV1 with width multiplier `alpha`.
+    MobilenetV1 {
+        #[serde(default = "quarter")]
+        alpha: f64,
+    },
+    /// FC auto-encoder; hidden widths default to MLPerf Tiny AD's.
+    Autoencoder {
+        #[serde(default)]
+        hidden: Option<Vec<usize>>,
+    },
+    /// A complete nn configuration (every layer explicit); input shape and classes included.
+    Full { config: ModelConfig },
+}
+
+fn c64() -> usize {
+    64
+}
+fn k3() -> usize {
+    3
+}
+fn two() -> usize {
+    2
+}
+fn four() -> usize {
+    4
+}
+fn yes() -> bool {
+    true
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn quarter() -> f64 {
+    0.25
+}
+fn tcn_dilations() -> Vec<usize> {
+    vec![1, 1, 2, 2, 4, 4, 8]
+}
+
+impl ModelSpec {
+    /// Checks what can be checked without the data.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ModelSpec::Tcn {
+                channels,
+                kernel,
+                dilations,
+                ..
+            } => {
+                if *channels == 0 || *kernel == 0 || dilations.is_empty() || dilations.contains(&0)
+                {
+                    bail!(
+                        "model: tcn needs channels ≥ 1, kernel ≥ 1 and a non-empty list of dilations ≥ 1"
+                    );
+                }
+            }
+            ModelSpec::DsCnn { channels, blocks } => {
+                if *channels == 0 || *blocks == 0 {
+                    bail!("model: ds_cnn needs channels ≥ 1 and blocks ≥ 1");
+                }
+            }
+            ModelSpec::ResNet8 { width } | ModelSpec::MobilenetV1 { alpha: width } => {
+                if !(width.is_finite() && *width > 0.0 && *width <= 8.0) {
+                    bail!("model: width multiplier must be in (0, 8], got {width}");
+                }
+            }
+            ModelSpec::Autoencoder { hidden } => {
+                if hidden
+                    .as_ref()
+                    .is_some_and(|h| h.is_empty() || h.contains(&0))
+                {
+                    bail!("model: autoencoder hidden widths must be ≥ 1");
+                }
+            }
+            ModelSpec::Full { config } => {
+                config.build()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Short architecture name for reports.
+    pub fn arch(&self) -> String {
+        match self {
+            ModelSpec::Full { config } => arch_of(config).to_string(),
+            ModelSpec::Tcn { .. } => "tcn".into(),
+            ModelSpec::DsCnn { .. } => "ds_cnn".into(),
+            ModelSpec::ResNet8 { .. } => "resnet8".into(),
+            ModelSpec::MobilenetV1 { .. } => "mobilenet_v1".into(),
+            ModelSpec::Autoencoder { .. } => "autoencoder".into(),
+        }
+    }
+
+    /// The full configuration for a data set whose items have `item_shape` and `classes` classes.
+    /// Keyword MFCCs (49 frames × 10 coefficients) become 10 channels × 49 steps for a TCN and a
+    /// 1×49×10 image for the 2-d networks.
+    pub fn config(&self, item_shape: &[usize], classes: usize) -> Result<ModelConfig> {
+        let image = |what: &str| -> Result<[usize; 3]> {
+            match item_shape {
+                [c, h, w] => Ok([*c, *h, *w]),
+                [h, w] => Ok([1, *h, *w]),
+                _ => bail!(
+                    "model: {what} needs 2-d or 3-d items, the data has items of shape {item_shape:?}"
+                ),
+            }
+        };
+        let w = |c: usize, f: f64| ((c as f64 * f).round() as usize).max(1);
+        Ok(match self {
+            ModelSpec::Full { config } => config.clone(),
+            ModelSpec::Tcn {
+                channels,
+                kernel,
+                dilations,
+                batch_norm,
+                residual_every,
+            } => {
+                let (input_channels, input_len) = match item_shape {
+                    [frames, coeffs] => (*coeffs, *frames),
+                    _ => bail!(
+                        "model: tcn needs (steps, features) items, the data has items of shape {item_shape:?}"
+                    ),
+                };
+                ModelConfig::Tcn(TcnConfig {
+                    input_channels,
+                    input_len,
+                    classes,
+                    layers: dilations
+                        .iter()
+                        .map(|&d| TcnLayerConfig {
+                            channels: *channels,
+                            kernel: *kernel,
+                            dilation: d,
+                        })
+                        .collect(),
+                    batch_norm: *batch_norm,
+                    residual_every: *residual_every,
+                    ..TcnConfig::bench(*channels)
+                })
+            }
+            ModelSpec::DsCnn { channels, blocks } => {
+                let mut c = DsCnnConfig::reference();
+                c.input = image("ds_cnn")?;
+                c.classes = classes;
+                c.stem = StemConfig {
+                    channels: *channels,
+                    ..c.stem
+                };
+                c.blocks = (0..*blocks)
+                    .map(|_| DsBlockConfig {
+                        channels: *channels,
+                        kernel: [3, 3],
+                        stride: 1,
+                    })
+                    .collect();
+                ModelConfig::DsCnn(c)
+            }
+            ModelSpec::ResNet8 { width } => {
+                let mut c = ResNetConfig::resnet8();
+                c.input = image("resnet8")?;
+                c.classes = classes;
+                c.stem_channels = w(c.stem_channels, *width);
+                for s in &mut c.stacks {
+                    s.channels = w(s.channels, *width);
+                    s.mid_channels = w(s.mid_channels, *width);
+                }
+                ModelConfig::ResNet(c)
+            }
+            ModelSpec::MobilenetV1 { alpha } => ModelConfig::MobileNetV1(
+                MobileNetV1Config::with_width(*alpha, image("mobilenet_v1")?, classes),
+            ),
+            ModelSpec::Autoencoder { hidden } => {
+                let mut c = AutoEncoderConfig::reference();
+                c.input = item_shape.iter().product();
+                if let Some(h) = hidden {
+                    c.hidden = h.clone();
+                }
+                ModelConfig::AutoEncoder(c)
+            }
+        })
+    }
+}
+
+/// Short architecture name of a full configuration.
+pub fn arch_of(config: &ModelConfig) -> &'static str {
+    match config {
+        ModelConfig::Tcn(_) => "tcn",
+        ModelConfig::DsCnn(_) => "ds_cnn",
+        ModelConfig::ResNet(_) => "resnet",
+        ModelConfig::MobileNetV1(_) => "mobilenet_v1",
+        ModelConfig::AutoEncoder(_) => "autoencoder",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kws_shapes_and_reference_counts() {
+        let tcn = ModelSpec::Tcn {
+            channels: 64,
+            kernel: 3,
+            dilations: tcn_dilations(),
+            batch_norm: true,
+            residual_every: 2,
+        };
+        let ModelConfig::Tcn(c) = tcn.config(&[49, 10], 12).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.input_channels, c.input_len, c.classes, c.layers.len()),
+            (10, 49, 12, 7)
+        );
+        let ds = ModelSpec::DsCnn {
+            channels: 64,
+            blocks: 4,
+        }
+        .config(&[49, 10], 12)
+        .unwrap();
+        assert_eq!(ds.input_shape(), vec![1, 49, 10]);
+        // DS-CNN reference: stem 64·(1·10·4) + 64 = 2,624; per block dw 64·9 + 64 = 640, pw 64·64 + 64
+        // = 4,160, two BNs 2·128 = 256 → 5,056 ×4 = 20,224; stem BN 128; FC 64·12 + 12 = 780.
+        assert_eq!(ds.build().unwrap().params(), 2_624 + 128 + 20_224 + 780);
+        assert!(
+            ModelSpec::DsCnn {
+                channels: 8,
+                blocks: 1
+            }
+            .config(&[5], 3)
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The `train` stage kind: trains a network from its configuration on the input data set (the
+//! warm-up of a seed network, or any baseline), with epoch-end checkpoints so an interrupted
+//! run resumes to the same weights. Output: the network (`Model::save` format) + history.
+
+use crate::common::{Sink, load_data, model_row, with_threads};
+use crate::model_spec::ModelSpec;
+use crate::recipe::Recipe;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use whittle_engine::{ParamError, RunContext, StageKind, from_params};
+use whittle_nn::Model;
+use whittle_nn::train::{Hooks, Progress};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    pub model: ModelSpec,
+    #[serde(flatten)]
+    pub recipe: Recipe,
+    /// Overrides the experiment seed for this network's initialisation and data order (for
+    /// repeated runs over several seeds).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Threads for this node (counted against `--jobs`).
+    #[serde(default = "two")]
+    pub threads: usize,
+}
+
+fn two() -> usize {
+    2
+}
+
+/// Splits a stage table into the recipe keys and the rest, so unknown keys are still errors
+/// (serde's `flatten` cannot deny unknown fields).
+pub fn parse_with_recipe<T: serde::de::DeserializeOwned>(
+    params: &toml::Table,
+    own: &[&str],
+) -> Result<(T, Recipe), ParamError> {
+    let mut mine = toml::Table::new();
+    let mut recipe = toml::Table::new();
+    for (k, v) in params {
+        if own.contains(&k.as_str()) {
+            mine.insert(k.clone(), v.clone());
+        } else {
+            recipe.insert(k.clone(), v.clone());
+        }
+    }
+    let r: Recipe = from_params(&recipe)?;
+    r.validate()
+        .map_err(|m| ParamError::new(Vec::<String>::new(), m))?;
+    Ok((from_params(&mine)?, r))
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Own {
+    model: ModelSpec,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default = "two")]
+    threads: usize,
+}
+
+pub struct Train;
+
+/// Trains `model` with `recipe` in the node's context (checkpoints, cancellation, progress).
+pub fn fit(
+    ctx: &RunContext,
+    model: &dyn whittle_nn::Trainable,
+    data: &whittle_nn::DataSet,
+    recipe: &Recipe,
+    seed: u64,
+) -> Result<whittle_nn::TrainResult> {
+    let sink = Sink(ctx.checkpoints);
+    let cancel = || ctx.cancel.is_cancelled();
+    let mut progress = |p: &Progress| {
+        ctx.progress.set_length(p.epochs * p.batches as u64);
+        ctx.progress
+            .set_position(p.epoch * p.batches as u64 + p.batch as u64);
+        ctx.progress.set_message(&format!(
+            "epoch {}/{} loss {:.4}",
+            p.epoch + 1,
+            p.epochs,
+            p.loss
+        ));
+    };
+    let hooks = Hooks {
+        checkpoints: Some(&sink),
+        cancel: Some(&cancel),
+        progress: Some(&mut progress),
+    };
+    whittle_nn::train(model, data, &recipe.train_config(seed), hooks)
+}
+
+impl StageKind for Train {
+    fn name(&self) -> &'static str {
+        "train"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
+        let (own, recipe): (Own, Recipe) =
+            parse_with_recipe(params, &["model", "seed", "threads"])?;
+        own.model
+            .validate()
+            .map_err(|e| ParamError::new(["model"], format!("{e:#}")))?;
+        let p = TrainParams {
+            model: own.model,
+            recipe,
+            seed: own.seed,
+            threads: own.threads.max(1),
+        };
+        serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
+    }
+
+    fn threads(&self, resolved: &Value) -> usize {
+        resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
+    }
+
+    fn run(&self, ctx: &RunContext) -> Result<Value> {
+        let p: TrainParams = serde_json::from_value(ctx.params.clone())?;
+        with_threads(ctx.threads, || {
+            let fetch = crate::common::input_of_kind(ctx, &["fetch"])?;
+            let shape: Vec<usize> = fetch
+                .metrics
+                .get("input_shape")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .context("data input has no input_shape")?;
+            let classes = fetch
+                .metrics
+                .get("classes")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .context("data input has no classes")?;
+            let cfg = p.model.config(&shape, classes)?;
+            let (data, _) = load_data(ctx, &cfg)?;
+            let seed = p.seed.unwrap_or(ctx.seed);
+            let model = Model::new(cfg, seed)?;
+            let result = fit(ctx, &model, &data, &p.recipe, seed)?;
+            model.save(ctx.out_dir)?;
+            let acc = result.test.and_then(|m| m.accuracy);
+            Ok(json!({
+                "models": [model_row(&model, "train", None, acc)],
+                "test": result.test,
+                "val": result.val,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "history": result.history,
+            }))
+        })
+    }
+}
