@@ -3,8 +3,11 @@
 
 pub mod common;
 pub mod fetch;
+pub mod finetune;
 pub mod model_spec;
+pub mod prune;
 pub mod recipe;
+pub mod search;
 pub mod train;
 
 /// Every stage kind whittle knows: the engine's built-ins (`command`) plus this crate's kinds.
@@ -12,5 +15,8 @@ pub fn registry() -> whittle_engine::Registry {
     let mut r = whittle_engine::Registry::with_builtins();
     r.register(fetch::Fetch);
     r.register(train::Train);
+    r.register(search::Search);
+    r.register(prune::Prune);
+    r.register(finetune::Finetune);
     r
 }
