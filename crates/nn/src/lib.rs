@@ -10,6 +10,8 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod pit;
+pub mod prune;
 pub mod quant;
 pub mod schedule;
 pub mod train;

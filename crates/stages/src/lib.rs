@@ -4,8 +4,11 @@
 pub mod common;
 pub mod distill;
 pub mod fetch;
+pub mod finetune;
 pub mod model_spec;
+pub mod prune;
 pub mod recipe;
+pub mod search;
 pub mod train;
 
 /// Every stage kind whittle knows: the engine's built-ins (`command`) plus this crate's kinds.
@@ -14,5 +17,8 @@ pub fn registry() -> whittle_engine::Registry {
     r.register(fetch::Fetch);
     r.register(train::Train);
     r.register(distill::Distill);
+    r.register(search::Search);
+    r.register(prune::Prune);
+    r.register(finetune::Finetune);
     r
 }

@@ -1,0 +1,418 @@
+//! `PitModel`: a seed [`Model`] plus trainable PIT masks. The masked forward pass multiplies
+//! Conv1d weights by their binary time masks and each channel group's activations (after the
+//! batch norm) by its binary channel mask; the regulariser is the spec's size or MAC cost on
+//! the continuous masks, summed over layers and scaled by λ.
+
+use super::masks::{binarize, gamma_len, k_eff, theta_keep_alive, time_mask};
+use super::plan::{Plan, plan};
+use crate::graph::Op;
+use crate::model::Model;
+use crate::ops;
+use crate::train::Trainable;
+use anyhow::{Context, Result, bail, ensure};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+/// What the regulariser counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Cost {
+    /// Parameters: C_in,eff·C_out,eff·K_eff / groups per layer.
+    #[default]
+    Size,
+    /// size × output positions.
+    Macs,
+}
+
+/// Per-layer cost on the continuous masks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerCost {
+    pub name: String,
+    pub size: f64,
+    pub macs: f64,
+}
+
+/// A seed network with PIT masks.
+pub struct PitModel {
+    model: Model,
+    plan: Plan,
+    /// α per group (None for fixed groups).
+    alpha: Vec<Option<Var>>,
+    /// (β, γ) per node (time-masked Conv1d only).
+    time: Vec<Option<(Var, Var)>>,
+    cost: Cost,
+    lambda: f64,
+}
+
+impl PitModel {
+    /// Wrap `model` with all masks at 1. `time_masks` enables β/γ on causal Conv1d layers.
+    pub fn new(model: Model, cost: Cost, lambda: f64, time_masks: bool) -> Result<Self> {
+        ensure!(
+            !model.bn_folded(),
+            "PIT: the seed model must not have folded batch norms"
+        );
+        ensure!(
+            lambda.is_finite() && lambda >= 0.0,
+            "PIT: lambda must be a finite number ≥ 0, got {lambda}"
+        );
+        let plan = plan(model.graph(), time_masks)?;
+        let ones = |n: usize| -> Result<Var> {
+            Ok(Var::from_tensor(&Tensor::ones(
+                n,
+                DType::F32,
+                &Device::Cpu,
+            )?)?)
+        };
+        let alpha = plan
+            .groups
+            .iter()
+            .map(|g| {
+                if g.fixed {
+                    Ok(None)
+                } else {
+                    ones(g.channels).map(Some)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let time = model
+            .graph()
+            .nodes
+            .iter()
+            .zip(&plan.time_masked)
+            .map(|(n, &t)| match (&n.op, t) {
+                (Op::Conv { kernel, .. }, true) => {
+                    Ok(Some((ones(kernel[0])?, ones(gamma_len(kernel[0]))?)))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            model,
+            plan,
+            alpha,
+            time,
+            cost,
+            lambda,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn lambda(&self) -> f64 {
+        self.lambda
+    }
+    pub fn cost_kind(&self) -> Cost {
+        self.cost
+    }
+
+    /// Mask parameters, named `pit.alpha.<group>`, `<node>.pit_beta`, `<node>.pit_gamma`.
+    pub fn mask_vars(&self) -> Vec<(String, Var)> {
+        let mut v = vec![];
+        for (g, a) in self.alpha.iter().enumerate() {
+            if let Some(a) = a {
+                v.push((format!("pit.alpha.{g}"), a.clone()));
+            }
+        }
+        for (node, t) in self.model.graph().nodes.iter().zip(&self.time) {
+            if let Some((b, c)) = t {
+                v.push((format!("{}.pit_beta", node.name), b.clone()));
+                v.push((format!("{}.pit_gamma", node.name), c.clone()));
+            }
+        }
+        v
+    }
+
+    /// The network's weights (without the masks).
+    pub fn weight_vars(&self) -> Vec<(String, Var)> {
+        self.model.params().to_vec()
+    }
+
+    /// Set a mask parameter by name (see [`PitModel::mask_vars`]).
+    pub fn set_mask(&self, name: &str, values: &[f32]) -> Result<()> {
+        let (_, v) = self
+            .mask_vars()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("PIT model has no mask {name}"))?;
+        ensure!(
+            v.elem_count() == values.len(),
+            "mask {name}: {} values given, it has {}",
+            values.len(),
+            v.elem_count()
+        );
+        v.set(&Tensor::from_vec(
+            values.to_vec(),
+            values.len(),
+            &Device::Cpu,
+        )?)?;
+        Ok(())
+    }
+
+    /// Continuous channel mask θ_α of group g (None if fixed); keep-alive at channel 0.
+    fn theta_alpha(&self, g: usize) -> Result<Option<Tensor>> {
+        self.alpha[g]
+            .as_ref()
+            .map(|a| Ok(theta_keep_alive(a.as_tensor(), 0)?))
+            .transpose()
+    }
+
+    /// Binary channel mask of every group (all ones for fixed groups).
+    pub fn channel_masks(&self) -> Result<Vec<Vec<f32>>> {
+        (0..self.plan.groups.len())
+            .map(|g| match self.theta_alpha(g)? {
+                Some(t) => Ok(binarize(&t)?.to_vec1::<f32>()?),
+                None => Ok(vec![1.0; self.plan.groups[g].channels]),
+            })
+            .collect()
+    }
+
+    /// |α| of every group (ones for fixed groups).
+    pub fn alpha_values(&self) -> Result<Vec<Vec<f32>>> {
+        self.alpha
+            .iter()
+            .zip(&self.plan.groups)
+            .map(|(a, g)| match a {
+                Some(a) => Ok(a.as_tensor().abs()?.to_vec1::<f32>()?),
+                None => Ok(vec![1.0; g.channels]),
+            })
+            .collect()
+    }
+
+    /// Binary time mask of node i, if it has one.
+    pub fn time_mask_of(&self, i: usize) -> Result<Option<Vec<f32>>> {
+        self.time[i]
+            .as_ref()
+            .map(|(b, g)| Ok(time_mask(b.as_tensor(), g.as_tensor())?.to_vec1::<f32>()?))
+            .transpose()
+    }
+
+    /// Masked forward pass (train mode updates BN running statistics like [`Model::forward`]).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let graph = self.model.graph();
+        let want = &graph.input_shape;
+        ensure!(
+            x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
+            "PIT model input: expected (N, {want:?}), got {:?}",
+            x.dims()
+        );
+        let cmasks: Vec<Option<Tensor>> = (0..self.plan.groups.len())
+            .map(|g| self.theta_alpha(g)?.map(|t| Ok(binarize(&t)?)).transpose())
+            .collect::<Result<_>>()?;
+        let mut vals: Vec<Tensor> = Vec::with_capacity(graph.nodes.len() + 1);
+        vals.push(x.clone());
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let a = &vals[node.inputs[0]];
+            let p = |s: &str| {
+                self.model
+                    .get(&format!("{}.{s}", node.name))
+                    .map(|v| v.as_tensor().clone())
+            };
+            let mut y = match &node.op {
+                Op::Conv {
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    let mut w = p("weight")?;
+                    if let Some((b, g)) = &self.time[i] {
+                        let m = time_mask(b.as_tensor(), g.as_tensor())?;
+                        w = w.broadcast_mul(&m.reshape((1, 1, kernel[0]))?)?;
+                    }
+                    let b = if *bias { Some(p("bias")?) } else { None };
+                    conv(
+                        a,
+                        &w,
+                        b.as_ref(),
+                        kernel.len(),
+                        stride,
+                        padding,
+                        dilation,
+                        *groups,
+                    )
+                    .with_context(|| format!("conv {}", node.name))?
+                }
+                Op::BatchNorm { eps, momentum, .. } => {
+                    let (g, bt) = (p("weight")?, p("bias")?);
+                    let rm = self.model.get(&format!("{}.running_mean", node.name))?;
+                    let rv = self.model.get(&format!("{}.running_var", node.name))?;
+                    if train {
+                        let (y, mean, var) = ops::batch_norm_train(a, &g, &bt, *eps)?;
+                        let n = (a.elem_count() / a.dim(1)?) as f64;
+                        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
+                        rm.set(
+                            &((rm.as_tensor() * (1.0 - momentum))? + (mean.detach() * *momentum)?)?,
+                        )?;
+                        rv.set(&((rv.as_tensor() * (1.0 - momentum))? + (unbiased * *momentum)?)?)?;
+                        y
+                    } else {
+                        let r = a.rank();
+                        let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
+                        let shift = (bt - (rm.as_tensor() * &scale)?)?;
+                        a.broadcast_mul(&ops::bcast(&scale, r)?)?
+                            .broadcast_add(&ops::bcast(&shift, r)?)?
+                    }
+                }
+                Op::Relu => ops::relu(a)?,
+                Op::Add => (a + &vals[node.inputs[1]])?,
+                Op::GlobalAvgPool => a.flatten_from(2)?.mean(2)?,
+                Op::Linear { bias, .. } => {
+                    let y = a.matmul(&p("weight")?.t()?)?;
+                    if *bias {
+                        y.broadcast_add(&p("bias")?)?
+                    } else {
+                        y
+                    }
+                }
+            };
+            if let Some(g) = self.plan.mask_at[i]
+                && let Some(m) = &cmasks[g]
+            {
+                y = y.broadcast_mul(&ops::bcast(m, y.rank())?)?;
+            }
+            vals.push(y);
+        }
+        Ok(vals.pop().expect("graph has nodes"))
+    }
+
+    /// Cost of every conv/linear layer on the continuous masks, as tensors (size, macs).
+    fn layer_cost_tensors(&self) -> Result<Vec<(String, Tensor, Tensor)>> {
+        let graph = self.model.graph();
+        let c_eff = |g: usize| -> Result<Tensor> {
+            Ok(match self.theta_alpha(g)? {
+                Some(t) => t.sum_all()?,
+                None => Tensor::new(self.plan.groups[g].channels as f32, &Device::Cpu)?,
+            })
+        };
+        let mut out = vec![];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (k, positions) = match &node.op {
+                Op::Conv { kernel, .. } => {
+                    let k = match &self.time[i] {
+                        Some((b, g)) => k_eff(b.as_tensor(), g.as_tensor())?,
+                        None => Tensor::new(kernel.iter().product::<usize>() as f32, &Device::Cpu)?,
+                    };
+                    (k, node.out_shape[1..].iter().product::<usize>())
+                }
+                Op::Linear { .. } => (Tensor::new(1f32, &Device::Cpu)?, 1),
+                _ => continue,
+            };
+            let cout = c_eff(self.plan.value_group[i + 1])?;
+            let size = if self.plan.depthwise[i] {
+                (cout * k)?
+            } else {
+                let cin = c_eff(self.plan.value_group[node.inputs[0]])?;
+                ((cin * cout)? * k)?
+            };
+            let macs = (&size * positions as f64)?;
+            out.push((node.name.clone(), size, macs));
+        }
+        Ok(out)
+    }
+
+    /// Per-layer cost on the continuous masks.
+    pub fn layer_costs(&self) -> Result<Vec<LayerCost>> {
+        self.layer_cost_tensors()?
+            .into_iter()
+            .map(|(name, s, m)| {
+                Ok(LayerCost {
+                    name,
+                    size: s.to_scalar::<f32>()? as f64,
+                    macs: m.to_scalar::<f32>()? as f64,
+                })
+            })
+            .collect()
+    }
+
+    /// Σ_n cost(n) (unscaled), as a differentiable scalar.
+    pub fn cost(&self) -> Result<Tensor> {
+        let parts = self.layer_cost_tensors()?;
+        let mut total = Tensor::new(0f32, &Device::Cpu)?;
+        for (_, s, m) in parts {
+            total = (total
+                + match self.cost {
+                    Cost::Size => s,
+                    Cost::Macs => m,
+                })?;
+        }
+        Ok(total)
+    }
+}
+
+impl Trainable for PitModel {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(x, train)
+    }
+    /// Weights and masks (one optimizer; the search loop uses two, see `pit::search`).
+    fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let mut v = self.weight_vars();
+        v.extend(self.mask_vars());
+        v
+    }
+    fn state_vars(&self) -> Vec<(String, Var)> {
+        let mut v = self.trainable_vars();
+        v.extend(self.model.buffers().iter().cloned());
+        v
+    }
+    /// λ·Σ cost.
+    fn regularizer(&self) -> Result<Option<Tensor>> {
+        if self.lambda == 0.0 {
+            return Ok(None);
+        }
+        Ok(Some((self.cost()? * self.lambda)?))
+    }
+}
+
+/// Graph convolution through `ops`, padding explicitly when low ≠ high (as in `Model`).
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    nd: usize,
+    stride: &[usize],
+    padding: &[(usize, usize)],
+    dilation: &[usize],
+    groups: usize,
+) -> Result<Tensor> {
+    let mut x = x.clone();
+    let mut sym = vec![0usize; nd];
+    for (i, &(lo, hi)) in padding.iter().enumerate() {
+        if lo == hi {
+            sym[i] = lo;
+        } else {
+            x = x.pad_with_zeros(i + 2, lo, hi)?;
+        }
+    }
+    Ok(match nd {
+        1 => ops::conv1d(
+            &x,
+            w,
+            b,
+            &ops::Conv1dCfg {
+                stride: stride[0],
+                padding: sym[0],
+                dilation: dilation[0],
+            },
+        )?,
+        2 => ops::conv2d(
+            &x,
+            w,
+            b,
+            &ops::Conv2dCfg {
+                stride: (stride[0], stride[1]),
+                padding: (sym[0], sym[1]),
+                dilation: (dilation[0], dilation[1]),
+                groups,
+            },
+        )?,
+        _ => bail!("convolution with {nd} spatial dims is not supported"),
+    })
+}
