@@ -1,0 +1,379 @@
+//! Eval-mode forward of a network under a precision format (spec §6): batch norm folded first,
+//! weights rounded (float formats) or fake-quantized per output channel (int8, k-bit
+//! weight-only), and every value passed between nodes rounded (float formats) or
+//! fake-quantized per tensor with ranges from calibration data (int8). Biases stay fp32.
+
+use super::float::FloatFormat;
+use super::format::Format;
+use super::int::{Affine, Observer, fake_quantize_per_channel};
+use crate::graph::{Graph, Node, Op};
+use crate::model::Model;
+use crate::ops;
+use anyhow::{Context, Result, bail, ensure};
+use candle_core::{Device, Tensor, Var};
+use std::collections::HashMap;
+
+/// Which observer collects int8 activation ranges.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ObserverKind {
+    MinMax,
+    /// Percentile of each tail, e.g. 99.99.
+    Percentile(f64),
+}
+
+impl ObserverKind {
+    fn make(&self) -> Observer {
+        match self {
+            ObserverKind::MinMax => Observer::min_max(),
+            ObserverKind::Percentile(p) => Observer::percentile(*p),
+        }
+    }
+}
+
+/// Options of post-training quantization.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuantOptions {
+    pub observer: ObserverKind,
+    /// For k-bit weight-only formats: keep the first and last conv/linear layer at 8 bits.
+    pub keep_first_last_8bit: bool,
+    /// Batch size of calibration passes.
+    pub batch_size: usize,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        Self {
+            observer: ObserverKind::MinMax,
+            keep_first_last_8bit: true,
+            batch_size: 100,
+        }
+    }
+}
+
+/// The transform applied to one value (an activation tensor).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ActQuant {
+    Identity,
+    Float(FloatFormat),
+    Affine(Affine),
+}
+
+impl ActQuant {
+    fn apply(&self, t: &Tensor) -> Result<Tensor> {
+        let f: &dyn Fn(f32) -> f32 = match self {
+            ActQuant::Identity => return Ok(t.clone()),
+            ActQuant::Float(f) if *f == FloatFormat::FP32 => return Ok(t.clone()),
+            ActQuant::Float(f) => &|x| f.round(x),
+            ActQuant::Affine(a) => &|x| a.fake(x),
+        };
+        map_tensor(t, f)
+    }
+}
+
+fn map_tensor(t: &Tensor, f: &dyn Fn(f32) -> f32) -> Result<Tensor> {
+    let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?;
+    let v: Vec<f32> = v.into_iter().map(f).collect();
+    Ok(Tensor::from_vec(v, t.dims(), &Device::Cpu)?)
+}
+
+/// Bits of each conv/linear weight tensor under `format`, by node name, in graph order.
+pub fn weight_bits_per_layer(
+    graph: &Graph,
+    format: Format,
+    keep_first_last_8bit: bool,
+) -> Vec<(String, u32)> {
+    let names: Vec<&str> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Linear { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
+    let last = names.len().saturating_sub(1);
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let bits = match format {
+                Format::WeightOnly(k) if keep_first_last_8bit && (i == 0 || i == last) => k.max(8),
+                f => f.weight_bits(),
+            };
+            (n.to_string(), bits)
+        })
+        .collect()
+}
+
+/// Stored size in bytes of a network's parameters under `format` (spec §6): conv/linear
+/// weights at the format's bits (first/last layer at 8 bits for k-bit weight-only when asked),
+/// biases and batch-norm parameters at 32 bits. Quantizer scales are not counted.
+pub fn weight_bytes(graph: &Graph, format: Format, keep_first_last_8bit: bool) -> u64 {
+    let bits: HashMap<String, u32> = weight_bits_per_layer(graph, format, keep_first_last_8bit)
+        .into_iter()
+        .collect();
+    let mut total_bits = 0u64;
+    for n in &graph.nodes {
+        for (suffix, shape, _) in n.op.params() {
+            let elems = shape.iter().product::<usize>() as u64;
+            let b = match (suffix, bits.get(&n.name)) {
+                ("weight", Some(&b)) => b as u64,
+                _ => 32,
+            };
+            total_bits += elems * b;
+        }
+    }
+    total_bits.div_ceil(8)
+}
+
+/// A network prepared for evaluation under one format.
+pub struct QuantModel {
+    graph: Graph,
+    tensors: HashMap<String, Tensor>,
+    /// Transform of each value (0 = input, i + 1 = output of node i).
+    acts: Vec<ActQuant>,
+    format: Format,
+}
+
+impl QuantModel {
+    /// Folds batch norm (if not folded yet), quantizes the weights and, for int8, calibrates
+    /// per-tensor activation ranges on `calib` (a batch of training inputs, N × input shape).
+    pub fn prepare(
+        model: &Model,
+        format: Format,
+        calib: Option<&Tensor>,
+        opts: &QuantOptions,
+    ) -> Result<Self> {
+        let folded;
+        let m = if model.bn_folded() {
+            model
+        } else {
+            folded = model.fold_bn().context("folding batch norm")?;
+            &folded
+        };
+        let graph = m.graph().clone();
+        let bits: HashMap<String, u32> =
+            weight_bits_per_layer(&graph, format, opts.keep_first_last_8bit)
+                .into_iter()
+                .collect();
+        let mut tensors = HashMap::new();
+        let all: Vec<&(String, Var)> = m.params().iter().chain(m.buffers().iter()).collect();
+        for (name, var) in all {
+            let t = var.as_tensor().copy()?;
+            let layer = name.strip_suffix(".weight");
+            let t = match (format, layer.and_then(|l| bits.get(l))) {
+                (Format::Float(f), Some(_)) if f != FloatFormat::FP32 => {
+                    map_tensor(&t, &|x| f.round(x))?
+                }
+                (Format::Int8 | Format::WeightOnly(_), Some(&b)) => {
+                    let mut v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+                    fake_quantize_per_channel(&mut v, t.dims()[0], b);
+                    Tensor::from_vec(v, t.dims(), &Device::Cpu)?
+                }
+                _ => t,
+            };
+            tensors.insert(name.clone(), t);
+        }
+        let n_values = graph.nodes.len() + 1;
+        let acts = match format {
+            Format::Float(f) => vec![ActQuant::Float(f); n_values],
+            Format::WeightOnly(_) => vec![ActQuant::Identity; n_values],
+            Format::Int8 => vec![ActQuant::Identity; n_values],
+        };
+        let mut q = Self {
+            graph,
+            tensors,
+            acts,
+            format,
+        };
+        if format == Format::Int8 {
+            let calib = calib.context("int8 needs calibration inputs")?;
+            ensure!(
+                calib.dim(0)? > 0,
+                "int8 needs at least one calibration input"
+            );
+            let mut obs: Vec<Observer> = (0..n_values).map(|_| opts.observer.make()).collect();
+            let n = calib.dim(0)?;
+            let bs = opts.batch_size.max(1);
+            let mut start = 0;
+            while start < n {
+                let len = bs.min(n - start);
+                let x = calib.narrow(0, start, len)?;
+                q.run(&x, &mut |v, t| {
+                    obs[v].observe(&t.flatten_all()?.to_vec1::<f32>()?);
+                    Ok(())
+                })?;
+                start += len;
+            }
+            q.acts = obs
+                .iter()
+                .map(|o| {
+                    let (lo, hi) = o.range();
+                    ActQuant::Affine(Affine::asymmetric(lo, hi, 8))
+                })
+                .collect();
+        }
+        Ok(q)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    /// Transform of each value (0 = input, i + 1 = output of node i).
+    pub fn activation_quantizers(&self) -> &[ActQuant] {
+        &self.acts
+    }
+    /// The (quantized) tensor `name`.
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .with_context(|| format!("quantized model has no tensor named {name}"))
+    }
+
+    /// Eval-mode forward with every value transformed by its quantizer.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, &mut |_, _| Ok(()))
+    }
+
+    /// Forward pass calling `seen(value id, value)` on every value before it is transformed.
+    pub(crate) fn run(
+        &self,
+        x: &Tensor,
+        seen: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let want = &self.graph.input_shape;
+        ensure!(
+            x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
+            "model input: expected (N, {want:?}), got {:?}",
+            x.dims()
+        );
+        let mut vals: Vec<Tensor> = Vec::with_capacity(self.graph.nodes.len() + 1);
+        seen(0, x)?;
+        vals.push(self.acts[0].apply(x)?);
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            let a = &vals[node.inputs[0]];
+            let b = node.inputs.get(1).map(|&v| &vals[v]);
+            let y = eval_node(node, a, b, &|s| self.tensor(&format!("{}.{s}", node.name)))?;
+            seen(i + 1, &y)?;
+            vals.push(self.acts[i + 1].apply(&y)?);
+        }
+        Ok(vals.pop().expect("graph has nodes"))
+    }
+}
+
+/// Eval-mode output of one graph node on input `a` (and `b` for `Add`), reading the node's
+/// tensors by suffix (`weight`, `bias`, `running_mean`, …) through `p`.
+pub fn eval_node<'t>(
+    node: &Node,
+    a: &Tensor,
+    b: Option<&Tensor>,
+    p: &dyn Fn(&str) -> Result<&'t Tensor>,
+) -> Result<Tensor> {
+    Ok(match &node.op {
+        Op::Conv {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            ..
+        } => {
+            let bias_t = if *bias { Some(p("bias")?) } else { None };
+            conv(
+                a,
+                p("weight")?,
+                bias_t,
+                kernel.len(),
+                stride,
+                padding,
+                dilation,
+                *groups,
+            )
+            .with_context(|| format!("conv {}", node.name))?
+        }
+        Op::BatchNorm { eps, .. } => {
+            let r = a.rank();
+            let scale = (p("weight")? / (p("running_var")? + *eps)?.sqrt()?)?;
+            let shift = (p("bias")? - (p("running_mean")? * &scale)?)?;
+            a.broadcast_mul(&ops::bcast(&scale, r)?)?
+                .broadcast_add(&ops::bcast(&shift, r)?)?
+        }
+        Op::Relu => ops::relu(a)?,
+        Op::Add => (a + b.with_context(|| format!("add {} needs two inputs", node.name))?)?,
+        Op::GlobalAvgPool => a.flatten_from(2)?.mean(2)?,
+        Op::Linear { bias, .. } => {
+            let y = a.matmul(&p("weight")?.t()?)?;
+            if *bias {
+                y.broadcast_add(p("bias")?)?
+            } else {
+                y
+            }
+        }
+    })
+}
+
+impl crate::train::Trainable for QuantModel {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.forward(x)
+    }
+    fn trainable_vars(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+    fn state_vars(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+}
+
+/// Graph convolution through `ops`, padding explicitly when low ≠ high (as `Model` does).
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    nd: usize,
+    stride: &[usize],
+    padding: &[(usize, usize)],
+    dilation: &[usize],
+    groups: usize,
+) -> Result<Tensor> {
+    let mut x = x.clone();
+    let mut sym = vec![0usize; nd];
+    for (i, &(lo, hi)) in padding.iter().enumerate() {
+        if lo == hi {
+            sym[i] = lo;
+        } else {
+            x = x.pad_with_zeros(i + 2, lo, hi)?;
+        }
+    }
+    Ok(match nd {
+        1 => {
+            ensure!(
+                groups == 1 || groups == x.dim(1)?,
+                "grouped conv1d needs groups = channels"
+            );
+            ops::conv1d(
+                &x,
+                w,
+                b,
+                &ops::Conv1dCfg {
+                    stride: stride[0],
+                    padding: sym[0],
+                    dilation: dilation[0],
+                },
+            )?
+        }
+        2 => ops::conv2d(
+            &x,
+            w,
+            b,
+            &ops::Conv2dCfg {
+                stride: (stride[0], stride[1]),
+                padding: (sym[0], sym[1]),
+                dilation: (dilation[0], dilation[1]),
+                groups,
+            },
+        )?,
+        _ => bail!("convolution with {nd} spatial dims is not supported"),
+    })
+}
