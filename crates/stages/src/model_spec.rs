@@ -1,14 +1,14 @@
 //! How an experiment names a network to train: a short form per architecture
 //! (`model = { arch = "tcn", channels = 64, dilations = [1, 1, 2, 2, 4, 4, 8] }`) whose input
 //! shape and class count come from the data set at run time, or a full nn configuration
-//! (`model = { arch = "tcn", full = { … } }`) for any per-layer shape.
+//! (`model = { arch = "full", config = { arch = "tcn", … } }`) for any per-layer shape.
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use whittle_nn::ModelConfig;
 use whittle_nn::config::{
     AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, ResNetConfig, StemConfig,
-    TcnConfig, TcnLayerConfig,
+    TcnConfig, TcnLayerConfig, TcnPadding,
 };
 
 /// A network description in an experiment file.
@@ -28,6 +28,10 @@ pub enum ModelSpec {
         /// 0 = no residual adds; n = a skip around every n layers.
         #[serde(default = "two")]
         residual_every: usize,
+        /// `same` (symmetric) or `causal` (all on the left; PIT can then also search each
+        /// layer's receptive field and dilation).
+        #[serde(default)]
+        padding: TcnPadding,
     },
     /// DS-CNN (MLPerf Tiny KWS): stem 10×4 stride 2, `blocks` depthwise-separable blocks.
     DsCnn {
@@ -157,6 +161,7 @@ impl ModelSpec {
                 dilations,
                 batch_norm,
                 residual_every,
+                padding,
             } => {
                 let (input_channels, input_len) = match item_shape {
                     [frames, coeffs] => (*coeffs, *frames),
@@ -178,6 +183,7 @@ impl ModelSpec {
                         .collect(),
                     batch_norm: *batch_norm,
                     residual_every: *residual_every,
+                    padding: *padding,
                     ..TcnConfig::bench(*channels)
                 })
             }
@@ -247,6 +253,7 @@ mod tests {
             dilations: tcn_dilations(),
             batch_norm: true,
             residual_every: 2,
+            padding: TcnPadding::Causal,
         };
         let ModelConfig::Tcn(c) = tcn.config(&[49, 10], 12).unwrap() else {
             panic!()

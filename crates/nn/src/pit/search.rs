@@ -47,6 +47,14 @@ fn task_loss(out: &Tensor, y: &Targets) -> Result<(Tensor, Option<u64>)> {
     Ok(match y {
         Targets::Classes(t) => (loss::cross_entropy(out, t)?, Some(loss::correct(out, t)?)),
         Targets::Values(t) => (loss::mse(out, t)?, None),
+        Targets::Distill {
+            labels,
+            teacher,
+            kd,
+        } => (
+            crate::distill::kd_loss(out, teacher, labels, kd)?,
+            Some(loss::correct(out, labels)?),
+        ),
     })
 }
 
@@ -171,7 +179,7 @@ pub fn search(
 
 fn default_loss(y: &Targets) -> loss::LossKind {
     match y {
-        Targets::Classes(_) => loss::LossKind::CrossEntropy,
+        Targets::Classes(_) | Targets::Distill { .. } => loss::LossKind::CrossEntropy,
         Targets::Values(_) => loss::LossKind::Mse,
     }
 }
