@@ -8,6 +8,8 @@
 //! - [`batch_norm_train`], [`batch_norm_relu_train`]: training-mode batch norm over every dim but
 //!   1, returning `(y, batch_mean, batch_biased_var)`; the fused variant applies ReLU in the same
 //!   pass and masks the gradient in the same backward pass. Eval mode is a plain affine.
+//! - [`channel_affine`]: per-channel `x·scale + shift` (optionally ReLU'd) in one pass: eval-mode
+//!   batch norm.
 //! - [`relu`], [`global_avg_pool`]: one-pass forward and backward.
 //!
 //! Usage notes for callers:
@@ -20,6 +22,7 @@
 //!   only and reduce partial sums in a fixed order: outputs and gradients are bit-identical run
 //!   to run and for any thread count.
 
+mod affine;
 mod bn;
 mod conv;
 mod conv_gemm;
@@ -32,6 +35,7 @@ mod simd;
 mod threads;
 mod util;
 
+pub use affine::channel_affine;
 pub use bn::{batch_norm_relu_train, batch_norm_train};
 pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv2d};
 pub use relu::{global_avg_pool, relu};

@@ -224,13 +224,9 @@ impl Model {
                         rv.set(&((rv.as_tensor() * (1.0 - momentum))? + (unbiased * *momentum)?)?)?;
                         y
                     } else {
-                        let r = a.rank();
                         let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
                         let shift = (bt - (rm.as_tensor() * &scale)?)?;
-                        let y = a
-                            .broadcast_mul(&ops::bcast(&scale, r)?)?
-                            .broadcast_add(&ops::bcast(&shift, r)?)?;
-                        if fused[i] { ops::relu(&y)? } else { y }
+                        ops::channel_affine(a, &scale, &shift, fused[i])?
                     }
                 }
                 Op::Relu => ops::relu(a)?,

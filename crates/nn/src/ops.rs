@@ -1,12 +1,13 @@
 //! Layer primitives every model is written against: conv1d, conv2d (grouped), training-mode
-//! batch norm (optionally fused with ReLU), ReLU and global average pooling. The single place
+//! batch norm (optionally fused with ReLU), eval-mode batch norm as a per-channel affine, ReLU and global average pooling. The single place
 //! models call: a thin layer over the `whittle-kernels` candle custom ops (fast, deterministic,
 //! hand-written backward), adding grouped conv1d on top of the kernels' conv2d.
 
 use candle_core::{Result, Tensor};
 
 pub use whittle_kernels::{
-    Conv1dCfg, Conv2dCfg, batch_norm_relu_train, batch_norm_train, conv2d, global_avg_pool, relu,
+    Conv1dCfg, Conv2dCfg, batch_norm_relu_train, batch_norm_train, channel_affine, conv2d,
+    global_avg_pool, relu,
 };
 
 /// x (N, Cin, L), w (Cout, Cin/groups, K) → (N, Cout, Lout); optional bias (Cout). The number
@@ -34,11 +35,4 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
     )?;
     let lout = y.dim(3)?;
     y.reshape((n, cout, lout))
-}
-
-/// Reshape a per-channel vector (C) to (1, C, 1, ...) for broadcasting over a rank-`rank` tensor.
-pub(crate) fn bcast(v: &Tensor, rank: usize) -> Result<Tensor> {
-    let mut shape = vec![1usize; rank];
-    shape[1] = v.elem_count();
-    v.reshape(shape)
 }
