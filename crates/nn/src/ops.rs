@@ -36,3 +36,13 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
     let lout = y.dim(3)?;
     y.reshape((n, cout, lout))
 }
+
+/// Reshape a per-channel vector (C) to (1, C, 1, ...) for broadcasting over a rank-`rank` tensor.
+pub(crate) fn bcast(
+    v: &candle_core::Tensor,
+    rank: usize,
+) -> candle_core::Result<candle_core::Tensor> {
+    let mut shape = vec![1usize; rank];
+    shape[1] = v.elem_count();
+    v.reshape(shape)
+}
