@@ -1,10 +1,16 @@
 //! Stage kinds of whittle, one module per kind, registered with the engine. This is the only
 //! crate where engine, data and nn meet.
 
+pub mod calibrate;
 pub mod common;
+pub mod export;
 pub mod fetch;
+pub mod latency;
+pub mod mcu;
 pub mod model_spec;
+pub mod quantize;
 pub mod recipe;
+pub mod to_export;
 pub mod train;
 
 /// Every stage kind whittle knows: the engine's built-ins (`command`) plus this crate's kinds.
@@ -12,5 +18,11 @@ pub fn registry() -> whittle_engine::Registry {
     let mut r = whittle_engine::Registry::with_builtins();
     r.register(fetch::Fetch);
     r.register(train::Train);
+    r.register(quantize::Quantize);
+    r.register(calibrate::Calibrate);
+    r.register(export::Export);
     r
 }
+
+#[cfg(test)]
+mod stage_tests;
