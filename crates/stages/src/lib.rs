@@ -1,14 +1,20 @@
 //! Stage kinds of whittle, one module per kind, registered with the engine. This is the only
 //! crate where engine, data and nn meet.
 
+pub mod calibrate;
 pub mod common;
 pub mod distill;
+pub mod export;
 pub mod fetch;
 pub mod finetune;
+pub mod latency;
+pub mod mcu;
 pub mod model_spec;
 pub mod prune;
+pub mod quantize;
 pub mod recipe;
 pub mod search;
+pub mod to_export;
 pub mod train;
 
 /// Every stage kind whittle knows: the engine's built-ins (`command`) plus this crate's kinds.
@@ -20,5 +26,11 @@ pub fn registry() -> whittle_engine::Registry {
     r.register(search::Search);
     r.register(prune::Prune);
     r.register(finetune::Finetune);
+    r.register(quantize::Quantize);
+    r.register(calibrate::Calibrate);
+    r.register(export::Export);
     r
 }
+
+#[cfg(test)]
+mod stage_tests;

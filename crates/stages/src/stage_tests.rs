@@ -1,0 +1,344 @@
+//! End-to-end tests of the quantize and calibrate stage kinds on a tiny trained TCN and a
+//! synthetic data set, run through a hand-built `RunContext`.
+
+use crate::calibrate::Calibrate;
+use crate::quantize::Quantize;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use whittle_engine::{CancelToken, Checkpoints, InputArtifact, Progress, RunContext, StageKind};
+use whittle_nn::config::{ModelConfig, TcnConfig, TcnLayerConfig};
+use whittle_nn::{DataSet, Model};
+
+struct NoCkpt;
+impl Checkpoints for NoCkpt {
+    fn save(&self, _: u64, _: &mut dyn FnMut(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn latest(&self) -> Option<(u64, PathBuf)> {
+        None
+    }
+}
+struct NoProgress;
+impl Progress for NoProgress {
+    fn set_length(&self, _: u64) {}
+    fn set_position(&self, _: u64) {}
+    fn set_message(&self, _: &str) {}
+}
+
+fn split(n: usize, seed: u64) -> whittle_data::dataset::Split {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let k = i % 3;
+        for j in 0..490 {
+            x.push(r.random::<f32>() - 0.5 + if j / 49 == k { 1.0 } else { 0.0 });
+        }
+        y.push(k as u32);
+    }
+    whittle_data::dataset::Split {
+        x,
+        shape: vec![n, 10, 49],
+        y,
+    }
+}
+
+fn tiny() -> ModelConfig {
+    let mut c = TcnConfig::seed(6);
+    c.layers.truncate(2);
+    c.layers[1] = TcnLayerConfig {
+        channels: 5,
+        kernel: 3,
+        dilation: 2,
+    };
+    c.classes = 3;
+    ModelConfig::Tcn(c)
+}
+
+/// A temp folder with `data/` (a saved data set) and `net/` (a trained network).
+fn fixture(name: &str) -> (PathBuf, Vec<InputArtifact>) {
+    let root = std::env::temp_dir().join(format!("whittle-stage-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ds = whittle_data::dataset::Dataset {
+        train: split(60, 1),
+        val: split(0, 2),
+        test: split(150, 3),
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        input_shape: vec![10, 49],
+        layout: "channels,steps".into(),
+        normalization: None,
+        description: json!({}),
+    };
+    whittle_data::save(&ds, &root.join("data")).unwrap();
+    let m = Model::new(tiny(), 1).unwrap();
+    let nd = |s: &whittle_data::dataset::Split| {
+        whittle_nn::Split::classes(s.x.clone(), &[10, 49], s.y.clone()).unwrap()
+    };
+    let data = DataSet {
+        train: nd(&ds.train),
+        val: None,
+        test: Some(nd(&ds.test)),
+    };
+    let cfg = default_cfg();
+    let r = whittle_nn::train(&m, &data, &cfg, Default::default()).unwrap();
+    let acc = r.test.unwrap().accuracy.unwrap();
+    m.save(&root.join("net")).unwrap();
+    let input = |kind: &str, node: &str, dir: &str, metrics: Value| InputArtifact {
+        stage: node.into(),
+        node: node.into(),
+        kind: kind.into(),
+        key: "0".into(),
+        dir: root.join(dir),
+        params: json!({}),
+        metrics,
+    };
+    let inputs = vec![
+        input(
+            "train",
+            "seed",
+            "net",
+            json!({"models": [{"method": "train", "test_accuracy": acc}]}),
+        ),
+        input("fetch", "data", "data", json!({})),
+    ];
+    (root, inputs)
+}
+
+fn default_cfg() -> whittle_nn::TrainConfig {
+    whittle_nn::TrainConfig {
+        epochs: 4,
+        batch_size: 10,
+        lr: 2e-2,
+        optimizer: whittle_nn::OptimizerConfig::adam(1e-4),
+        schedule: whittle_nn::ScheduleConfig::MultiStep {
+            milestones: vec![3],
+            gamma: 0.5,
+        },
+        loss: whittle_nn::loss::LossKind::CrossEntropy,
+        patience: None,
+        monitor: whittle_nn::train::Monitor::ValLoss,
+        keep_best: false,
+        seed: 42,
+    }
+}
+
+fn run(kind: &dyn StageKind, params: toml::Table, root: &Path, inputs: &[InputArtifact]) -> Value {
+    let resolved = kind.resolve(&params).unwrap();
+    let out = root.join(format!("out-{}", kind.name()));
+    std::fs::create_dir_all(&out).unwrap();
+    let ctx = RunContext {
+        node: kind.name(),
+        stage: kind.name(),
+        key: "k",
+        params: &resolved,
+        seed: 7,
+        inputs,
+        out_dir: &out,
+        experiment_dir: root,
+        threads: 1,
+        checkpoints: &NoCkpt,
+        cancel: &CancelToken::default(),
+        progress: &NoProgress,
+    };
+    kind.run(&ctx).unwrap()
+}
+
+#[test]
+fn quantize_reports_every_format() {
+    let (root, inputs) = fixture("quantize");
+    let m = run(&Quantize, toml::Table::new(), &root, &inputs);
+    let rows = m["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["format"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fp32", "fp16", "bf16", "float(4,3)", "int8", "w4"]);
+    let fp32 = &rows[0];
+    let acc32 = fp32["test_accuracy"].as_f64().unwrap();
+    let parent_acc = inputs[0].metrics["models"][0]["test_accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (acc32 - parent_acc).abs() < 1e-9,
+        "fp32 {acc32} vs trained {parent_acc}"
+    );
+    assert!(acc32 > 0.8);
+    let params = fp32["params"].as_u64().unwrap();
+    assert_eq!(fp32["weight_bytes"].as_u64().unwrap(), 4 * params);
+    for r in rows {
+        assert_eq!(r["parent"], "seed");
+        assert_eq!(r["method"], "train");
+        let d = r["delta_vs_fp32"].as_f64().unwrap();
+        assert!((r["test_accuracy"].as_f64().unwrap() - acc32 - d).abs() < 1e-12);
+    }
+    let int8 = &rows[4];
+    assert!(int8["delta_vs_fp32"].as_f64().unwrap() >= -0.01, "{int8}");
+    assert_eq!(
+        int8["peak_activation_bytes"].as_u64().unwrap() * 4,
+        fp32["peak_activation_bytes"].as_u64().unwrap()
+    );
+    assert!(int8["weight_bytes"].as_u64().unwrap() < 2 * params);
+    // Bad parameters are errors with a path.
+    let mut t = toml::Table::new();
+    t.insert("formats".into(), toml::Value::Array(vec!["int3".into()]));
+    let e = Quantize.resolve(&t).unwrap_err();
+    assert_eq!(e.path, ["formats", "0"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn calibrate_times_fits_and_estimates() {
+    let (root, inputs) = fixture("calibrate");
+    let params: toml::Table = toml::from_str(
+        "warmup = 1\nruns = 3\npasses = 2\nlayer_runs = 3\n\
+         [[mcu_profiles]]\nname = \"tiny\"\nflash_bytes = 1000\nsram_bytes = 100\nclock_mhz = 100.0\n\
+         cycles_per_mac = { int8 = 1.0, fp16 = 2.0, fp32 = 2.0 }\n",
+    )
+    .unwrap();
+    let m = run(&Calibrate, params, &root, &inputs);
+    let rows = m["models"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["parent"], "seed");
+    assert!(rows[0]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(rows[0].get("test_accuracy").is_none());
+    assert_eq!(m["host"][0]["measured"]["runs"], 6);
+    assert!(m["host"][0]["predicted_lut_ms"].as_f64().unwrap() > 0.0);
+    let types: Vec<&str> = m["fits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"conv1d") && types.contains(&"linear"),
+        "{types:?}"
+    );
+    // stm32f746 (built in) + tiny, × fp32/int8.
+    let mcu = m["mcu"].as_array().unwrap();
+    assert_eq!(mcu.len(), 4);
+    assert_eq!(mcu[0]["fits_flash"], true);
+    assert_eq!(mcu[2]["device"], "tiny");
+    assert_eq!(mcu[2]["fits_flash"], false);
+    assert!(Calibrate.extra_key(&json!({}), &root).unwrap().len() > 3);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn small_dscnn() -> ModelConfig {
+    let mut c = whittle_nn::config::DsCnnConfig::reference();
+    c.stem.channels = 6;
+    c.blocks.truncate(2);
+    for b in &mut c.blocks {
+        b.channels = 5;
+    }
+    c.classes = 4;
+    ModelConfig::DsCnn(c)
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// ONNX of real models (TCN, DS-CNN; BN with non-trivial statistics, folded) run in
+/// onnxruntime matches `Model::forward` in eval mode.
+#[test]
+fn exported_onnx_matches_model_forward_in_onnxruntime() {
+    let root = std::env::temp_dir().join(format!("whittle-onnx-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut manifest = Vec::new();
+    let mut expected = Vec::new();
+    for (k, cfg) in [tiny(), small_dscnn()].into_iter().enumerate() {
+        let m = Model::new(cfg, 5 + k as u64).unwrap();
+        let shape = m.graph().input_shape.clone();
+        let per: usize = shape.iter().product();
+        let mk = |n: usize, s: u64| {
+            let v: Vec<f32> = (0..n * per)
+                .map(|i| (((i as u64 * 2654435761 + s) % 1000) as f32) / 500.0 - 1.0)
+                .collect();
+            let mut d = vec![n];
+            d.extend_from_slice(&shape);
+            candle_core::Tensor::from_vec(v, d, &candle_core::Device::Cpu).unwrap()
+        };
+        m.forward(&mk(6, 1), true).unwrap(); // non-trivial running statistics
+        let x = mk(1, 9);
+        let want: Vec<f32> = m
+            .forward(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let folded = m.fold_bn().unwrap();
+        let net = crate::to_export::to_network(&folded, &format!("n{k}")).unwrap();
+        let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let r = whittle_export::reference::run(&net, &xv, None).unwrap();
+        for (a, b) in r.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "reference {a} vs forward {b}");
+        }
+        let model = root.join(format!("n{k}.onnx"));
+        whittle_export::write_onnx(&net, &model).unwrap();
+        let inp = root.join(format!("n{k}_in.bin"));
+        std::fs::write(&inp, f32_bytes(&xv)).unwrap();
+        manifest.push(json!({"model": model, "input": inp, "shape": net.input.1,
+            "output": root.join(format!("n{k}_out.bin"))}));
+        expected.push(want);
+    }
+    let mf = root.join("manifest.json");
+    std::fs::write(&mf, serde_json::to_string(&manifest).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../export/tests/ort_run.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&mf)
+        .output()
+        .unwrap();
+    if !out.status.success() && std::env::var("WHITTLE_SKIP_ONNX").as_deref() == Ok("1") {
+        eprintln!("onnxruntime not available; skipped (WHITTLE_SKIP_ONNX=1)");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "ort_run.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (m, want) in manifest.iter().zip(&expected) {
+        let bytes = std::fs::read(m["output"].as_str().unwrap()).unwrap();
+        let got: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() < 1e-4, "onnxruntime {a} vs forward {b}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn export_stage_writes_every_file() {
+    let (root, inputs) = fixture("export");
+    let m = run(&crate::export::Export, toml::Table::new(), &root, &inputs);
+    let files = m["exports"][0]["files"].as_array().unwrap();
+    let kinds: Vec<&str> = files.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "onnx",
+            "onnx_int8_qdq",
+            "c_header",
+            "c_source",
+            "safetensors",
+            "architecture_json"
+        ]
+    );
+    for f in files {
+        let p = root.join("out-export").join(f["path"].as_str().unwrap());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            f["bytes"].as_u64().unwrap()
+        );
+        assert!(f["bytes"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(
+        crate::export::file_stem("pit[lambda=1e-5]"),
+        "pit_lambda_1e_5"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

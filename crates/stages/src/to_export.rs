@@ -1,0 +1,117 @@
+//! Maps a `Model`'s graph (BN folded or not) to the layer-level `whittle_export::Network` the
+//! writers consume: value 0 is `input`, node outputs keep the node names, global average
+//! pooling becomes GlobalAvgPool + Flatten (ONNX keeps the pooled spatial axes).
+
+use anyhow::{Context, Result, bail};
+use whittle_export::{Layer, Network, Tensor32};
+use whittle_nn::Model;
+use whittle_nn::graph::Op;
+
+fn tensor(model: &Model, name: &str) -> Result<Tensor32> {
+    let t = model.get(name)?.as_tensor();
+    let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    Tensor32::new(t.dims().to_vec(), data)
+}
+
+fn vec_of(model: &Model, name: &str) -> Result<Vec<f32>> {
+    Ok(tensor(model, name)?.data)
+}
+
+/// The export description of `model` under the name `name`.
+pub fn to_network(model: &Model, name: &str) -> Result<Network> {
+    let g = model.graph();
+    let value = |v: usize| -> String {
+        if v == 0 {
+            "input".to_string()
+        } else {
+            g.nodes[v - 1].name.clone()
+        }
+    };
+    let mut layers = Vec::new();
+    for node in &g.nodes {
+        let input = value(node.inputs[0]);
+        let output = node.name.clone();
+        let p = |s: &str| format!("{}.{s}", node.name);
+        match &node.op {
+            Op::Conv {
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                ..
+            } => {
+                let mut pad = Vec::new();
+                for &(lo, hi) in padding {
+                    if lo != hi {
+                        bail!(
+                            "conv {}: asymmetric padding ({lo}, {hi}) (causal TCN) cannot be exported yet",
+                            node.name
+                        );
+                    }
+                    pad.push(lo);
+                }
+                layers.push(Layer::Conv {
+                    input,
+                    output,
+                    weight: tensor(model, &p("weight"))?,
+                    bias: if *bias {
+                        Some(vec_of(model, &p("bias"))?)
+                    } else {
+                        None
+                    },
+                    stride: stride.clone(),
+                    padding: pad,
+                    dilation: dilation.clone(),
+                    groups: *groups,
+                });
+            }
+            Op::BatchNorm { eps, .. } => layers.push(Layer::BatchNorm {
+                input,
+                output,
+                gamma: vec_of(model, &p("weight"))?,
+                beta: vec_of(model, &p("bias"))?,
+                mean: vec_of(model, &p("running_mean"))?,
+                var: vec_of(model, &p("running_var"))?,
+                eps: *eps as f32,
+            }),
+            Op::Relu => layers.push(Layer::Relu { input, output }),
+            Op::Add => layers.push(Layer::Add {
+                a: input,
+                b: value(node.inputs[1]),
+                output,
+            }),
+            Op::GlobalAvgPool => {
+                let pooled = format!("{}_gap", node.name);
+                layers.push(Layer::GlobalAvgPool {
+                    input,
+                    output: pooled.clone(),
+                });
+                layers.push(Layer::Flatten {
+                    input: pooled,
+                    output,
+                });
+            }
+            Op::Linear { bias, .. } => layers.push(Layer::Linear {
+                input,
+                output,
+                weight: tensor(model, &p("weight"))?,
+                bias: if *bias {
+                    Some(vec_of(model, &p("bias"))?)
+                } else {
+                    None
+                },
+            }),
+        }
+    }
+    let mut shape = vec![1];
+    shape.extend_from_slice(&g.input_shape);
+    let net = Network {
+        name: name.to_string(),
+        input: ("input".into(), shape),
+        output: value(g.nodes.len()),
+        layers,
+    };
+    net.shapes().context("exported network does not validate")?;
+    Ok(net)
+}
