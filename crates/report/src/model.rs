@@ -93,12 +93,17 @@ impl ModelRow {
         })
     }
 
-    /// A readable label: node, plus the format when it is not fp32.
+    /// A readable label: the node, or for an evaluation of another network in a precision
+    /// format (a `quantize` row) that network; plus the format when it is not plain fp32.
     pub fn label(&self) -> String {
-        if self.format == "fp32" {
-            self.node.clone()
+        let base = match (&self.parent, self.stage_kind.as_str()) {
+            (Some(p), "quantize") => p.as_str(),
+            _ => self.node.as_str(),
+        };
+        if self.format == "fp32" && self.stage_kind != "quantize" {
+            base.to_string()
         } else {
-            format!("{} @ {}", self.node, self.format)
+            format!("{base} @ {}", self.format)
         }
     }
 }

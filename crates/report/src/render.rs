@@ -296,7 +296,7 @@ fn model_table(
     let mut t = Table::new(&cols);
     for (i, m) in rows {
         let mut cells = vec![
-            format!("`{}`", m.node),
+            format!("`{}`", m.label()),
             m.method.clone().unwrap_or_default(),
             m.format.clone(),
         ];

@@ -88,7 +88,7 @@ fn summary_tables_fronts_and_plots() {
         "{md}"
     );
     assert!(
-        md.contains("**Best with ≤ 50,000 weight bytes**: `quant @ int8` — 89.50 %"),
+        md.contains("**Best with ≤ 50,000 weight bytes**: `seed @ int8` — 89.50 %"),
         "{md}"
     );
     assert!(md.contains("**Smallest network reaching the seed's accuracy** (90.00 %): `pit[lambda=1e-5]` — 80,000 weight bytes"), "{md}");
@@ -179,9 +179,9 @@ fn diff_reports_params_metrics_and_front_moves() {
         .unwrap();
     assert!((acc.delta.unwrap() + 0.105).abs() < 1e-12);
     // With pit at 80 %, it no longer dominates: l1 (20k, 85 %) and the 40k / 90 % networks
-    // (seed and its fp32 evaluation in `quant`) join the params front and pit leaves it.
+    // (seed and its fp32 evaluation in `quant`, labelled `seed @ fp32`) join the params front and pit leaves it.
     let p = d.fronts.iter().find(|f| f.axis == "params").unwrap();
-    assert_eq!(p.added, vec!["l1[ratio=0.5]", "quant", "seed"]);
+    assert_eq!(p.added, vec!["l1[ratio=0.5]", "seed", "seed @ fp32"]);
     assert_eq!(p.removed, vec!["pit[lambda=1e-5]"]);
     let md = d.to_markdown();
     assert!(
