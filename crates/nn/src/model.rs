@@ -412,7 +412,7 @@ impl Model {
 
 /// Dispatch a graph convolution to `ops`, padding explicitly when low ≠ high.
 #[allow(clippy::too_many_arguments)]
-fn conv(
+pub(crate) fn conv(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,

@@ -7,9 +7,10 @@ use super::masks::{binarize, gamma_len, k_eff, theta_keep_alive, time_mask};
 use super::plan::{Plan, plan};
 use crate::graph::Op;
 use crate::model::Model;
+use crate::model::conv;
 use crate::ops;
 use crate::train::Trainable;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -368,51 +369,4 @@ impl Trainable for PitModel {
         }
         Ok(Some((self.cost()? * self.lambda)?))
     }
-}
-
-/// Graph convolution through `ops`, padding explicitly when low ≠ high (as in `Model`).
-#[allow(clippy::too_many_arguments)]
-fn conv(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    nd: usize,
-    stride: &[usize],
-    padding: &[(usize, usize)],
-    dilation: &[usize],
-    groups: usize,
-) -> Result<Tensor> {
-    let mut x = x.clone();
-    let mut sym = vec![0usize; nd];
-    for (i, &(lo, hi)) in padding.iter().enumerate() {
-        if lo == hi {
-            sym[i] = lo;
-        } else {
-            x = x.pad_with_zeros(i + 2, lo, hi)?;
-        }
-    }
-    Ok(match nd {
-        1 => ops::conv1d(
-            &x,
-            w,
-            b,
-            &ops::Conv1dCfg {
-                stride: stride[0],
-                padding: sym[0],
-                dilation: dilation[0],
-            },
-        )?,
-        2 => ops::conv2d(
-            &x,
-            w,
-            b,
-            &ops::Conv2dCfg {
-                stride: (stride[0], stride[1]),
-                padding: (sym[0], sym[1]),
-                dilation: (dilation[0], dilation[1]),
-                groups,
-            },
-        )?,
-        _ => bail!("convolution with {nd} spatial dims is not supported"),
-    })
 }

@@ -8,8 +8,9 @@ use super::format::Format;
 use super::int::{Affine, Observer, fake_quantize_per_channel};
 use crate::graph::{Graph, Node, Op};
 use crate::model::Model;
+use crate::model::conv;
 use crate::ops;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 
@@ -323,57 +324,4 @@ impl crate::train::Trainable for QuantModel {
     fn state_vars(&self) -> Vec<(String, Var)> {
         Vec::new()
     }
-}
-
-/// Graph convolution through `ops`, padding explicitly when low ≠ high (as `Model` does).
-#[allow(clippy::too_many_arguments)]
-fn conv(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    nd: usize,
-    stride: &[usize],
-    padding: &[(usize, usize)],
-    dilation: &[usize],
-    groups: usize,
-) -> Result<Tensor> {
-    let mut x = x.clone();
-    let mut sym = vec![0usize; nd];
-    for (i, &(lo, hi)) in padding.iter().enumerate() {
-        if lo == hi {
-            sym[i] = lo;
-        } else {
-            x = x.pad_with_zeros(i + 2, lo, hi)?;
-        }
-    }
-    Ok(match nd {
-        1 => {
-            ensure!(
-                groups == 1 || groups == x.dim(1)?,
-                "grouped conv1d needs groups = channels"
-            );
-            ops::conv1d(
-                &x,
-                w,
-                b,
-                &ops::Conv1dCfg {
-                    stride: stride[0],
-                    padding: sym[0],
-                    dilation: dilation[0],
-                },
-            )?
-        }
-        2 => ops::conv2d(
-            &x,
-            w,
-            b,
-            &ops::Conv2dCfg {
-                stride: (stride[0], stride[1]),
-                padding: (sym[0], sym[1]),
-                dilation: (dilation[0], dilation[1]),
-                groups,
-            },
-        )?,
-        _ => bail!("convolution with {nd} spatial dims is not supported"),
-    })
 }
