@@ -15,6 +15,10 @@ use whittle_nn::config::{DsCnnConfig, ModelConfig, ResNetConfig, TcnConfig};
 use whittle_nn::optim::{Optimizer, OptimizerConfig};
 use whittle_nn::{Model, loss};
 
+/// The same allocator as the `whittle` binary (see crates/cli/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BS: usize = 100;
 const WARMUP: usize = 2;
 
