@@ -38,6 +38,9 @@ pub struct StageDef {
     pub gather: Vec<String>,
     /// Kind-specific parameters (the table without the engine keys).
     pub params: toml::Table,
+    /// The `[stages.NAME]` table this stage comes from: its own name, or for a link of a
+    /// chain its kind expanded (`student-ta1`), the stage that was written (`student`).
+    pub origin: String,
 }
 
 /// A parsed and validated experiment file.
@@ -454,6 +457,7 @@ impl Experiment {
             defs.insert(
                 name.clone(),
                 StageDef {
+                    origin: name.clone(),
                     name,
                     kind,
                     inputs,
@@ -463,6 +467,7 @@ impl Experiment {
                 },
             );
         }
+        let defs = self.expand(defs, registry)?;
         self.stages = self.topo_order(defs)?;
         Ok(())
     }
@@ -497,6 +502,97 @@ impl Experiment {
                 format!("`{key}` must be {expected}, found {}", type_name(&v)),
             )),
         }
+    }
+
+    /// Let each kind rewrite its stages into chains ([`crate::StageKind::expand`]).
+    fn expand(
+        &self,
+        defs: IndexMap<String, StageDef>,
+        registry: &Registry,
+    ) -> Result<IndexMap<String, StageDef>, ExperimentError> {
+        let lookup = |n: &str| defs.get(n).map(|d| (d.kind.clone(), d.params.clone()));
+        let mut out: IndexMap<String, StageDef> = IndexMap::new();
+        for def in defs.values() {
+            let at = |path: &[String]| {
+                let mut p = vec!["stages".to_string(), def.name.clone()];
+                p.extend(path.iter().cloned());
+                p
+            };
+            let Some(kind) = registry.get(&def.kind) else {
+                out.insert(def.name.clone(), def.clone());
+                continue;
+            };
+            let ctx = crate::ExpandContext {
+                inputs: &def.inputs,
+                stage: &lookup,
+            };
+            let exp = kind
+                .expand(&def.params, &ctx)
+                .map_err(|e| self.error_at(&at(&e.path), e.message.clone()))?;
+            let Some(exp) = exp else {
+                out.insert(def.name.clone(), def.clone());
+                continue;
+            };
+            if exp.links.is_empty() {
+                out.insert(
+                    def.name.clone(),
+                    StageDef {
+                        params: exp.params,
+                        ..def.clone()
+                    },
+                );
+                continue;
+            }
+            if def.inputs.is_empty() || def.gather.contains(&def.inputs[0]) {
+                return Err(self.error_at(
+                    &at(&[]),
+                    format!(
+                        "stage `{}` expands into a chain through its first input, so it needs a first input that is not gathered",
+                        def.name
+                    ),
+                ));
+            }
+            let mut prev: Option<String> = None;
+            for (suffix, params) in exp.links {
+                let name = format!("{}-{suffix}", def.name);
+                if defs.contains_key(&name) || out.contains_key(&name) {
+                    return Err(self.error_at(
+                        &at(&[]),
+                        format!(
+                            "stage `{}` expands into a stage `{name}`, but that name is taken; rename one of them",
+                            def.name
+                        ),
+                    ));
+                }
+                let mut inputs = def.inputs.clone();
+                if let Some(p) = prev.replace(name.clone()) {
+                    inputs[0] = p;
+                }
+                out.insert(
+                    name.clone(),
+                    StageDef {
+                        name,
+                        kind: def.kind.clone(),
+                        inputs,
+                        sweep: Vec::new(),
+                        gather: Vec::new(),
+                        params,
+                        origin: def.name.clone(),
+                    },
+                );
+            }
+            let mut inputs = def.inputs.clone();
+            inputs[0] = prev.expect("at least one link");
+            out.insert(
+                def.name.clone(),
+                StageDef {
+                    inputs,
+                    params: exp.params,
+                    ..def.clone()
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Order stages so that inputs come first (ties in file order); report a cycle by name.

@@ -28,6 +28,6 @@ pub use query::{StatusRow, load_plan, manifests, status, why};
 pub use registry::Registry;
 pub use scheduler::{RunOptions, RunSummary, run};
 pub use stage::{
-    CancelToken, Checkpoints, InputArtifact, ParamError, Progress, RunContext, StageKind,
-    from_params,
+    CancelToken, Checkpoints, ExpandContext, Expansion, InputArtifact, ParamError, Progress,
+    RunContext, StageKind, from_params,
 };

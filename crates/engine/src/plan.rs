@@ -114,7 +114,7 @@ impl Plan {
                         return Err(experiment.error_at(
                             &[
                                 "stages".into(),
-                                def.name.clone(),
+                                def.origin.clone(),
                                 "sweep".into(),
                                 c.key.clone(),
                             ],
@@ -127,7 +127,7 @@ impl Plan {
                         let kp: Vec<&str> = k.split('.').collect();
                         e.path.len() >= kp.len() && e.path.iter().zip(&kp).all(|(a, b)| a == b)
                     });
-                    let mut at = vec!["stages".to_string(), def.name.clone()];
+                    let mut at = vec!["stages".to_string(), def.origin.clone()];
                     match sweep_key {
                         Some(k) => {
                             at.push("sweep".into());
@@ -157,7 +157,7 @@ impl Plan {
                 })?;
                 let extra = kind.extra_key(&resolved, &experiment.dir).map_err(|e| {
                     experiment.error_at(
-                        &["stages".into(), def.name.clone()],
+                        &["stages".into(), def.origin.clone()],
                         format!("stage `{}`: {e:#}", def.name),
                     )
                 })?;

@@ -64,6 +64,25 @@ pub fn from_params<T: serde::de::DeserializeOwned>(params: &toml::Table) -> Resu
     })
 }
 
+/// A stage rewritten by its kind into a chain (see [`StageKind::expand`]): `links` are new
+/// stages of the same kind that run first, each as `(suffix, parameters)`, named
+/// `<stage>-<suffix>`; the first link takes the stage's inputs, every next link takes the
+/// previous link in place of the first input, and the stage itself (with `params`, the sugar
+/// keys removed) takes the last link. Sweeps stay on the stage itself, so a chain prefix is
+/// shared by every swept node and is cached on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expansion {
+    pub links: Vec<(String, toml::Table)>,
+    pub params: toml::Table,
+}
+
+/// What [`StageKind::expand`] may look at besides the stage's own parameters: its inputs and
+/// the kind and parameters of any stage of the experiment (before expansion).
+pub struct ExpandContext<'a> {
+    pub inputs: &'a [String],
+    pub stage: &'a dyn Fn(&str) -> Option<(String, toml::Table)>,
+}
+
 /// What a stage kind implements. One module per kind; registered with the engine's registry.
 pub trait StageKind: Send + Sync {
     /// The `kind = "..."` name.
@@ -75,6 +94,16 @@ pub trait StageKind: Send + Sync {
     /// `kind`, `inputs`, `sweep`, `gather`) and resolve them: fill defaults, normalise, so that
     /// writing a default explicitly gives the same key. Returned JSON is hashed canonically.
     fn resolve(&self, params: &toml::Table) -> Result<serde_json::Value, ParamError>;
+    /// Optional sugar: rewrite this stage into a chain of stages of the same kind (e.g. a
+    /// distill stage with `assistants` becomes teacher → TA₁ → … → student). `None` keeps the
+    /// stage as written. Errors point into the stage's own table.
+    fn expand(
+        &self,
+        _params: &toml::Table,
+        _ctx: &ExpandContext,
+    ) -> Result<Option<Expansion>, ParamError> {
+        Ok(None)
+    }
     /// How many threads a node of this kind uses (the scheduler never oversubscribes cores).
     fn threads(&self, _resolved: &serde_json::Value) -> usize {
         1

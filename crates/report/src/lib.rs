@@ -1,6 +1,7 @@
 //! Reports of whittle: Pareto fronts, Markdown tables, SVG plots, diffs. Reads metrics and
 //! manifests (as [`model::Document`]), never models.
 
+pub mod calibration;
 pub mod diff;
 pub mod model;
 pub mod pareto;

@@ -104,8 +104,30 @@ fn extra_str(m: &ModelRow, key: &str) -> String {
     match m.extra.get(key) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if n.is_f64() => num_str(n.as_f64().unwrap_or(f64::NAN)),
         Some(v) => v.to_string(),
     }
+}
+
+/// A parameter value as a node name shows it: scientific for small and large magnitudes
+/// (`1e-5`, `3e-4`), plain otherwise (`0.25`, `2.0`).
+fn num_str(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) {
+        format!("{v:e}")
+    } else {
+        Value::from(v).to_string()
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn parameter_numbers_read_like_node_names() {
+    assert_eq!(num_str(1e-5), "1e-5");
+    assert_eq!(num_str(3e-5), "3e-5");
+    assert_eq!(num_str(0.0003), "3e-4");
+    assert_eq!(num_str(0.25), "0.25");
+    assert_eq!(num_str(2.0), "2.0");
+    assert_eq!(num_str(0.0), "0.0");
 }
 
 /// Which table a row belongs to: precision (quantized evaluations), distillation (a teacher),
@@ -381,6 +403,7 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     );
 
     seeds_table(rows, &mut md);
+    md.push_str(&crate::calibration::section(&doc.nodes));
 
     let mut files = Vec::new();
     let mut plots = String::new();

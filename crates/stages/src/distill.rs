@@ -1,8 +1,9 @@
 //! The `distill` stage kind: trains a student network (a model configuration) from a teacher
 //! network (any trained, searched, pruned or distilled node) with the knowledge-distillation
-//! loss of spec §5. A chain of teacher assistants is a chain of distill stages in the
-//! experiment file (teacher → ta → student), each cached on its own, so adding an assistant
-//! or changing the student reuses the unchanged prefix. The teacher's logits on the training
+//! loss of spec §5. A chain of teacher assistants is a chain of distill stages (teacher → ta →
+//! student), written out or declared with `assistants = [...]` / `"auto"` (see
+//! `assistants.rs`), each cached on its own, so adding an assistant or changing the student
+//! reuses the unchanged prefix. The teacher's logits on the training
 //! inputs are computed once per (teacher, data) pair and kept in the cache's `artifacts/`.
 
 use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
@@ -128,6 +129,14 @@ impl StageKind for Distill {
             recipe,
         };
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
+    }
+
+    fn expand(
+        &self,
+        params: &toml::Table,
+        ctx: &whittle_engine::ExpandContext,
+    ) -> Result<Option<whittle_engine::Expansion>, ParamError> {
+        crate::assistants::expand(params, ctx)
     }
 
     fn threads(&self, resolved: &Value) -> usize {

@@ -1,6 +1,7 @@
 //! Stage kinds of whittle, one module per kind, registered with the engine. This is the only
 //! crate where engine, data and nn meet.
 
+pub mod assistants;
 pub mod calibrate;
 pub mod common;
 pub mod distill;

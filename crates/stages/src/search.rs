@@ -33,6 +33,10 @@ struct Own {
     /// Search receptive field and dilation of causal Conv1d layers too.
     #[serde(default = "yes")]
     time_masks: bool,
+    /// Keep the weights and masks of the epoch with the best validation task loss instead of
+    /// the last epoch's (off by default: see crates/nn/src/pit/search.rs).
+    #[serde(default)]
+    restore_best: bool,
     #[serde(default)]
     seed: Option<u64>,
     #[serde(default = "two")]
@@ -76,7 +80,7 @@ impl StageKind for Search {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2" // 2: the last epoch's masks are kept unless `restore_best`
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
@@ -88,6 +92,7 @@ impl StageKind for Search {
                 "cost",
                 "lr_masks",
                 "time_masks",
+                "restore_best",
                 "seed",
                 "threads",
             ],
@@ -132,6 +137,7 @@ impl StageKind for Search {
                 optimizer: p.recipe.optimizer.clone(),
                 mask_optimizer: OptimizerConfig::adam(0.0),
                 patience: p.recipe.patience,
+                restore_best: p.own.restore_best,
                 seed: p.own.seed.unwrap_or(ctx.seed),
             };
             let cancel = || ctx.cancel.is_cancelled();

@@ -246,13 +246,59 @@ fn search_loop_runs_and_shrinks_with_large_lambda() {
         optimizer: OptimizerConfig::adam(0.0),
         mask_optimizer: OptimizerConfig::adam(0.0),
         patience: None,
+        restore_best: false,
         seed: 1,
     };
     let r = search(&pit, &data, &scfg, &|| false, &mut |_, _| {}).unwrap();
     assert_eq!(r.history.len(), 8);
+    // without restore_best the model keeps the last epoch's masks
+    let now = pit.cost().unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert_eq!(now, *r.cost_history.last().unwrap());
     assert!(
         r.cost_history.last().unwrap() < &(before as f64 * 0.8),
         "{:?}",
+        r.cost_history
+    );
+}
+
+#[test]
+fn restore_best_brings_back_the_masks_of_the_best_validation_epoch() {
+    let cfg = tcn(&[(8, 3, 1), (8, 3, 2)], 0, true);
+    let pit = PitModel::new(Model::new(cfg, 4).unwrap(), Cost::Size, 0.05, true).unwrap();
+    let x = randn(&[32, 3, 12], 8);
+    let labels: Vec<u32> = (0..32).map(|i| i % 4).collect();
+    let split = Split::classes(
+        x.flatten_all().unwrap().to_vec1().unwrap(),
+        &[3, 12],
+        labels,
+    )
+    .unwrap();
+    let data = DataSet {
+        train: split.clone(),
+        val: Some(split),
+        test: None,
+    };
+    let scfg = SearchConfig {
+        epochs: 8,
+        batch_size: 8,
+        lr_weights: 1e-3,
+        lr_masks: 0.05,
+        schedule: Default::default(),
+        optimizer: OptimizerConfig::adam(0.0),
+        mask_optimizer: OptimizerConfig::adam(0.0),
+        patience: None,
+        restore_best: true,
+        seed: 1,
+    };
+    let r = search(&pit, &data, &scfg, &|| false, &mut |_, _| {}).unwrap();
+    let best = r.best_epoch.unwrap() as usize;
+    let losses: Vec<f64> = r.history.iter().map(|h| h.val.unwrap().loss).collect();
+    let min = losses.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert_eq!(losses[best], min);
+    let now = pit.cost().unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert_eq!(
+        now, r.cost_history[best],
+        "{:?} best {best}",
         r.cost_history
     );
 }
