@@ -45,6 +45,50 @@ pub fn machine() -> String {
     format!("{model}, {cores} cores, {}", std::env::consts::OS)
 }
 
+/// A node's metrics with the input node names it recorded when it ran replaced by the names
+/// those inputs have in this plan: keys do not depend on names, so an entry computed under
+/// another experiment (or before a stage was renamed, e.g. `ta` → `student-ta1`) is reused,
+/// and its `parent` / `teacher` fields must name today's nodes.
+fn current_names(plan: &Plan, m: &whittle_engine::Manifest) -> serde_json::Value {
+    let now: std::collections::HashMap<&str, &str> = plan
+        .nodes
+        .iter()
+        .map(|n| (n.key.as_str(), n.name.as_str()))
+        .collect();
+    let renames: std::collections::HashMap<String, String> = m
+        .inputs
+        .iter()
+        .filter_map(|i| {
+            let new = now.get(i.key.as_str())?;
+            (*new != i.node).then(|| (i.node.clone(), new.to_string()))
+        })
+        .collect();
+    let mut v = m.metrics.clone();
+    if !renames.is_empty() {
+        rename(&mut v, &renames);
+    }
+    v
+}
+
+fn rename(v: &mut serde_json::Value, renames: &std::collections::HashMap<String, String>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x {
+                    serde_json::Value::String(s) if k == "parent" || k == "teacher" => {
+                        if let Some(n) = renames.get(s.as_str()) {
+                            *s = n.clone();
+                        }
+                    }
+                    _ => rename(x, renames),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| rename(x, renames)),
+        _ => {}
+    }
+}
+
 /// The document of an experiment as the cache knows it now. `since` (unix seconds) marks
 /// nodes finished after it as `ran`, others as `cached`.
 pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Document> {
@@ -82,7 +126,7 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
             params: node.params.clone(),
             metrics: m
                 .as_ref()
-                .map(|m| m.metrics.clone())
+                .map(|m| current_names(plan, m))
                 .unwrap_or(serde_json::Value::Null),
             duration_s: m.as_ref().map(|m| m.duration_secs),
             inputs: node

@@ -120,3 +120,32 @@ fn diff_of_a_missing_file_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("nope.toml"), "{:?}", text(&o));
 }
+
+#[test]
+fn a_renamed_stage_is_named_by_its_new_name_in_cached_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cache = dir.join("cache");
+    std::fs::write(dir.join("a.toml"), experiment("0.91")).unwrap();
+    let o = whittle(dir, &cache, &["run", "a.toml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // `big` becomes `seed`: keys do not depend on names, so both nodes come from the cache,
+    // and the row that recorded `parent = "big"` must now name `seed`.
+    let renamed = experiment("0.91")
+        .replace("[stages.big]", "[stages.seed]")
+        .replace("inputs = [\"big\"]", "inputs = [\"seed\"]");
+    std::fs::write(dir.join("a.toml"), renamed).unwrap();
+    let o = whittle(dir, &cache, &["run", "a.toml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(summary(&o).contains("ran=0"), "{}", summary(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("reports/toy/metrics.json"))).unwrap();
+    let small = metrics["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "small")
+        .unwrap()
+        .clone();
+    assert_eq!(small["parent"], "seed", "{small}");
+}

@@ -154,20 +154,51 @@ fn table_of(m: &ModelRow) -> Axis2 {
     }
 }
 
-/// The seed network: the first architecture row that another row names as its parent, else
-/// the first architecture row.
+/// The seed network: the architecture row with the most searched / pruned children (a
+/// network quantized or distilled from is not a seed by that alone), else the first one that
+/// another row names as its parent, else the first architecture row.
 fn seed_index(rows: &[ModelRow]) -> Option<usize> {
     let trained: Vec<usize> = (0..rows.len())
         .filter(|&i| table_of(&rows[i]) == Axis2::Architecture)
         .collect();
-    trained
+    let children = |i: usize, derived_only: bool| {
+        rows.iter()
+            .filter(|r| r.parent.as_deref() == Some(rows[i].node.as_str()))
+            .filter(|r| !derived_only || table_of(r) == Axis2::Derived)
+            .count()
+    };
+    let most = trained
         .iter()
         .copied()
-        .find(|&i| {
-            rows.iter()
-                .any(|r| r.parent.as_deref() == Some(rows[i].node.as_str()))
-        })
+        .filter(|&i| children(i, true) > 0)
+        .max_by(|&a, &b| children(a, true).cmp(&children(b, true)).then(b.cmp(&a)));
+    most.or_else(|| trained.iter().copied().find(|&i| children(i, false) > 0))
         .or_else(|| trained.first().copied())
+}
+
+#[cfg(test)]
+#[test]
+fn the_seed_is_the_network_that_was_searched_or_pruned_not_one_only_quantized() {
+    let row = |node: &str, parent: Option<&str>, format: &str, kind: &str| ModelRow {
+        node: node.into(),
+        stage_kind: kind.into(),
+        format: format.into(),
+        parent: parent.map(Into::into),
+        ..Default::default()
+    };
+    let rows = vec![
+        row("dscnn", None, "fp32", "train"),
+        row("tcn", None, "fp32", "train"),
+        row("quant", Some("dscnn"), "int8", "quantize"),
+        row("pit", Some("tcn"), "fp32", "search"),
+    ];
+    assert_eq!(seed_index(&rows), Some(1));
+    assert_eq!(
+        seed_index(&rows[..3]),
+        Some(0),
+        "else the first one named as a parent"
+    );
+    assert_eq!(seed_index(&rows[..2]), Some(0));
 }
 
 /// Accuracy of the row's parent network (fp32), if it is in the document.
