@@ -58,9 +58,10 @@ pub fn section(nodes: &[NodeRecord]) -> String {
         }
         if let Some(v) = m.get("validation") {
             md.push_str(&format!(
-                "Network latency predicted as the sum of its layers' fitted latencies, against the measured latency of {} networks: correlation **{}**, slope {}, intercept {} ms.\n\n",
+                "Network latency predicted as the sum of its layers' fitted latencies (a·work + b per layer type, below), against the measured median latency of {} networks: correlation **{}** (summed per-layer timings: {}), slope {}, intercept {} ms.\n\n",
                 text(v.get("networks")),
                 num(v.get("correlation"), 4),
+                num(v.get("correlation_lut"), 4),
                 num(v.get("slope"), 3),
                 num(v.get("intercept_ms"), 4),
             ));
@@ -147,7 +148,9 @@ mod tests {
         let md = section(&[node]);
         assert!(md.contains("## Latency model and devices"), "{md}");
         assert!(
-            md.contains("23 networks: correlation **0.9970**, slope 0.928"),
+            md.contains(
+                "23 networks: correlation **0.9970** (summed per-layer timings: –), slope 0.928"
+            ),
             "{md}"
         );
         assert!(

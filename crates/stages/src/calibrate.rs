@@ -73,7 +73,7 @@ impl StageKind for Calibrate {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2" // 2: medians; validation of the per-type fit
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
@@ -276,7 +276,9 @@ fn run(ctx: &RunContext, p: &CalibrateParams) -> Result<Value> {
     // 4. Predicted vs measured.
     let mut rows = Vec::new();
     let mut hosts = Vec::new();
-    let (mut measured, mut predicted) = (Vec::new(), Vec::new());
+    // Medians, not means: one preempted run (another process on the same cores) moves a mean
+    // of 60 sub-millisecond runs by far more than the differences between networks.
+    let (mut measured, mut predicted, mut predicted_lut) = (Vec::new(), Vec::new(), Vec::new());
     for (i, net) in nets.iter().enumerate() {
         let g = net.model.graph();
         let (mut lut, mut fitted) = (0.0, 0.0);
@@ -288,12 +290,13 @@ fn run(ctx: &RunContext, p: &CalibrateParams) -> Result<Value> {
             fitted += f.a * *work as f64 + f.b;
         }
         let s = stats(&times[i]);
-        measured.push(s.mean_ms);
-        predicted.push(lut);
+        measured.push(s.median_ms);
+        predicted.push(fitted);
+        predicted_lut.push(lut);
         let latency = match &p.runner {
             Some(cmd) => run_external(cmd, &net.dir.join(whittle_nn::model::WEIGHTS_FILE))
                 .with_context(|| format!("runner for `{}`", net.node))?,
-            None => s.mean_ms,
+            None => s.median_ms,
         };
         rows.push(json!({ "parent": net.node, "format": "fp32", "latency_ms": latency }));
         hosts.push(json!({
@@ -304,7 +307,9 @@ fn run(ctx: &RunContext, p: &CalibrateParams) -> Result<Value> {
     let line = fit_line(&predicted, &measured);
     let validation = json!({
         "networks": nets.len(),
+        "predictor": "sum over layers of the per-type fit a·work + b; measured = median",
         "correlation": correlation(&predicted, &measured),
+        "correlation_lut": correlation(&predicted_lut, &measured),
         "slope": (nets.len() >= 2).then_some(line.a),
         "intercept_ms": (nets.len() >= 2).then_some(line.b),
     });
