@@ -419,9 +419,13 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     );
     model_table(
         "Distillation",
-        "Students trained with knowledge distillation (teacher named) next to the same architecture trained without it (teacher: none).",
+        "Teachers, and students trained with knowledge distillation (teacher named) next to the same architecture trained without it (teacher: none).",
         &pick(&|m| {
             table_of(m) == Axis2::Distillation
+                || (m.format == "fp32"
+                    && rows
+                        .iter()
+                        .any(|r| r.teacher.as_deref() == Some(m.node.as_str())))
                 || (table_of(m) == Axis2::Architecture
                     && rows
                         .iter()
