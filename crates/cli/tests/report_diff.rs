@@ -30,6 +30,14 @@ max_params = 25000
     )
 }
 
+/// Writes `a.toml` into `dir` and runs it (cache `dir/cache`), asserting success.
+fn run_a(dir: &Path, toml: &str) -> std::process::Output {
+    std::fs::write(dir.join("a.toml"), toml).unwrap();
+    let o = whittle(dir, &dir.join("cache"), &["run", "a.toml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    o
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -37,11 +45,8 @@ fn read(p: &Path) -> String {
 #[test]
 fn run_renders_a_deterministic_report_and_diff_compares() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let cache = dir.join("cache");
-    std::fs::write(dir.join("a.toml"), experiment("0.91")).unwrap();
-    let o = whittle(dir, &cache, &["run", "a.toml"]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    let (dir, cache) = (tmp.path(), tmp.path().join("cache"));
+    run_a(dir, &experiment("0.91"));
     let md = read(&dir.join("reports/toy.md"));
     assert!(
         md.contains("**Best with ≤ 25,000 parameters**: `small` — 91.00 %"),
@@ -125,18 +130,13 @@ fn diff_of_a_missing_file_is_a_clear_error() {
 fn a_renamed_stage_is_named_by_its_new_name_in_cached_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let cache = dir.join("cache");
-    std::fs::write(dir.join("a.toml"), experiment("0.91")).unwrap();
-    let o = whittle(dir, &cache, &["run", "a.toml"]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    run_a(dir, &experiment("0.91"));
     // `big` becomes `seed`: keys do not depend on names, so both nodes come from the cache,
     // and the row that recorded `parent = "big"` must now name `seed`.
     let renamed = experiment("0.91")
         .replace("[stages.big]", "[stages.seed]")
         .replace("inputs = [\"big\"]", "inputs = [\"seed\"]");
-    std::fs::write(dir.join("a.toml"), renamed).unwrap();
-    let o = whittle(dir, &cache, &["run", "a.toml"]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    let o = run_a(dir, &renamed);
     assert!(summary(&o).contains("ran=0"), "{}", summary(&o));
     let metrics: serde_json::Value =
         serde_json::from_str(&read(&dir.join("reports/toy/metrics.json"))).unwrap();

@@ -219,8 +219,9 @@ fn regulariser_alone_shrinks_to_one_channel_and_kernel_one() {
     assert!(small.forward(&randn(&[2, 3, 12], 1), false).is_ok());
 }
 
-#[test]
-fn search_loop_runs_and_shrinks_with_large_lambda() {
+/// A small TCN under PIT (λ = 0.05), a 32-sample data set used as train and validation, and
+/// an 8-epoch search configuration.
+fn search_fixture(restore_best: bool) -> (PitModel, DataSet, SearchConfig) {
     let cfg = tcn(&[(8, 3, 1), (8, 3, 2)], 0, true);
     let pit = PitModel::new(Model::new(cfg, 4).unwrap(), Cost::Size, 0.05, true).unwrap();
     let x = randn(&[32, 3, 12], 8);
@@ -236,7 +237,6 @@ fn search_loop_runs_and_shrinks_with_large_lambda() {
         val: Some(split),
         test: None,
     };
-    let before = pit.cost().unwrap().to_scalar::<f32>().unwrap();
     let scfg = SearchConfig {
         epochs: 8,
         batch_size: 8,
@@ -246,9 +246,16 @@ fn search_loop_runs_and_shrinks_with_large_lambda() {
         optimizer: OptimizerConfig::adam(0.0),
         mask_optimizer: OptimizerConfig::adam(0.0),
         patience: None,
-        restore_best: false,
+        restore_best,
         seed: 1,
     };
+    (pit, data, scfg)
+}
+
+#[test]
+fn search_loop_runs_and_shrinks_with_large_lambda() {
+    let (pit, data, scfg) = search_fixture(false);
+    let before = pit.cost().unwrap().to_scalar::<f32>().unwrap();
     let r = search(&pit, &data, &scfg, &|| false, &mut |_, _| {}).unwrap();
     assert_eq!(r.history.len(), 8);
     // without restore_best the model keeps the last epoch's masks
@@ -263,33 +270,7 @@ fn search_loop_runs_and_shrinks_with_large_lambda() {
 
 #[test]
 fn restore_best_brings_back_the_masks_of_the_best_validation_epoch() {
-    let cfg = tcn(&[(8, 3, 1), (8, 3, 2)], 0, true);
-    let pit = PitModel::new(Model::new(cfg, 4).unwrap(), Cost::Size, 0.05, true).unwrap();
-    let x = randn(&[32, 3, 12], 8);
-    let labels: Vec<u32> = (0..32).map(|i| i % 4).collect();
-    let split = Split::classes(
-        x.flatten_all().unwrap().to_vec1().unwrap(),
-        &[3, 12],
-        labels,
-    )
-    .unwrap();
-    let data = DataSet {
-        train: split.clone(),
-        val: Some(split),
-        test: None,
-    };
-    let scfg = SearchConfig {
-        epochs: 8,
-        batch_size: 8,
-        lr_weights: 1e-3,
-        lr_masks: 0.05,
-        schedule: Default::default(),
-        optimizer: OptimizerConfig::adam(0.0),
-        mask_optimizer: OptimizerConfig::adam(0.0),
-        patience: None,
-        restore_best: true,
-        seed: 1,
-    };
+    let (pit, data, scfg) = search_fixture(true);
     let r = search(&pit, &data, &scfg, &|| false, &mut |_, _| {}).unwrap();
     let best = r.best_epoch.unwrap() as usize;
     let losses: Vec<f64> = r.history.iter().map(|h| h.val.unwrap().loss).collect();
