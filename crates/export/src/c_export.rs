@@ -73,7 +73,7 @@ pub fn write_c(
         let in1 = ins.get(1).map_or(-1, |n| index[n] as i64);
         let out = index[layer.output()];
         let (ti, to) = (&tensors[in0], &tensors[out]);
-        // op, k_h, k_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, has weights
+        // k_h, k_w, stride_h, stride_w, pad_h, pad_w, pad_h_end, pad_w_end, dil_h, dil_w
         let (op, geo, wts) = match layer {
             Layer::Conv {
                 weight,
@@ -91,7 +91,9 @@ pub fn write_c(
                         1,
                         stride[0],
                         0,
-                        padding[0],
+                        padding[0].0,
+                        0,
+                        padding[0].1,
                         1,
                         dilation[0],
                     ]
@@ -101,8 +103,10 @@ pub fn write_c(
                         weight.shape[3],
                         stride[0],
                         stride[1],
-                        padding[0],
-                        padding[1],
+                        padding[0].0,
+                        padding[1].0,
+                        padding[0].1,
+                        padding[1].1,
                         dilation[0],
                         dilation[1],
                     ]
@@ -110,12 +114,12 @@ pub fn write_c(
                 (0, (g, *groups), Some((weight, bias)))
             }
             Layer::Linear { weight, bias, .. } => {
-                (5, ([1, 1, 1, 1, 0, 0, 1, 1], 1), Some((weight, bias)))
+                (5, ([1, 1, 1, 1, 0, 0, 0, 0, 1, 1], 1), Some((weight, bias)))
             }
-            Layer::Relu { .. } => (1, ([0; 8], 1), None),
-            Layer::Add { .. } => (2, ([0; 8], 1), None),
-            Layer::GlobalAvgPool { .. } => (3, ([0; 8], 1), None),
-            Layer::Flatten { .. } => (4, ([0; 8], 1), None),
+            Layer::Relu { .. } => (1, ([0; 10], 1), None),
+            Layer::Add { .. } => (2, ([0; 10], 1), None),
+            Layer::GlobalAvgPool { .. } => (3, ([0; 10], 1), None),
+            Layer::Flatten { .. } => (4, ([0; 10], 1), None),
             Layer::BatchNorm { .. } => unreachable!("checked by require_folded"),
         };
         let ptrs = if let Some((weight, bias)) = wts {
@@ -138,8 +142,10 @@ pub fn write_c(
         };
         let (g, groups) = geo;
         rows.push(format!(
-            "    {{ {up}_OP_{}, {in0}, {in1}, {out}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {groups}, {ptrs} }}, /* {} -> {} */",
-            OPS[op], ti.c, ti.h, ti.w, to.c, to.h, to.w, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], comment(&ins.join(" + ")), comment(layer.output())
+            "    {{ {up}_OP_{}, {in0}, {in1}, {out}, {}, {}, {}, {}, {}, {}, {}, {groups}, {ptrs} }}, /* {} -> {} */",
+            OPS[op], ti.c, ti.h, ti.w, to.c, to.h, to.w,
+            g.map(|v| v.to_string()).join(", "),
+            comment(&ins.join(" + ")), comment(layer.output())
         ));
     }
     let t_in = &tensors[0];
@@ -192,7 +198,15 @@ pub fn write_c(
     )?;
     writeln!(
         h,
-        " * (CONV and LINEAR; LINEAR is a 1x1 CONV on a C x 1 x 1 vector) and parameters:"
+        " * (CONV and LINEAR; LINEAR is a 1x1 CONV on a C x 1 x 1 vector; pad_h / pad_w are the"
+    )?;
+    writeln!(
+        h,
+        " * zero rows / columns before the input, pad_h_end / pad_w_end after it: a causal 1-D"
+    )?;
+    writeln!(
+        h,
+        " * conv has pad_w = (k_w - 1) * dil_w and pad_w_end = 0) and parameters:"
     )?;
     writeln!(
         h,
@@ -204,7 +218,7 @@ pub fn write_c(
     )?;
     writeln!(
         h,
-        "    int k_h, k_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;"
+        "    int k_h, k_w, stride_h, stride_w, pad_h, pad_w, pad_h_end, pad_w_end, dil_h, dil_w, groups;"
     )?;
     writeln!(
         h,

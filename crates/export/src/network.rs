@@ -28,14 +28,16 @@ impl Tensor32 {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
     /// 1-D or 2-D convolution. `weight` is (Cout, Cin/groups, k) or (Cout, Cin/groups, kh, kw);
-    /// `stride`, `padding` (symmetric) and `dilation` have one entry per spatial axis.
+    /// `stride`, `padding` and `dilation` have one entry per spatial axis. Padding is
+    /// `(begin, end)`: zeros before the first and after the last element of the axis
+    /// (symmetric `(p, p)`; a causal TCN pads `((k − 1)·dilation, 0)`).
     Conv {
         input: String,
         output: String,
         weight: Tensor32,
         bias: Option<Vec<f32>>,
         stride: Vec<usize>,
-        padding: Vec<usize>,
+        padding: Vec<(usize, usize)>,
         dilation: Vec<usize>,
         groups: usize,
     },
@@ -128,11 +130,20 @@ pub struct Network {
     pub layers: Vec<Layer>,
 }
 
-/// Output length of a convolution along one axis.
-pub fn conv_out_len(len: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
+/// Output length of a convolution along one axis with `pad = (begin, end)` zeros.
+pub fn conv_out_len(
+    len: usize,
+    k: usize,
+    stride: usize,
+    pad: (usize, usize),
+    dil: usize,
+) -> Option<usize> {
+    if k == 0 || stride == 0 || dil == 0 {
+        return None;
+    }
     let span = dil * (k - 1) + 1;
-    let padded = len + 2 * pad;
-    if k == 0 || stride == 0 || dil == 0 || padded < span {
+    let padded = len + pad.0 + pad.1;
+    if padded < span {
         return None;
     }
     Some((padded - span) / stride + 1)
@@ -266,7 +277,7 @@ fn layer_shape(layer: &Layer, ins: &[Vec<usize>]) -> Result<Vec<usize>> {
             let mut out = vec![1, cout];
             for a in 0..sp {
                 let o = conv_out_len(x[2 + a], weight.shape[2 + a], stride[a], padding[a], dilation[a])
-                    .with_context(|| format!("spatial axis {a}: input {} too short for kernel {}, stride {}, padding {}, dilation {} (all must be ≥ 1 except padding)", x[2 + a], weight.shape[2 + a], stride[a], padding[a], dilation[a]))?;
+                    .with_context(|| format!("spatial axis {a}: input {} too short for kernel {}, stride {}, padding {:?} (begin, end), dilation {} (all must be ≥ 1 except padding)", x[2 + a], weight.shape[2 + a], stride[a], padding[a], dilation[a]))?;
                 out.push(o);
             }
             out
@@ -433,11 +444,17 @@ mod tests {
     #[test]
     fn conv_output_lengths_by_hand() {
         // DS-CNN stem on 49×10: k=(10,4), s=2, p=(5,1).
-        assert_eq!(conv_out_len(49, 10, 2, 5, 1), Some(25));
-        assert_eq!(conv_out_len(10, 4, 2, 1, 1), Some(5));
+        assert_eq!(conv_out_len(49, 10, 2, (5, 5), 1), Some(25));
+        assert_eq!(conv_out_len(10, 4, 2, (1, 1), 1), Some(5));
         // Dilated k=3, d=4, p=4 keeps length.
-        assert_eq!(conv_out_len(20, 3, 1, 4, 4), Some(20));
-        assert_eq!(conv_out_len(2, 3, 1, 0, 1), None);
+        assert_eq!(conv_out_len(20, 3, 1, (4, 4), 4), Some(20));
+        // Causal k=3, d=4: 8 zeros on the left only also keeps it.
+        assert_eq!(conv_out_len(20, 3, 1, (8, 0), 4), Some(20));
+        // 10 + 3 + 0 = 13 padded, span 2·2+1 = 5, stride 2 → (13 − 5)/2 + 1 = 5.
+        assert_eq!(conv_out_len(10, 3, 2, (3, 0), 2), Some(5));
+        assert_eq!(conv_out_len(2, 3, 1, (0, 0), 1), None);
+        assert_eq!(conv_out_len(2, 3, 1, (1, 0), 1), Some(1));
+        assert_eq!(conv_out_len(2, 0, 1, (0, 0), 1), None);
     }
 
     fn conv_bn_net() -> Network {
@@ -452,7 +469,7 @@ mod tests {
                     weight: Tensor32::new(vec![2, 1, 2], vec![1.0, -1.0, 0.5, 2.0]).unwrap(),
                     bias: Some(vec![0.5, 0.0]),
                     stride: vec![1],
-                    padding: vec![0],
+                    padding: vec![(0, 0)],
                     dilation: vec![1],
                     groups: 1,
                 },

@@ -71,7 +71,13 @@ pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
                 let mut inputs = vec![ins[0].clone(), w];
                 inputs.extend(b);
                 let k: Vec<i64> = weight.shape[2..].iter().map(|&v| v as i64).collect();
-                let pads: Vec<i64> = padding.iter().chain(padding).map(|&v| v as i64).collect();
+                // ONNX order: [x1_begin, x2_begin, …, x1_end, x2_end, …].
+                let pads: Vec<i64> = padding
+                    .iter()
+                    .map(|p| p.0)
+                    .chain(padding.iter().map(|p| p.1))
+                    .map(|v| v as i64)
+                    .collect();
                 let attrs = vec![
                     ints("kernel_shape", k),
                     ints("strides", stride.iter().map(|&v| v as i64).collect()),

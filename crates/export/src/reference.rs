@@ -65,6 +65,11 @@ pub fn run_all(
                     [weight.shape[2], weight.shape[3]]
                 };
                 let two = |v: &Vec<usize>, d| if sp == 1 { [d, v[0]] } else { [v[0], v[1]] };
+                let pads = if sp == 1 {
+                    [(0, 0), padding[0]]
+                } else {
+                    [padding[0], padding[1]]
+                };
                 conv2d(
                     x,
                     [xs[1], h, wd],
@@ -73,7 +78,7 @@ pub fn run_all(
                     weight.shape[0],
                     k,
                     two(stride, 1),
-                    two(padding, 0),
+                    pads,
                     two(dilation, 1),
                     *groups,
                 )
@@ -160,12 +165,13 @@ fn conv2d(
     cout: usize,
     [kh, kw]: [usize; 2],
     [sh, sw]: [usize; 2],
-    [ph, pw]: [usize; 2],
+    [(ph, ph_end), (pw, pw_end)]: [(usize, usize); 2],
     [dh, dw]: [usize; 2],
     groups: usize,
 ) -> Vec<f32> {
-    let oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-    let ow = (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    // `ph`/`pw` zeros come before the first row/column, `*_end` after the last one.
+    let oh = (h + ph + ph_end - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (w + pw + pw_end - dw * (kw - 1) - 1) / sw + 1;
     let (cig, cog) = (cin / groups, cout / groups);
     let mut y = vec![0f32; cout * oh * ow];
     for oc in 0..cout {

@@ -1,5 +1,6 @@
 //! safetensors weights + JSON architecture: `<name>.safetensors` holds every parameter as f32
-//! under `layers.<i>.<param>`, `<name>.json` describes the graph and names those tensors.
+//! under `layers.<i>.<param>`, `<name>.json` describes the graph and names those tensors
+//! (conv padding per axis: `p` when symmetric, `[begin, end]` otherwise).
 //! [`read_safetensors`] loads both back into the same [`Network`].
 
 use crate::network::{Layer, Network, Tensor32};
@@ -29,6 +30,34 @@ struct ArchInput {
     shape: Vec<usize>,
 }
 
+/// Padding of one spatial axis in the JSON: a number `p` for symmetric `(p, p)` (the only
+/// form files written before asymmetric padding have), `[begin, end]` otherwise.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ArchPad {
+    Symmetric(usize),
+    BeginEnd([usize; 2]),
+}
+
+impl From<(usize, usize)> for ArchPad {
+    fn from((b, e): (usize, usize)) -> Self {
+        if b == e {
+            ArchPad::Symmetric(b)
+        } else {
+            ArchPad::BeginEnd([b, e])
+        }
+    }
+}
+
+impl From<ArchPad> for (usize, usize) {
+    fn from(p: ArchPad) -> Self {
+        match p {
+            ArchPad::Symmetric(v) => (v, v),
+            ArchPad::BeginEnd([b, e]) => (b, e),
+        }
+    }
+}
+
 /// A layer with its tensors replaced by safetensors keys.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -39,7 +68,7 @@ enum ArchLayer {
         weight: String,
         bias: Option<String>,
         stride: Vec<usize>,
-        padding: Vec<usize>,
+        padding: Vec<ArchPad>,
         dilation: Vec<usize>,
         groups: usize,
     },
@@ -112,7 +141,7 @@ pub fn write_safetensors(net: &Network, dir: &Path, name: &str) -> Result<(PathB
                     weight,
                     bias,
                     stride,
-                    padding,
+                    padding: padding.into_iter().map(ArchPad::from).collect(),
                     dilation,
                     groups,
                 }
@@ -241,7 +270,7 @@ pub fn read_safetensors(dir: &Path, name: &str) -> Result<Network> {
                 weight: get(&weight)?,
                 bias: bias.map(|b| vec1(&b)).transpose()?,
                 stride,
-                padding,
+                padding: padding.into_iter().map(<(usize, usize)>::from).collect(),
                 dilation,
                 groups,
             },

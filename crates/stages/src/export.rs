@@ -5,9 +5,10 @@
 
 use crate::common::{NETWORK_KINDS, load_data, with_threads};
 use crate::to_export::to_network;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 use whittle_engine::{ParamError, RunContext, StageKind, from_params};
 use whittle_export::{Int8Params, write_c, write_onnx, write_onnx_qdq, write_safetensors};
@@ -65,11 +66,20 @@ impl StageKind for Export {
         let p: ExportParams = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
             let mut nets = Vec::new();
+            let mut stems: BTreeMap<String, &str> = BTreeMap::new();
             for input in ctx
                 .inputs
                 .iter()
                 .filter(|i| NETWORK_KINDS.contains(&i.kind.as_str()))
             {
+                let stem = file_stem(&input.node);
+                if let Some(other) = stems.insert(stem.clone(), &input.node) {
+                    bail!(
+                        "stage `{}`: networks `{other}` and `{}` would both be exported to `{stem}/`",
+                        ctx.stage,
+                        input.node
+                    );
+                }
                 let files = export_one(ctx, &p, &input.dir, &input.node)
                     .with_context(|| format!("exporting `{}`", input.node))?;
                 nets.push(json!({ "parent": input.node, "files": files }));

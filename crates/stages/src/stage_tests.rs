@@ -1,12 +1,13 @@
-//! End-to-end tests of the quantize and calibrate stage kinds on a tiny trained TCN and a
-//! synthetic data set, run through a hand-built `RunContext`.
+//! End-to-end tests of the quantize, calibrate and export stage kinds on tiny trained TCNs
+//! (symmetric and causal) and a synthetic data set, run through a hand-built `RunContext`,
+//! and of the ONNX export of real models against `Model::forward` in onnxruntime.
 
 use crate::calibrate::Calibrate;
 use crate::quantize::Quantize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use whittle_engine::{CancelToken, Checkpoints, InputArtifact, Progress, RunContext, StageKind};
-use whittle_nn::config::{ModelConfig, TcnConfig, TcnLayerConfig};
+use whittle_nn::config::{ModelConfig, TcnConfig, TcnLayerConfig, TcnPadding};
 use whittle_nn::{DataSet, Model};
 
 struct NoCkpt;
@@ -56,8 +57,32 @@ fn tiny() -> ModelConfig {
     ModelConfig::Tcn(c)
 }
 
-/// A temp folder with `data/` (a saved data set) and `net/` (a trained network).
+/// A causal TCN of three k=3 layers with dilations 1, 2, 4 (6, 6, 5 channels, BN); with
+/// `residual` the first two form a block whose skip is a 1×1 projection of the 10-channel
+/// input (a third layer alone closes no block).
+fn tiny_causal(residual: bool) -> ModelConfig {
+    let mut c = TcnConfig::seed(6);
+    c.layers = [(6, 1), (6, 2), (5, 4)]
+        .iter()
+        .map(|&(channels, dilation)| TcnLayerConfig {
+            channels,
+            kernel: 3,
+            dilation,
+        })
+        .collect();
+    c.padding = TcnPadding::Causal;
+    c.residual_every = if residual { 2 } else { 0 };
+    c.classes = 3;
+    ModelConfig::Tcn(c)
+}
+
+/// A temp folder with `data/` (a saved data set) and `net/` (a trained [`tiny`] network).
 fn fixture(name: &str) -> (PathBuf, Vec<InputArtifact>) {
+    fixture_with(name, tiny())
+}
+
+/// Like [`fixture`] with the network `cfg`.
+fn fixture_with(name: &str, cfg: ModelConfig) -> (PathBuf, Vec<InputArtifact>) {
     let root = std::env::temp_dir().join(format!("whittle-stage-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let ds = whittle_data::dataset::Dataset {
@@ -71,7 +96,7 @@ fn fixture(name: &str) -> (PathBuf, Vec<InputArtifact>) {
         description: json!({}),
     };
     whittle_data::save(&ds, &root.join("data")).unwrap();
-    let m = Model::new(tiny(), 1).unwrap();
+    let m = Model::new(cfg, 1).unwrap();
     let nd = |s: &whittle_data::dataset::Split| {
         whittle_nn::Split::classes(s.x.clone(), &[10, 49], s.y.clone()).unwrap()
     };
@@ -236,15 +261,19 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// ONNX of real models (TCN, DS-CNN; BN with non-trivial statistics, folded) run in
-/// onnxruntime matches `Model::forward` in eval mode.
+/// ONNX of real models (TCN, DS-CNN, causal TCNs with and without residual blocks; BN with
+/// non-trivial statistics, folded) run in onnxruntime: the float file matches
+/// `Model::forward` in eval mode, the int8 QDQ file matches the int8 reference evaluator
+/// (within 3 output steps) and stays near the float forward.
 #[test]
 fn exported_onnx_matches_model_forward_in_onnxruntime() {
     let root = std::env::temp_dir().join(format!("whittle-onnx-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     let mut manifest = Vec::new();
-    let mut expected = Vec::new();
-    for (k, cfg) in [tiny(), small_dscnn()].into_iter().enumerate() {
+    // (label, expected output, tolerance)
+    let mut expected: Vec<(String, Vec<f32>, f32)> = Vec::new();
+    let cfgs = [tiny(), small_dscnn(), tiny_causal(false), tiny_causal(true)];
+    for (k, cfg) in cfgs.into_iter().enumerate() {
         let m = Model::new(cfg, 5 + k as u64).unwrap();
         let shape = m.graph().input_shape.clone();
         let per: usize = shape.iter().product();
@@ -270,15 +299,34 @@ fn exported_onnx_matches_model_forward_in_onnxruntime() {
         let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         let r = whittle_export::reference::run(&net, &xv, None).unwrap();
         for (a, b) in r.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-4, "reference {a} vs forward {b}");
+            assert!((a - b).abs() < 1e-4, "n{k}: reference {a} vs forward {b}");
         }
-        let model = root.join(format!("n{k}.onnx"));
-        whittle_export::write_onnx(&net, &model).unwrap();
         let inp = root.join(format!("n{k}_in.bin"));
         std::fs::write(&inp, f32_bytes(&xv)).unwrap();
+        let model = root.join(format!("n{k}.onnx"));
+        whittle_export::write_onnx(&net, &model).unwrap();
         manifest.push(json!({"model": model, "input": inp, "shape": net.input.1,
             "output": root.join(format!("n{k}_out.bin"))}));
-        expected.push(want);
+        expected.push((format!("n{k} float"), want.clone(), 1e-4));
+
+        // int8 QDQ, activation ranges from other inputs of the same kind.
+        let calib: Vec<f32> = mk(8, 3).flatten_all().unwrap().to_vec1().unwrap();
+        let calib: Vec<Vec<f32>> = calib.chunks(per).map(<[f32]>::to_vec).collect();
+        let params = whittle_export::Int8Params::calibrate(&net, &calib).unwrap();
+        let q = whittle_export::reference::run(&net, &xv, Some(&params)).unwrap();
+        let out_scale = params.get(&net.output).unwrap().scale;
+        let spread = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in q.iter().zip(&want) {
+            assert!(
+                (a - b).abs() < 0.1 * spread + 2.0 * out_scale,
+                "n{k}: int8 reference {q:?} far from forward {want:?}"
+            );
+        }
+        let qmodel = root.join(format!("n{k}_int8.onnx"));
+        whittle_export::write_onnx_qdq(&net, &params, &qmodel).unwrap();
+        manifest.push(json!({"model": qmodel, "input": inp, "shape": net.input.1,
+            "output": root.join(format!("n{k}_int8_out.bin"))}));
+        expected.push((format!("n{k} int8"), q, 3.0 * out_scale));
     }
     let mf = root.join("manifest.json");
     std::fs::write(&mf, serde_json::to_string(&manifest).unwrap()).unwrap();
@@ -297,15 +345,15 @@ fn exported_onnx_matches_model_forward_in_onnxruntime() {
         "ort_run.py: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for (m, want) in manifest.iter().zip(&expected) {
+    for (m, (label, want, tol)) in manifest.iter().zip(&expected) {
         let bytes = std::fs::read(m["output"].as_str().unwrap()).unwrap();
         let got: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        assert_eq!(got.len(), want.len());
+        assert_eq!(got.len(), want.len(), "{label}");
         for (a, b) in got.iter().zip(want) {
-            assert!((a - b).abs() < 1e-4, "onnxruntime {a} vs forward {b}");
+            assert!((a - b).abs() <= *tol, "{label}: onnxruntime {a} vs {b}");
         }
     }
     let _ = std::fs::remove_dir_all(&root);
@@ -339,6 +387,55 @@ fn export_stage_writes_every_file() {
     assert_eq!(
         crate::export::file_stem("pit[lambda=1e-5]"),
         "pit_lambda_1e_5"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The export stage on a trained causal residual TCN: every file is written, the JSON keeps
+/// the left-only padding, and the network read back from safetensors computes what the
+/// trained model computes.
+#[test]
+fn export_stage_handles_causal_tcn() {
+    let (root, inputs) = fixture_with("export-causal", tiny_causal(true));
+    let m = run(&crate::export::Export, toml::Table::new(), &root, &inputs);
+    let files = m["exports"][0]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 6);
+    let dir = root.join("out-export").join("seed");
+    let net = whittle_export::read_safetensors(&dir, "seed").unwrap();
+    let pads: Vec<Vec<(usize, usize)>> = net
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            whittle_export::Layer::Conv { padding, .. } => Some(padding.clone()),
+            _ => None,
+        })
+        .collect();
+    // convs.0, convs.1, the 1×1 projection proj.1, convs.2.
+    assert_eq!(
+        pads,
+        [vec![(2, 0)], vec![(4, 0)], vec![(0, 0)], vec![(8, 0)]]
+    );
+    let model = Model::load(&root.join("net")).unwrap();
+    let x: Vec<f32> = (0..490)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+        .collect();
+    let xt =
+        candle_core::Tensor::from_vec(x.clone(), (1, 10, 49), &candle_core::Device::Cpu).unwrap();
+    let want: Vec<f32> = model
+        .forward(&xt, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let got = whittle_export::reference::run(&net, &x, None).unwrap();
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4, "exported {got:?} vs model {want:?}");
+    }
+    let c = std::fs::read_to_string(dir.join("seed.c")).unwrap();
+    assert!(
+        c.contains("seed_run"),
+        "C source without the inference function"
     );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -1,8 +1,9 @@
 //! Maps a `Model`'s graph (BN folded or not) to the layer-level `whittle_export::Network` the
 //! writers consume: value 0 is `input`, node outputs keep the node names, global average
-//! pooling becomes GlobalAvgPool + Flatten (ONNX keeps the pooled spatial axes).
+//! pooling becomes GlobalAvgPool + Flatten (ONNX keeps the pooled spatial axes). Conv padding
+//! keeps its (begin, end) pairs, so causal TCNs export as they run; residual adds become Add.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use whittle_export::{Layer, Network, Tensor32};
 use whittle_nn::Model;
 use whittle_nn::graph::Op;
@@ -41,16 +42,6 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
                 bias,
                 ..
             } => {
-                let mut pad = Vec::new();
-                for &(lo, hi) in padding {
-                    if lo != hi {
-                        bail!(
-                            "conv {}: asymmetric padding ({lo}, {hi}) (causal TCN) cannot be exported yet",
-                            node.name
-                        );
-                    }
-                    pad.push(lo);
-                }
                 layers.push(Layer::Conv {
                     input,
                     output,
@@ -61,7 +52,8 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
                         None
                     },
                     stride: stride.clone(),
-                    padding: pad,
+                    // (begin, end) per axis: causal TCNs pad the left only.
+                    padding: padding.clone(),
                     dilation: dilation.clone(),
                     groups: *groups,
                 });

@@ -1,5 +1,6 @@
-//! Test networks shared by the export tests: small DS-CNN-, TCN- and ResNet-block-like
-//! graphs with seeded random parameters, and seeded random inputs.
+//! Test networks shared by the export tests: small DS-CNN-, TCN- (symmetric and causal) and
+//! ResNet-block-like graphs, a 2-D net with asymmetric padding, with seeded random
+//! parameters, and seeded random inputs.
 
 #![allow(dead_code, clippy::too_many_arguments)]
 
@@ -34,6 +35,22 @@ impl Gen {
         d: usize,
         groups: usize,
     ) -> Layer {
+        let pads: Vec<(usize, usize)> = p.iter().map(|&v| (v, v)).collect();
+        self.conv_pads(i, o, cin, cout, k, s, &pads, d, groups)
+    }
+    /// Like [`Gen::conv`] with `(begin, end)` padding per spatial axis.
+    pub fn conv_pads(
+        &mut self,
+        i: &str,
+        o: &str,
+        cin: usize,
+        cout: usize,
+        k: &[usize],
+        s: usize,
+        p: &[(usize, usize)],
+        d: usize,
+        groups: usize,
+    ) -> Layer {
         let mut shape = vec![cout, cin / groups];
         shape.extend_from_slice(k);
         Layer::Conv {
@@ -46,6 +63,18 @@ impl Gen {
             dilation: vec![d; k.len()],
             groups,
         }
+    }
+    /// Causal Conv1d: `(k − 1)·d` zeros on the left only, stride 1.
+    pub fn causal(
+        &mut self,
+        i: &str,
+        o: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        d: usize,
+    ) -> Layer {
+        self.conv_pads(i, o, cin, cout, &[k], 1, &[((k - 1) * d, 0)], d, 1)
     }
     pub fn bn(&mut self, i: &str, o: &str, c: usize) -> Layer {
         Layer::BatchNorm {
@@ -144,6 +173,69 @@ pub fn tcn(seed: u64) -> Network {
     }
 }
 
+/// Causal TCN on 4 channels × 16 steps laid out like `whittle_nn`'s (conv → BN → [add] → ReLU),
+/// k = 3 with dilations 1, 2, 4. With `residual`: the d=2, d=4 pair is a block with an
+/// identity skip, followed by a k=2 causal conv to 8 channels whose skip is a 1×1 projection.
+pub fn causal_tcn(seed: u64, residual: bool) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.causal("x", "c0", 4, 6, 3, 1),
+        g.bn("c0", "b0", 6),
+        relu("b0", "r0"),
+        g.causal("r0", "c1", 6, 6, 3, 2),
+        g.bn("c1", "b1", 6),
+        relu("b1", "r1"),
+        g.causal("r1", "c2", 6, 6, 3, 4),
+        g.bn("c2", "b2", 6),
+    ];
+    let (last, c) = if residual {
+        layers.extend([
+            add("b2", "r0", "s2"),
+            relu("s2", "r2"),
+            g.causal("r2", "c3", 6, 8, 2, 1),
+            g.bn("c3", "b3", 8),
+            g.conv("r2", "proj", 6, 8, &[1], 1, &[0], 1, 1),
+            add("b3", "proj", "s3"),
+            relu("s3", "r3"),
+        ]);
+        ("r3", 8)
+    } else {
+        layers.push(relu("b2", "r2"));
+        ("r2", 6)
+    };
+    layers.extend(head(&mut g, last, c, 3));
+    Network {
+        name: if residual {
+            "causal_res_tcn"
+        } else {
+            "causal_tcn"
+        }
+        .into(),
+        input: ("x".into(), vec![1, 4, 16]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// 2-D convs with different padding on each side of each axis (checks the ONNX `pads` order
+/// [h_begin, w_begin, h_end, w_end]): 2×7×6 → (1,0)/(0,2) 3×3 → (0,2)/(1,1) 2×2 stride 2.
+pub fn asym_2d(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv_pads("x", "c0", 2, 4, &[3, 3], 1, &[(1, 0), (0, 2)], 1, 1),
+        relu("c0", "r0"),
+        g.conv_pads("r0", "c1", 4, 5, &[2, 2], 2, &[(0, 2), (1, 1)], 1, 1),
+        relu("c1", "r1"),
+    ];
+    layers.extend(head(&mut g, "r1", 5, 4));
+    Network {
+        name: "asym_2d".into(),
+        input: ("x".into(), vec![1, 2, 7, 6]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
 /// Stem conv → stride-2 residual block with a 1×1 stride-2 conv shortcut → pool → linear.
 pub fn resnet_block(seed: u64) -> Network {
     let mut g = Gen::new(seed);
@@ -196,6 +288,9 @@ pub fn all(seed: u64) -> Vec<Network> {
         tcn(seed + 1),
         resnet_block(seed + 2),
         fc_autoencoder(seed + 3),
+        causal_tcn(seed + 4, false),
+        causal_tcn(seed + 5, true),
+        asym_2d(seed + 6),
     ]
 }
 
