@@ -1,8 +1,13 @@
 //! The `prune` stage kind: structured channel pruning of a trained network (`method` = l1 |
-//! bn_gamma | uniform | random, `ratio` of channels removed, `scope` = layer | global), in
-//! the same exported-network format as PIT. `bn_gamma` first trains with an L1 penalty
-//! (`slim_lambda`) on the batch-norm scales using the recipe keys; the other methods ignore
-//! the recipe apart from evaluation.
+//! bn_gamma | uniform | random | fisher, `ratio` of channels removed, `scope` = layer |
+//! global), in the same exported-network format as PIT. `bn_gamma` first trains with an L1
+//! penalty (`slim_lambda`) on the batch-norm scales using the recipe keys. `fisher` removes
+//! channels greedily by the smallest Fisher importance on training minibatches, with
+//! `fisher_batches` minibatches per estimate, `channels_per_step` channels per estimate and
+//! `finetune_steps` optimizer steps after each removal (recipe keys `batch_size`, `lr`,
+//! `optimizer`, `loss`; its `scope` defaults to global). The other methods ignore the recipe
+//! apart from evaluation, and every method ignores the keys of the others (so one stage can
+//! sweep over `method`).
 
 use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
 use crate::recipe::Recipe;
@@ -13,19 +18,32 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use whittle_engine::{ParamError, RunContext, StageKind};
 use whittle_nn::Model;
+use whittle_nn::loss::LossKind;
+use whittle_nn::prune::fisher::{FisherConfig, FisherHooks, fisher_prune};
 use whittle_nn::prune::slimming::Slimming;
 use whittle_nn::prune::{Method, Scope, prune};
+use whittle_nn::{OptimizerConfig, Split};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Own {
     method: String,
     ratio: f64,
+    /// Default: global for fisher, layer for the others.
     #[serde(default)]
-    scope: Scope,
+    scope: Option<Scope>,
     /// bn_gamma: weight of Σ|γ| during the slimming training.
     #[serde(default = "slim")]
     slim_lambda: f64,
+    /// fisher: channels removed per importance estimate.
+    #[serde(default = "four")]
+    channels_per_step: i64,
+    /// fisher: minibatches per importance estimate.
+    #[serde(default = "two_i")]
+    fisher_batches: i64,
+    /// fisher: optimizer steps after each removal.
+    #[serde(default = "eight")]
+    finetune_steps: i64,
     #[serde(default)]
     seed: Option<u64>,
     #[serde(default = "two")]
@@ -38,6 +56,27 @@ fn slim() -> f64 {
 fn two() -> usize {
     2
 }
+fn two_i() -> i64 {
+    2
+}
+fn four() -> i64 {
+    4
+}
+fn eight() -> i64 {
+    8
+}
+
+/// What fisher uses (so recipe keys it ignores do not enter the key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FisherParams {
+    channels_per_step: usize,
+    fisher_batches: usize,
+    finetune_steps: usize,
+    batch_size: usize,
+    lr: f64,
+    optimizer: OptimizerConfig,
+    loss: LossKind,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Params {
@@ -49,6 +88,9 @@ struct Params {
     threads: usize,
     /// Only for bn_gamma (the slimming training).
     recipe: Option<Recipe>,
+    /// Only for fisher.
+    #[serde(default)]
+    fisher: Option<FisherParams>,
 }
 
 pub struct Prune;
@@ -65,23 +107,28 @@ impl StageKind for Prune {
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
         let (own, recipe): (Own, Recipe) = parse_with_recipe(
             params,
-            &["method", "ratio", "scope", "slim_lambda", "seed", "threads"],
+            &[
+                "method",
+                "ratio",
+                "scope",
+                "slim_lambda",
+                "channels_per_step",
+                "fisher_batches",
+                "finetune_steps",
+                "seed",
+                "threads",
+            ],
         )?;
         let method = match own.method.as_str() {
             "l1" => Method::L1,
             "bn_gamma" => Method::BnGamma,
             "uniform" => Method::Uniform,
             "random" => Method::Random,
-            "fisher" => {
-                return Err(ParamError::new(
-                    ["method"],
-                    "method `fisher` is not implemented yet (use l1, bn_gamma, uniform or random)",
-                ));
-            }
+            "fisher" => Method::Fisher,
             m => {
                 return Err(ParamError::new(
                     ["method"],
-                    format!("unknown pruning method `{m}` (l1, bn_gamma, uniform, random)"),
+                    format!("unknown pruning method `{m}` (l1, bn_gamma, uniform, random, fisher)"),
                 ));
             }
         };
@@ -98,14 +145,42 @@ impl StageKind for Prune {
                 "slim_lambda must be a number ≥ 0",
             ));
         }
+        let fisher = if method == Method::Fisher {
+            let count = |key: &str, v: i64, min: i64| -> Result<usize, ParamError> {
+                if v < min {
+                    return Err(ParamError::new(
+                        [key],
+                        format!("{key} must be an integer ≥ {min}, got {v}"),
+                    ));
+                }
+                Ok(v as usize)
+            };
+            Some(FisherParams {
+                channels_per_step: count("channels_per_step", own.channels_per_step, 1)?,
+                fisher_batches: count("fisher_batches", own.fisher_batches, 1)?,
+                finetune_steps: count("finetune_steps", own.finetune_steps, 0)?,
+                batch_size: recipe.batch_size,
+                lr: recipe.lr,
+                optimizer: recipe.optimizer.clone(),
+                loss: recipe.loss,
+            })
+        } else {
+            None
+        };
+        let default_scope = if method == Method::Fisher {
+            Scope::Global
+        } else {
+            Scope::Layer
+        };
         let p = Params {
             method,
             ratio: own.ratio,
-            scope: own.scope,
+            scope: own.scope.unwrap_or(default_scope),
             slim_lambda: slimming.then_some(own.slim_lambda),
             seed: own.seed,
             threads: own.threads.max(1),
             recipe: slimming.then_some(recipe),
+            fisher,
         };
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
     }
@@ -133,8 +208,20 @@ impl StageKind for Prune {
                 let r = fit(ctx, &slim, &data, recipe, seed)?;
                 extra = json!({"slimming": {"history": r.history, "l1_gamma": slim.l1_gamma()?.to_scalar::<f32>()?}});
             }
-            let (small, changes) = prune(&model, p.method, p.ratio, p.scope, seed)?;
-            let eval_recipe = p.recipe.clone().unwrap_or_default();
+            let (small, changes) = match &p.fisher {
+                Some(f) => {
+                    let (small, changes, steps) =
+                        run_fisher(ctx, &model, &data.train, &p, f, seed)?;
+                    extra = json!({"fisher": steps});
+                    (small, changes)
+                }
+                None => prune(&model, p.method, p.ratio, p.scope, seed)?,
+            };
+            let mut eval_recipe = p.recipe.clone().unwrap_or_default();
+            if let Some(f) = &p.fisher {
+                eval_recipe.loss = f.loss;
+                eval_recipe.batch_size = f.batch_size;
+            }
             let acc = test_accuracy(&small, &data, &eval_recipe)?;
             small.save(ctx.out_dir)?;
             std::fs::write(
@@ -159,3 +246,50 @@ impl StageKind for Prune {
         })
     }
 }
+
+/// Fisher pruning with the stage's progress and cancellation; per-step record for the metrics.
+fn run_fisher(
+    ctx: &RunContext,
+    model: &Model,
+    train: &Split,
+    p: &Params,
+    f: &FisherParams,
+    seed: u64,
+) -> Result<(Model, Vec<whittle_nn::pit::LayerChange>, Value)> {
+    let cfg = FisherConfig {
+        ratio: p.ratio,
+        scope: p.scope,
+        channels_per_step: f.channels_per_step,
+        fisher_batches: f.fisher_batches,
+        finetune_steps: f.finetune_steps,
+        batch_size: f.batch_size,
+        lr: f.lr,
+        optimizer: f.optimizer.clone(),
+        loss: f.loss,
+        seed,
+    };
+    let cancel = || ctx.cancel.is_cancelled();
+    let mut progress = |done: usize, total: usize| {
+        ctx.progress.set_length(total as u64);
+        ctx.progress.set_position(done as u64);
+        ctx.progress
+            .set_message(&format!("fisher: {done}/{total} channels removed"));
+    };
+    let r = fisher_prune(
+        model,
+        train,
+        &cfg,
+        FisherHooks {
+            cancel: Some(&cancel),
+            progress: Some(&mut progress),
+        },
+    )
+    .context("fisher pruning")?;
+    let removed: usize = r.steps.iter().map(|s| s.removed.len()).sum();
+    let steps = json!({"removed": removed, "steps": r.steps, "kept": r.kept});
+    Ok((r.model, r.changes, steps))
+}
+
+#[cfg(test)]
+#[path = "prune_tests.rs"]
+mod tests;

@@ -1,17 +1,20 @@
 //! Structured channel pruning to compare with PIT (spec §4): L1 filter magnitude (per layer
-//! or global), batch-norm scale (network slimming), uniform width, random (the control).
+//! or global), batch-norm scale (network slimming), uniform width, random (the control), and
+//! Fisher pruning (greedy, data-driven: [`fisher`]).
 //! Channels are chosen per channel group of the PIT [`Plan`] — residual-coupled layers share
 //! one group and are pruned together, a depthwise conv follows its producer, the output
 //! layer is never pruned — and exported with the same code as PIT, so every method yields the
 //! same network form.
 
+pub mod fisher;
+pub mod masked;
 pub mod slimming;
 
 use crate::graph::Op;
 use crate::model::Model;
 use crate::pit::plan::{Plan, plan};
 use crate::pit::{Keep, LayerChange, export};
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +32,9 @@ pub enum Method {
     Uniform,
     /// A seeded random subset.
     Random,
+    /// Smallest Fisher importance, greedily with fine-tuning between removals; needs
+    /// training data, so it runs through [`fisher::fisher_prune`], not [`prune`].
+    Fisher,
 }
 
 /// Ratio per group, or one threshold over all groups.
@@ -49,6 +55,9 @@ pub fn scores(model: &Model, plan: &Plan, method: Method, seed: u64) -> Result<V
         .map(|gr| vec![0.0; gr.channels])
         .collect();
     match method {
+        Method::Fisher => {
+            bail!("pruning method fisher needs training data: use prune::fisher::fisher_prune")
+        }
         Method::L1 | Method::BnGamma => {
             for (i, node) in g.nodes.iter().enumerate() {
                 let grp = plan.value_group[i + 1];
@@ -166,5 +175,7 @@ pub fn prune(
     export(model, &p, &keep, &s)
 }
 
+#[cfg(test)]
+mod fisher_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,162 @@
+//! Tests of the `prune` stage kind's fisher method: parameter validation with the key in the
+//! error, defaults that leave other methods' keys alone, and a run on a tiny trained TCN whose
+//! metrics report the exact number of removed channels.
+
+use super::Prune;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use whittle_engine::{CancelToken, Checkpoints, InputArtifact, Progress, RunContext, StageKind};
+use whittle_nn::Model;
+use whittle_nn::config::{ModelConfig, TcnConfig};
+
+fn table(s: &str) -> toml::Table {
+    s.parse().unwrap()
+}
+
+fn resolve_err(s: &str) -> String {
+    Prune.resolve(&table(s)).unwrap_err().to_string()
+}
+
+#[test]
+fn fisher_parameters_are_validated() {
+    let e = resolve_err("method = 'fisher'\nratio = 0.5\nchannels_per_step = 0");
+    assert!(e.starts_with("channels_per_step:"), "{e}");
+    let e = resolve_err("method = 'fisher'\nratio = 0.5\nfisher_batches = 0");
+    assert!(e.starts_with("fisher_batches:"), "{e}");
+    let e = resolve_err("method = 'fisher'\nratio = 0.5\nfinetune_steps = -1");
+    assert!(e.starts_with("finetune_steps:"), "{e}");
+    let e = resolve_err("method = 'fisher'\nratio = 1.0");
+    assert!(e.starts_with("ratio:"), "{e}");
+    let e = resolve_err("method = 'fishr'\nratio = 0.5");
+    assert!(e.contains("fisher"), "{e}");
+}
+
+#[test]
+fn fisher_defaults_and_other_methods_unchanged() {
+    let f = Prune
+        .resolve(&table(
+            "method = 'fisher'\nratio = 0.5\nlr = 1e-3\nepochs = 3",
+        ))
+        .unwrap();
+    assert_eq!(f["scope"], json!("global"));
+    assert_eq!(f["fisher"]["channels_per_step"], json!(4));
+    assert_eq!(f["fisher"]["fisher_batches"], json!(2));
+    assert_eq!(f["fisher"]["finetune_steps"], json!(8));
+    assert_eq!(f["fisher"]["lr"], json!(1e-3));
+    assert_eq!(f["recipe"], Value::Null);
+    // Recipe keys fisher does not use do not change its resolved parameters.
+    let g = Prune
+        .resolve(&table("method = 'fisher'\nratio = 0.5\nlr = 1e-3"))
+        .unwrap();
+    assert_eq!(f, g);
+    // Fisher keys are ignored by the other methods (one stage can sweep over `method`).
+    let a = Prune
+        .resolve(&table("method = 'l1'\nratio = 0.5\nchannels_per_step = 2"))
+        .unwrap();
+    let b = Prune.resolve(&table("method = 'l1'\nratio = 0.5")).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a["scope"], json!("layer"));
+    assert_eq!(a["fisher"], Value::Null);
+}
+
+struct NoCkpt;
+impl Checkpoints for NoCkpt {
+    fn save(&self, _: u64, _: &mut dyn FnMut(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn latest(&self) -> Option<(u64, PathBuf)> {
+        None
+    }
+}
+struct NoProgress;
+impl Progress for NoProgress {
+    fn set_length(&self, _: u64) {}
+    fn set_position(&self, _: u64) {}
+    fn set_message(&self, _: &str) {}
+}
+
+fn split(n: usize, seed: u64) -> whittle_data::dataset::Split {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let k = i % 3;
+        for j in 0..490 {
+            x.push(r.random::<f32>() - 0.5 + if j / 49 == k { 1.0 } else { 0.0 });
+        }
+        y.push(k as u32);
+    }
+    whittle_data::dataset::Split {
+        x,
+        shape: vec![n, 10, 49],
+        y,
+    }
+}
+
+#[test]
+fn fisher_stage_prunes_and_reports() {
+    let root = std::env::temp_dir().join(format!("whittle-prune-fisher-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ds = whittle_data::dataset::Dataset {
+        train: split(48, 1),
+        val: split(0, 2),
+        test: split(30, 3),
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        input_shape: vec![10, 49],
+        layout: "channels,steps".into(),
+        normalization: None,
+        description: json!({}),
+    };
+    whittle_data::save(&ds, &root.join("data")).unwrap();
+    let mut c = TcnConfig::seed(6);
+    c.layers.truncate(4);
+    c.classes = 3;
+    let seed_net = Model::new(ModelConfig::Tcn(c), 1).unwrap();
+    seed_net.save(&root.join("net")).unwrap();
+    let input = |kind: &str, node: &str, dir: &str| InputArtifact {
+        stage: node.into(),
+        node: node.into(),
+        kind: kind.into(),
+        key: "0".into(),
+        dir: root.join(dir),
+        params: json!({}),
+        metrics: json!({}),
+    };
+    let inputs = vec![
+        input("train", "seed", "net"),
+        input("fetch", "data", "data"),
+    ];
+    let params = Prune
+        .resolve(&table(
+            "method = 'fisher'\nratio = 0.5\nbatch_size = 16\nchannels_per_step = 2\nfinetune_steps = 1",
+        ))
+        .unwrap();
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let ctx = RunContext {
+        node: "prune",
+        stage: "prune",
+        key: "k",
+        params: &params,
+        seed: 7,
+        inputs: &inputs,
+        out_dir: &out,
+        experiment_dir: &root,
+        threads: 1,
+        checkpoints: &NoCkpt,
+        cancel: &CancelToken::default(),
+        progress: &NoProgress,
+    };
+    let m = Prune.run(&ctx).unwrap();
+    // Groups: convs.0 (6), convs.1 + proj.1 + convs.3 (6), convs.2 (6): 18 prunable, 9 go.
+    assert_eq!(m["extra"]["fisher"]["removed"], json!(9));
+    assert_eq!(m["extra"]["fisher"]["steps"].as_array().unwrap().len(), 5);
+    let row = &m["models"][0];
+    assert_eq!(row["method"], json!("fisher"));
+    assert_eq!(row["scope"], json!("global"));
+    assert!(row["params"].as_u64().unwrap() < seed_net.num_params());
+    let small = Model::load(&out).unwrap();
+    assert_eq!(small.num_params(), row["params"].as_u64().unwrap());
+    let _ = std::fs::remove_dir_all(&root);
+}
