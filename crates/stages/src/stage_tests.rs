@@ -210,6 +210,106 @@ fn quantize_reports_every_format() {
 }
 
 #[test]
+fn quantize_float_grid_picks_the_best_format_within_the_budget() {
+    let (root, inputs) = fixture("quantize-grid");
+    let t: toml::Table = toml::from_str(
+        r#"
+        formats = ["fp32", "float(*,*)", "float(4,2)"]
+        float_grid = { exp_bits = [3, 4], man_bits = [1, 2] }
+        budget_bytes = 1
+        "#,
+    )
+    .unwrap();
+    // First a budget nothing fits: no best is marked.
+    let m = run(&Quantize, t.clone(), &root, &inputs);
+    let rows = m["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["format"].as_str().unwrap()).collect();
+    // The grid expands in place, w-major; the explicit float(4,2) is a duplicate.
+    assert_eq!(
+        names,
+        [
+            "fp32",
+            "float(3,1)",
+            "float(3,2)",
+            "float(4,1)",
+            "float(4,2)"
+        ]
+    );
+    assert!(rows.iter().all(|r| r.get("best_format").is_none()));
+    assert_eq!(m["best_formats"], json!([]));
+    // Stored bytes: bits·W/8 + 4·O for W conv/linear weights and O other parameters, so
+    // one more bit costs W/8 bytes (W = 180 + 90 + 50 + 15 = 335 for the tiny TCN:
+    // 10→6 k3, 6→5 k3, 1×1 projection 10→5, linear 5→3).
+    let wb: Vec<u64> = rows
+        .iter()
+        .map(|r| r["weight_bytes"].as_u64().unwrap())
+        .collect();
+    assert!((41..=42).contains(&(wb[2] - wb[1])), "{wb:?}");
+    assert_eq!(wb[2], wb[3], "float(3,2) and float(4,1) are both 6 bits");
+    // A budget of the 6-bit size: float(4,2) (7 bits) and fp32 no longer fit.
+    let mut t2 = t.clone();
+    t2.insert("budget_bytes".into(), toml::Value::Integer(wb[2] as i64));
+    let m = run(&Quantize, t2, &root, &inputs);
+    let rows = m["models"].as_array().unwrap();
+    let acc: Vec<f64> = rows
+        .iter()
+        .map(|r| r["test_accuracy"].as_f64().unwrap())
+        .collect();
+    // By hand: the most accurate of rows 1..=3, ties to fewer bytes, then the earlier row.
+    let mut want = 1;
+    for i in 2..=3 {
+        if acc[i] > acc[want] || (acc[i] == acc[want] && wb[i] < wb[want]) {
+            want = i;
+        }
+    }
+    let marked: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].get("best_format") == Some(&json!(true)))
+        .collect();
+    assert_eq!(marked, [want], "accuracies {acc:?}, bytes {wb:?}");
+    assert_eq!(m["best_formats"][0]["format"], rows[want]["format"]);
+    assert_eq!(m["best_formats"][0]["network"], "seed");
+    assert_eq!(m["budget_bytes"], json!(wb[2]));
+    // Bad grid ranges are errors with a path.
+    let mut bad = t.clone();
+    bad.insert(
+        "float_grid".into(),
+        toml::from_str::<toml::Table>("g = { exp_bits = [1, 4], man_bits = [0, 2] }").unwrap()["g"]
+            .clone(),
+    );
+    assert_eq!(Quantize.resolve(&bad).unwrap_err().path, ["float_grid"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn quantize_qat_adds_a_fine_tuned_row() {
+    let (root, inputs) = fixture("quantize-qat");
+    let t: toml::Table = toml::from_str(
+        r#"
+        formats = ["int8", "w2"]
+        qat = true
+        qat_epochs = 2
+        qat_lr = 1e-3
+        qat_batch_size = 20
+        keep_first_last_8bit = false
+        "#,
+    )
+    .unwrap();
+    let m = run(&Quantize, t.clone(), &root, &inputs);
+    let rows = m["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["format"].as_str().unwrap()).collect();
+    assert_eq!(names, ["int8", "int8+qat", "w2", "w2+qat"]);
+    let acc = |i: usize| rows[i]["test_accuracy"].as_f64().unwrap();
+    assert_eq!(rows[0]["weight_bytes"], rows[1]["weight_bytes"]);
+    assert_eq!(rows[1]["qat_epochs"], 2);
+    assert!(acc(1) >= acc(0), "int8+qat {} < int8 {}", acc(1), acc(0));
+    assert!(acc(3) >= acc(2), "w2+qat {} < w2 {}", acc(3), acc(2));
+    // Same seed, same result.
+    let again = run(&Quantize, t, &root, &inputs);
+    assert_eq!(again["models"], m["models"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn calibrate_times_fits_and_estimates() {
     let (root, inputs) = fixture("calibrate");
     let params: toml::Table = toml::from_str(

@@ -142,6 +142,36 @@ impl QuantModel {
         calib: Option<&Tensor>,
         opts: &QuantOptions,
     ) -> Result<Self> {
+        let mut q = Self::prepare_weights(model, format, opts)?;
+        if format == Format::Int8 {
+            q.calibrate(calib.context("int8 needs calibration inputs")?, opts)?;
+        }
+        Ok(q)
+    }
+
+    /// Like [`QuantModel::prepare`] but with given activation transforms (one per value:
+    /// the input, then each node's output), e.g. the frozen ranges of quantization-aware
+    /// training.
+    pub fn prepare_with_activations(
+        model: &Model,
+        format: Format,
+        acts: Vec<ActQuant>,
+        opts: &QuantOptions,
+    ) -> Result<Self> {
+        let mut q = Self::prepare_weights(model, format, opts)?;
+        ensure!(
+            acts.len() == q.acts.len(),
+            "{} activation quantizers given, the network has {} values",
+            acts.len(),
+            q.acts.len()
+        );
+        q.acts = acts;
+        Ok(q)
+    }
+
+    /// Folds batch norm and quantizes the weights; activations per format (int8: identity
+    /// until calibrated).
+    fn prepare_weights(model: &Model, format: Format, opts: &QuantOptions) -> Result<Self> {
         let folded;
         let m = if model.bn_folded() {
             model
@@ -178,40 +208,41 @@ impl QuantModel {
             Format::WeightOnly(_) => vec![ActQuant::Identity; n_values],
             Format::Int8 => vec![ActQuant::Identity; n_values],
         };
-        let mut q = Self {
+        Ok(Self {
             graph,
             tensors,
             acts,
             format,
-        };
-        if format == Format::Int8 {
-            let calib = calib.context("int8 needs calibration inputs")?;
-            ensure!(
-                calib.dim(0)? > 0,
-                "int8 needs at least one calibration input"
-            );
-            let mut obs: Vec<Observer> = (0..n_values).map(|_| opts.observer.make()).collect();
-            let n = calib.dim(0)?;
-            let bs = opts.batch_size.max(1);
-            let mut start = 0;
-            while start < n {
-                let len = bs.min(n - start);
-                let x = calib.narrow(0, start, len)?;
-                q.run(&x, &mut |v, t| {
-                    obs[v].observe(&t.flatten_all()?.to_vec1::<f32>()?);
-                    Ok(())
-                })?;
-                start += len;
-            }
-            q.acts = obs
-                .iter()
-                .map(|o| {
-                    let (lo, hi) = o.range();
-                    ActQuant::Affine(Affine::asymmetric(lo, hi, 8))
-                })
-                .collect();
+        })
+    }
+
+    /// Per-tensor 8-bit affine activation ranges from the observers over `calib`.
+    fn calibrate(&mut self, calib: &Tensor, opts: &QuantOptions) -> Result<()> {
+        ensure!(
+            calib.dim(0)? > 0,
+            "int8 needs at least one calibration input"
+        );
+        let mut obs: Vec<Observer> = (0..self.acts.len()).map(|_| opts.observer.make()).collect();
+        let n = calib.dim(0)?;
+        let bs = opts.batch_size.max(1);
+        let mut start = 0;
+        while start < n {
+            let len = bs.min(n - start);
+            let x = calib.narrow(0, start, len)?;
+            self.run(&x, &mut |v, t| {
+                obs[v].observe(&t.flatten_all()?.to_vec1::<f32>()?);
+                Ok(())
+            })?;
+            start += len;
         }
-        Ok(q)
+        self.acts = obs
+            .iter()
+            .map(|o| {
+                let (lo, hi) = o.range();
+                ActQuant::Affine(Affine::asymmetric(lo, hi, 8))
+            })
+            .collect();
+        Ok(())
     }
 
     pub fn format(&self) -> Format {

@@ -63,7 +63,47 @@ impl FloatFormat {
     }
 
     /// Rounds `x` to the nearest value of this format (ties to even), ±Inf on overflow.
+    ///
+    /// Fast path for results in the format's normal range: round-to-nearest-even directly on
+    /// the f32 bit pattern (add half a quantum minus one plus the kept lowest bit, then clear
+    /// the dropped bits; a carry moves into the exponent as it should). Values below the
+    /// smallest normal take the exact f64 path of [`FloatFormat::round_reference`].
+    #[inline]
     pub fn round(&self, x: f32) -> f32 {
+        let bits = x.to_bits();
+        let abs = bits & 0x7fff_ffff;
+        if abs >= 0x7f80_0000 || abs == 0 {
+            return x; // NaN, ±Inf, ±0
+        }
+        // Biased f32 exponent of the smallest normal of this format: emin + 127.
+        let min_normal_field = (1 - self.bias() + 127) as u32;
+        if (abs >> 23) < min_normal_field {
+            return self.round_reference(x);
+        }
+        let shift = 23 - self.man_bits;
+        let r = if shift == 0 {
+            abs
+        } else {
+            // With t = 0 the kept bit is the exponent's; the reference counts multiples of
+            // the quantum 2^e instead (1 odd, 2 even), so a tie always rounds up.
+            let lsb = if shift == 23 { 1 } else { (abs >> shift) & 1 };
+            (abs + (1u32 << (shift - 1)) - 1 + lsb) & !((1u32 << shift) - 1)
+        };
+        // Largest finite value: exponent field bias + 127, the top t mantissa bits set.
+        let max_bits =
+            ((self.bias() + 127) as u32) << 23 | (((1u32 << self.man_bits) - 1) << shift);
+        let sign = bits & 0x8000_0000;
+        if r > max_bits {
+            f32::from_bits(sign | 0x7f80_0000)
+        } else {
+            f32::from_bits(sign | r)
+        }
+    }
+
+    /// The same rounding as [`FloatFormat::round`], computed in f64 arithmetic (one exact
+    /// power-of-two scaling and one `round_ties_even`): the reference the fast path is tested
+    /// against, and the path for subnormal results.
+    pub fn round_reference(&self, x: f32) -> f32 {
         if x.is_nan() || x.is_infinite() || x == 0.0 {
             return x;
         }
@@ -171,6 +211,36 @@ mod tests {
         assert_eq!(f.round(1.5 / 1024.0), 1.0 / 512.0);
         assert!(f.round(f32::NAN).is_nan());
         assert_eq!(f.round(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn bit_path_agrees_with_the_f64_reference_on_every_grid_format() {
+        let mut xs: Vec<f32> = sample_bits(20_000)
+            .map(f32::from_bits)
+            .filter(|x| !x.is_nan())
+            .collect();
+        // Values near 1 (ties and carries into the exponent) and near each format's limits.
+        xs.extend((0..4096).map(|i| 1.0 + i as f32 / 4096.0));
+        for w in 2..=8 {
+            for t in 0..=23 {
+                let f = FloatFormat::new(w, t).unwrap();
+                let edge = [f.max_finite(), f.min_normal(), f.min_subnormal()];
+                let mut all = xs.clone();
+                for e in edge {
+                    for k in [0.5, 0.999, 1.0, 1.0001, 1.5, 2.0] {
+                        all.push((e * k) as f32);
+                        all.push(-(e * k) as f32);
+                    }
+                }
+                for &x in &all {
+                    assert_eq!(
+                        f.round(x).to_bits(),
+                        f.round_reference(x).to_bits(),
+                        "float({w},{t}) of {x:e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

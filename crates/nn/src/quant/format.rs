@@ -38,10 +38,10 @@ impl Format {
             }
             return Err(format!("`{s}`: expected float(w,t) with two numbers"));
         }
-        if let Some(k) = t.strip_prefix('w').and_then(|k| k.parse::<u32>().ok()) {
-            if (2..=8).contains(&k) {
-                return Ok(Format::WeightOnly(k));
-            }
+        if let Some(k) = t.strip_prefix('w').and_then(|k| k.parse::<u32>().ok())
+            && (2..=8).contains(&k)
+        {
+            return Ok(Format::WeightOnly(k));
         }
         Err(format!(
             "unknown precision format `{s}`: expected fp32, fp16, bf16, float(w,t), int8, int4 or w<k> (k = 2..8)"

@@ -52,7 +52,10 @@ impl Affine {
         let qmax = (1i32 << (bits - 1)) - 1;
         let lo = lo.min(0.0);
         let hi = hi.max(0.0);
-        if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+            || !lo.is_finite()
+            || !hi.is_finite()
+        {
             return Self {
                 scale: 1.0,
                 zero_point: 0,

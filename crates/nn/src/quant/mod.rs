@@ -5,10 +5,18 @@
 pub mod eval;
 pub mod float;
 pub mod format;
+pub mod grid;
 pub mod int;
+pub mod qat;
 
 #[cfg(test)]
 mod eval_tests;
+#[cfg(test)]
+mod grid_timing;
+#[cfg(test)]
+mod qat_tests;
 
 pub use eval::{ObserverKind, QuantModel, QuantOptions, weight_bytes};
 pub use format::Format;
+pub use grid::{Candidate, FloatGrid, best_within_budget};
+pub use qat::QatModel;
