@@ -4,7 +4,9 @@
 //! split by channel with f64 accumulators in a fixed order (deterministic).
 
 use crate::simd::{affine, grad_sums};
-use crate::util::{SyncPtr, check_cpu_f32, err, storage_slice, tensor, to_vec, with_f32};
+use crate::util::{
+    SyncPtr, check_cpu_f32, err, storage_slice, tensor, to_vec, uninit_vec, with_f32,
+};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -72,7 +74,7 @@ impl CustomOp3 for AffineOp {
         let a = storage_slice(OP, s2, l2)?;
         let b = storage_slice(OP, s3, l3)?;
         let (n, c, s) = (self.n, self.c, self.s);
-        let mut y = vec![0f32; x.len()];
+        let mut y = uninit_vec(x.len());
         // Split by sample (planes are independent); each task writes its own rows.
         y.par_chunks_mut(c * s)
             .zip(x.par_chunks(c * s))
@@ -101,7 +103,7 @@ impl CustomOp3 for AffineOp {
             with_f32(OP, grad, |gs| {
                 with_f32(OP, res, |ys| {
                     let mut dx = if need_dx {
-                        vec![0f32; xs.len()]
+                        uninit_vec(xs.len())
                     } else {
                         Vec::new()
                     };

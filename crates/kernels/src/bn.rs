@@ -1,9 +1,11 @@
 //! Training-mode batch normalisation (optionally fused with ReLU) as a candle op: statistics
-//! over every dim except dim 1, one fused backward pass for dx, dgamma and dbeta. Work is split
-//! by channel, with f64 per-channel accumulators summed in a fixed order (deterministic).
+//! over every dim except dim 1, one fused backward pass for dx, dgamma and dbeta. Memory is
+//! streamed in layout order: work is split by sample, each task producing the partial sums of
+//! its (sample, channel) planes; the per-channel totals are then f64 sums over the samples in
+//! order, so results do not depend on the thread count (deterministic).
 
 use crate::simd::{affine, bn_dx, centered_sums, grad_sums};
-use crate::util::{SyncPtr, check_cpu_f32, err, storage_slice, tensor, with_f32};
+use crate::util::{check_cpu_f32, err, storage_slice, tensor, uninit_vec, with_f32};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -85,22 +87,47 @@ fn bn(
     Ok((y, tensor(mean32, c)?, tensor(var32, c)?))
 }
 
-/// Per-channel mean and biased variance (f64, one pass per channel).
+/// Per-(sample, channel) plane results `f(sample, channel, plane offset)` as an `n × c` table,
+/// computed in parallel over samples (each task walks its sample's planes in memory order).
+fn plane_table<F>(n: usize, c: usize, s: usize, f: F) -> Vec<(f32, f32)>
+where
+    F: Fn(usize, usize) -> (f32, f32) + Sync,
+{
+    let mut out = vec![(0f32, 0f32); n * c];
+    out.par_chunks_mut(c).enumerate().for_each(|(i, row)| {
+        for (ch, r) in row.iter_mut().enumerate() {
+            *r = f(ch, (i * c + ch) * s);
+        }
+    });
+    out
+}
+
+/// Per-channel f64 totals of an `n × c` plane table, summed over samples in order.
+fn channel_totals(table: &[(f32, f32)], c: usize) -> Vec<(f64, f64)> {
+    let mut tot = vec![(0f64, 0f64); c];
+    for row in table.chunks_exact(c) {
+        for (t, (a, b)) in tot.iter_mut().zip(row) {
+            t.0 += *a as f64;
+            t.1 += *b as f64;
+        }
+    }
+    tot
+}
+
+/// Per-channel mean and biased variance (f64; plane sums shifted by each channel's first
+/// element to keep the one-pass variance well conditioned).
 fn stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
     let m = (n * s) as f64;
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            // Shift by the first element to keep the one-pass variance well conditioned.
-            let shift = x[ch * s] as f64;
-            let (mut sum, mut sq) = (0f64, 0f64);
-            for i in 0..n {
-                let (ps, pq) = centered_sums(&x[(i * c + ch) * s..][..s], shift as f32);
-                sum += ps as f64;
-                sq += pq as f64;
-            }
+    let shift: Vec<f32> = (0..c).map(|ch| x[ch * s]).collect();
+    let table = plane_table(n, c, s, |ch, off| {
+        centered_sums(&x[off..off + s], shift[ch])
+    });
+    channel_totals(&table, c)
+        .into_iter()
+        .zip(&shift)
+        .map(|((sum, sq), sh)| {
             let mu = sum / m;
-            (shift + mu, (sq / m - mu * mu).max(0.0))
+            (*sh as f64 + mu, (sq / m - mu * mu).max(0.0))
         })
         .unzip()
 }
@@ -136,19 +163,18 @@ impl CustomOp3 for BnOp {
         let x = storage_slice(OP, s1, l1)?;
         let gamma = storage_slice(OP, s2, l2)?;
         let beta = storage_slice(OP, s3, l3)?;
-        let (n, c, s) = (self.n, self.c, self.s);
-        let mut y = vec![0f32; x.len()];
-        let yp = SyncPtr(y.as_mut_ptr());
-        (0..c).into_par_iter().for_each(|ch| {
-            let a = gamma[ch] * self.invstd[ch];
-            let b = beta[ch] - self.mean[ch] * a;
-            for i in 0..n {
-                let off = (i * c + ch) * s;
-                // SAFETY: each task writes only its own channel's planes.
-                let ys = unsafe { yp.slice(off, s) };
-                affine(ys, &x[off..off + s], a, b, self.relu);
-            }
-        });
+        let (c, s) = (self.c, self.s);
+        let a: Vec<f32> = (0..c).map(|ch| gamma[ch] * self.invstd[ch]).collect();
+        let b: Vec<f32> = (0..c).map(|ch| beta[ch] - self.mean[ch] * a[ch]).collect();
+        let mut y = uninit_vec(x.len());
+        y.par_chunks_mut(c * s)
+            .zip(x.par_chunks(c * s))
+            .for_each(|(ys, xs)| {
+                for ch in 0..c {
+                    let r = ch * s..(ch + 1) * s;
+                    affine(&mut ys[r.clone()], &xs[r], a[ch], b[ch], self.relu);
+                }
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -166,45 +192,35 @@ impl CustomOp3 for BnOp {
         let (dx, dg, db) = with_f32(OP, x, |xs| {
             with_f32(OP, grad, |gs| {
                 with_f32(OP, res, |ys| {
-                    let mut dx = if need_dx {
-                        vec![0f32; xs.len()]
-                    } else {
-                        Vec::new()
-                    };
-                    let dxp = SyncPtr(dx.as_mut_ptr());
-                    let per: Vec<(f32, f32)> = (0..c)
-                        .into_par_iter()
-                        .map(|ch| {
-                            let (mu, inv) = (self.mean[ch], self.invstd[ch]);
-                            let (mut sg, mut sgx) = (0f64, 0f64);
-                            for i in 0..n {
-                                let off = (i * c + ch) * s;
+                    let table = plane_table(n, c, s, |ch, off| {
+                        let mask = self.relu.then(|| &ys[off..off + s]);
+                        grad_sums(&gs[off..off + s], &xs[off..off + s], self.mean[ch], mask)
+                    });
+                    let m = (n * s) as f64;
+                    let mut dg = Vec::with_capacity(c);
+                    let mut db = Vec::with_capacity(c);
+                    // Per channel: dx = k·(g' − c0 − (x − mu)·c1).
+                    let mut coef = Vec::with_capacity(c);
+                    for (ch, (sg, sgx)) in channel_totals(&table, c).into_iter().enumerate() {
+                        let inv = self.invstd[ch];
+                        let sgx = sgx * inv as f64; // Σ g·x̂
+                        dg.push(sgx as f32);
+                        db.push(sg as f32);
+                        coef.push((gamma[ch] * inv, (sg / m) as f32, (sgx / m) as f32 * inv));
+                    }
+                    let mut dx = Vec::new();
+                    if need_dx {
+                        dx = uninit_vec(xs.len());
+                        dx.par_chunks_mut(c * s).enumerate().for_each(|(i, d)| {
+                            for (ch, &(k, c0, c1)) in coef.iter().enumerate() {
+                                let r = ch * s..(ch + 1) * s;
+                                let off = i * c * s + ch * s;
                                 let mask = self.relu.then(|| &ys[off..off + s]);
-                                let (a, b) =
-                                    grad_sums(&gs[off..off + s], &xs[off..off + s], mu, mask);
-                                sg += a as f64;
-                                sgx += b as f64;
+                                let (g, xr) = (&gs[off..off + s], &xs[off..off + s]);
+                                bn_dx(&mut d[r], g, xr, mask, k, c0, c1, self.mean[ch]);
                             }
-                            let sgx = sgx * inv as f64; // Σ g·x̂
-                            if need_dx {
-                                let m = (n * s) as f64;
-                                let k = gamma[ch] * inv;
-                                let c0 = (sg / m) as f32;
-                                let c1 = (sgx / m) as f32 * inv;
-                                for i in 0..n {
-                                    let off = (i * c + ch) * s;
-                                    // SAFETY: each task writes only its own channel's planes.
-                                    let d = unsafe { dxp.slice(off, s) };
-                                    let g = &gs[off..off + s];
-                                    let xr = &xs[off..off + s];
-                                    let mask = self.relu.then(|| &ys[off..off + s]);
-                                    bn_dx(d, g, xr, mask, k, c0, c1, mu);
-                                }
-                            }
-                            (sgx as f32, sg as f32)
-                        })
-                        .collect();
-                    let (dg, db): (Vec<f32>, Vec<f32>) = per.into_iter().unzip();
+                        });
+                    }
                     (need_dx.then_some(dx), dg, db)
                 })
             })

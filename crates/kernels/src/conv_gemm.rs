@@ -24,7 +24,7 @@ fn sub_batch(gm: &Geom) -> usize {
 pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (cin, cout, p, hw, kdim) = (gm.cin, gm.cout, gm.p(), gm.hw(), gm.kdim());
     let (cig, cog) = (gm.cig(), gm.cog());
-    let mut y = vec![0f32; gm.n * cout * p];
+    let mut y = crate::util::uninit_vec(gm.n * cout * p);
     let yp = SyncPtr(y.as_mut_ptr());
     let sb = sub_batch(gm);
     batch_ranges(gm.n).into_par_iter().for_each(|r| {

@@ -46,7 +46,7 @@ fn unit_stride(gm: &Geom) -> bool {
 pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (c, p, hw, kk) = (gm.cin, gm.p(), gm.hw(), gm.kh * gm.kw);
     let pad = Pad::new(gm);
-    let mut y = vec![0f32; gm.n * c * p];
+    let mut y = crate::util::uninit_vec(gm.n * c * p);
     let yp = SyncPtr(y.as_mut_ptr());
     (0..c).into_par_iter().for_each(|ch| {
         let wc = &w[ch * kk..][..kk];
@@ -112,7 +112,7 @@ pub fn backward(
     let (c, p, hw, kk) = (gm.cin, gm.p(), gm.hw(), gm.kh * gm.kw);
     let pad = Pad::new(gm);
     let mut dx = if need_dx {
-        vec![0f32; gm.n * c * hw]
+        crate::util::uninit_vec(gm.n * c * hw)
     } else {
         Vec::new()
     };

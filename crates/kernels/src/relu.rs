@@ -2,7 +2,7 @@
 //! forward), and global average pooling with a broadcast backward.
 
 use crate::simd::{relu_bwd, relu_fwd};
-use crate::util::{check_cpu_f32, err, storage_slice, tensor, with_f32};
+use crate::util::{check_cpu_f32, err, storage_slice, tensor, uninit_vec, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -23,7 +23,7 @@ impl CustomOp1 for ReluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = storage_slice("relu", s, l)?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = uninit_vec(x.len());
         y.par_chunks_mut(PAR_CHUNK)
             .zip(x.par_chunks(PAR_CHUNK))
             .for_each(|(y, x)| {
@@ -35,7 +35,7 @@ impl CustomOp1 for ReluOp {
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let d = with_f32("relu", res, |y| {
             with_f32("relu", grad, |g| {
-                let mut d = vec![0f32; y.len()];
+                let mut d = uninit_vec(y.len());
                 d.par_chunks_mut(PAR_CHUNK)
                     .zip(y.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)))
                     .for_each(|(d, (y, g))| {
@@ -93,7 +93,7 @@ impl CustomOp1 for GapOp {
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let inv = 1.0 / self.s as f32;
         let d = with_f32("global_avg_pool", grad, |g| {
-            let mut d = vec![0f32; self.n * self.c * self.s];
+            let mut d = uninit_vec(self.n * self.c * self.s);
             for (p, gv) in d.chunks_exact_mut(self.s).zip(g) {
                 p.fill(gv * inv);
             }

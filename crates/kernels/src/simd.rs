@@ -31,6 +31,13 @@ macro_rules! multiversion {
 
 const LANES: usize = 16;
 
+/// `g` where `m > 0`, else `+0.0`, branch-free (a compare and a bitwise and, so loops using it
+/// vectorise; a plain `if` compiles to scalar branches).
+#[inline(always)]
+fn keep(g: f32, m: f32) -> f32 {
+    f32::from_bits(g.to_bits() & ((m > 0.0) as u32).wrapping_neg())
+}
+
 multiversion! {
 /// `Σ a[i]·b[i]` with 16 fixed lanes.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -106,7 +113,6 @@ pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
     let full = n / LANES * LANES;
-    let m = |i: usize| mask.is_none_or(|m| m[i] > 0.0);
     match mask {
         None => {
             for (gc, xc) in g[..full]
@@ -125,7 +131,7 @@ pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f
                 .zip(x[..full].chunks_exact(LANES));
             for ((gc, xc), mc) in it.zip(mk[..full].chunks_exact(LANES)) {
                 for l in 0..LANES {
-                    let gv = if mc[l] > 0.0 { gc[l] } else { 0.0 };
+                    let gv = keep(gc[l], mc[l]);
                     s[l] += gv;
                     q[l] += gv * (xc[l] - mu);
                 }
@@ -134,7 +140,7 @@ pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f
     }
     let (mut ts, mut tq) = (0f32, 0f32);
     for i in full..n {
-        let gv = if m(i) { g[i] } else { 0.0 };
+        let gv = mask.map_or(g[i], |m| keep(g[i], m[i]));
         ts += gv;
         tq += gv * (x[i] - mu);
     }
@@ -195,8 +201,7 @@ pub fn bn_dx(d: &mut [f32], g: &[f32], x: &[f32], mask: Option<&[f32]>, k: f32, 
         }
         Some(m) => {
             for (((d, g), x), y) in d.iter_mut().zip(g).zip(x).zip(m) {
-                let g = if *y > 0.0 { *g } else { 0.0 };
-                *d = k * (g - c0 - (*x - mu) * c1);
+                *d = k * (keep(*g, *y) - c0 - (*x - mu) * c1);
             }
         }
     }
@@ -216,7 +221,7 @@ multiversion! {
 /// `d[i] = g[i]` where `y[i] > 0`, else 0.
 pub fn relu_bwd(d: &mut [f32], y: &[f32], g: &[f32]) {
     for ((d, y), g) in d.iter_mut().zip(y).zip(g) {
-        *d = if *y > 0.0 { *g } else { 0.0 };
+        *d = keep(*g, *y);
     }
 }
 }

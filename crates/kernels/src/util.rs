@@ -18,6 +18,18 @@ pub fn batch_ranges(n: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// A vector of `len` f32 whose contents are unspecified, for outputs that the caller fully
+/// overwrites before reading: skips the zero-fill (a full extra pass over memory) of `vec![0; len]`.
+pub fn uninit_vec(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: every bit pattern is a valid f32, and callers write each element before any read.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
 /// Builds a candle error carrying the op name and a message.
 pub fn err(op: &str, msg: impl std::fmt::Display) -> Error {
     Error::Msg(format!("whittle-kernels {op}: {msg}"))

@@ -3,7 +3,8 @@
 //! inference samples/s, one `bench <model> train_samples_per_s=<x> infer_samples_per_s=<y>`
 //! line per model; then, when PyTorch is importable, runs `../shared/bench/torch_ref.py` on the
 //! same models and prints the candle/PyTorch ratios.
-//! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 10), models as arguments.
+//! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 10), `WHITTLE_BENCH_TORCH=0` (skip the
+//! PyTorch reference, for A/B runs and profiles of our side only), models as arguments.
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -134,6 +135,9 @@ fn main() -> Result<()> {
         let (tr, inf) = bench(m, steps)?;
         println!("bench {m} train_samples_per_s={tr:.1} infer_samples_per_s={inf:.1}");
         ours.push((m.clone(), tr, inf));
+    }
+    if std::env::var("WHITTLE_BENCH_TORCH").is_ok_and(|v| v == "0") {
+        return Ok(());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = [
