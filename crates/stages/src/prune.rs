@@ -2,12 +2,12 @@
 //! bn_gamma | uniform | random | fisher, `ratio` of channels removed, `scope` = layer |
 //! global), in the same exported-network format as PIT. `bn_gamma` first trains with an L1
 //! penalty (`slim_lambda`) on the batch-norm scales using the recipe keys. `fisher` removes
-//! channels greedily by the smallest Fisher importance on training minibatches, with
-//! `fisher_batches` minibatches per estimate, `channels_per_step` channels per estimate and
-//! `finetune_steps` optimizer steps after each removal (recipe keys `batch_size`, `lr`,
-//! `optimizer`, `loss`; its `scope` defaults to global). The other methods ignore the recipe
-//! apart from evaluation, and every method ignores the keys of the others (so one stage can
-//! sweep over `method`).
+//! channels greedily by the smallest Fisher importance on training minibatches:
+//! `channels_per_step` channels (default 8) per estimate over `fisher_batches` minibatches
+//! (default 2), then `finetune_steps` optimizer steps (default 4); it uses the recipe keys
+//! `batch_size`, `lr`, `optimizer` and `loss`, and its `scope` defaults to global. The other
+//! methods ignore the recipe apart from evaluation, and every method ignores the keys of the
+//! others (so one stage can sweep over `method`).
 
 use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
 use crate::recipe::Recipe;
@@ -36,13 +36,13 @@ struct Own {
     #[serde(default = "slim")]
     slim_lambda: f64,
     /// fisher: channels removed per importance estimate.
-    #[serde(default = "four")]
+    #[serde(default = "eight")]
     channels_per_step: i64,
     /// fisher: minibatches per importance estimate.
     #[serde(default = "two_i")]
     fisher_batches: i64,
     /// fisher: optimizer steps after each removal.
-    #[serde(default = "eight")]
+    #[serde(default = "four")]
     finetune_steps: i64,
     #[serde(default)]
     seed: Option<u64>,

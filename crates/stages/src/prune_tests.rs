@@ -39,9 +39,9 @@ fn fisher_defaults_and_other_methods_unchanged() {
         ))
         .unwrap();
     assert_eq!(f["scope"], json!("global"));
-    assert_eq!(f["fisher"]["channels_per_step"], json!(4));
+    assert_eq!(f["fisher"]["channels_per_step"], json!(8));
     assert_eq!(f["fisher"]["fisher_batches"], json!(2));
-    assert_eq!(f["fisher"]["finetune_steps"], json!(8));
+    assert_eq!(f["fisher"]["finetune_steps"], json!(4));
     assert_eq!(f["fisher"]["lr"], json!(1e-3));
     assert_eq!(f["recipe"], Value::Null);
     // Recipe keys fisher does not use do not change its resolved parameters.

@@ -527,13 +527,26 @@ fn fisher_flagship_timing() {
     }
     let mut c = FisherConfig::new(0.5, 100, 5e-4, OptimizerConfig::adam(1e-4));
     c.seed = 1;
-    let start = std::time::Instant::now();
+    // CPU seconds of this process (user + system, Linux), to read past a busy machine.
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    };
+    let (start, cpu0) = (std::time::Instant::now(), cpu());
     let r = fisher_prune(&m, &train, &c, FisherHooks::default()).unwrap();
     println!(
-        "fisher ratio 0.5: {} steps, {} → {} params in {:.2} s",
+        "fisher ratio 0.5: {} steps, {} → {} params in {:.2} s wall, {:.2} s CPU",
         r.steps.len(),
         m.num_params(),
         r.model.num_params(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        cpu() - cpu0
     );
 }
