@@ -8,6 +8,7 @@ macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
+        #[inline]
         pub fn $name($($a: $t),*) $(-> $r)? {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
@@ -28,6 +29,8 @@ macro_rules! multiversion {
         }
     };
 }
+
+pub(crate) use multiversion;
 
 const LANES: usize = 16;
 

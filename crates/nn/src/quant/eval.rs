@@ -61,13 +61,18 @@ pub enum ActQuant {
 
 impl ActQuant {
     fn apply(&self, t: &Tensor) -> Result<Tensor> {
-        let f: &dyn Fn(f32) -> f32 = match self {
-            ActQuant::Identity => return Ok(t.clone()),
-            ActQuant::Float(f) if *f == FloatFormat::FP32 => return Ok(t.clone()),
-            ActQuant::Float(f) => &|x| f.round(x),
-            ActQuant::Affine(a) => &|x| a.fake(x),
-        };
-        map_tensor(t, f)
+        match self {
+            ActQuant::Identity => Ok(t.clone()),
+            ActQuant::Float(f) if *f == FloatFormat::FP32 => Ok(t.clone()),
+            ActQuant::Float(f) => {
+                // In place on one owned copy, with the rounding inlined (the grid evaluates
+                // every value of every network once per format).
+                let mut v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?;
+                f.round_slice(&mut v);
+                Ok(Tensor::from_vec(v, t.dims(), &Device::Cpu)?)
+            }
+            ActQuant::Affine(a) => map_tensor(t, &|x| a.fake(x)),
+        }
     }
 }
 
@@ -204,7 +209,14 @@ impl QuantModel {
         }
         let n_values = graph.nodes.len() + 1;
         let acts = match format {
-            Format::Float(f) => vec![ActQuant::Float(f); n_values],
+            // A ReLU of a rounded value is already rounded (max(x, 0) of a representable x is
+            // representable), so its output is not rounded again.
+            Format::Float(f) => (0..n_values)
+                .map(|v| match v.checked_sub(1).map(|i| &graph.nodes[i].op) {
+                    Some(Op::Relu) => ActQuant::Identity,
+                    _ => ActQuant::Float(f),
+                })
+                .collect(),
             Format::WeightOnly(_) => vec![ActQuant::Identity; n_values],
             Format::Int8 => vec![ActQuant::Identity; n_values],
         };

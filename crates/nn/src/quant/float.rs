@@ -78,7 +78,16 @@ impl FloatFormat {
         // Biased f32 exponent of the smallest normal of this format: emin + 127.
         let min_normal_field = (1 - self.bias() + 127) as u32;
         if (abs >> 23) < min_normal_field {
-            return self.round_reference(x);
+            if self.exp_bits == 8 {
+                // The scale 2^(126 + t) below would overflow f32.
+                return self.round_reference(x);
+            }
+            // Subnormal result: a multiple of the quantum 2^(emin − t). Scaling by a power of
+            // two is exact (x·2^(t − emin) < 2^(t + 1), and 2^(emin − t) ≥ 2^−85 is normal).
+            let up = self.man_bits as i32 - (1 - self.bias());
+            let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+            let k = (x * pow2(up)).round_ties_even();
+            return k * pow2(-up);
         }
         let shift = 23 - self.man_bits;
         let r = if shift == 0 {
