@@ -4,17 +4,19 @@
 //! per-chunk partial sums reduced in chunk order, so results are bit-identical for any thread count.
 
 use crate::geom::Geom;
-use crate::im2col::{col2im, im2col};
+use crate::geom::Wide;
+use crate::im2col::{col2im, im2col, im2col_wide};
 use crate::util::{SyncPtr, batch_ranges, matmul};
 use rayon::prelude::*;
 
 /// Samples per GEMM: enough columns for an efficient GEMM, while the column buffer stays in cache.
-fn sub_batch(gm: &Geom) -> usize {
+/// `p` is the number of GEMM columns per sample.
+fn sub_batch(gm: &Geom, p: usize) -> usize {
     if gm.is_pointwise() {
         // The input planes are the GEMM operand as they are: no copies, one sample per GEMM.
         return 1;
     }
-    let p = gm.p().max(1);
+    let p = p.max(1);
     let want = 512usize.div_ceil(p).max(1);
     let cap = ((1usize << 18) / (gm.kdim() * p).max(1)).max(1);
     want.min(cap)
@@ -26,13 +28,15 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32
     let (cig, cog) = (gm.cig(), gm.cog());
     let mut y = crate::util::uninit_vec(gm.n * cout * p);
     let yp = SyncPtr(y.as_mut_ptr());
-    let sb = sub_batch(gm);
+    let wide = gm.wide();
+    let cols = wide.map_or(p, |wd| wd.cols);
+    let sb = sub_batch(gm, cols);
     batch_ranges(gm.n).into_par_iter().for_each(|r| {
-        let (mut col, mut tmp) = (Vec::new(), Vec::new());
+        let (mut col, mut tmp, mut pad) = (Vec::new(), Vec::new(), Vec::new());
         let mut n0 = r.start;
         while n0 < r.end {
             let nb = sb.min(r.end - n0);
-            let ncols = nb * p;
+            let ncols = nb * cols;
             // SAFETY: chunk ranges are disjoint, so each task owns its samples' outputs.
             let ys = unsafe { yp.slice(n0 * cout * p, nb * cout * p) };
             for g in 0..gm.groups {
@@ -41,10 +45,13 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32
                     &x[(n0 * cin + g * cig) * hw..][..cig * hw]
                 } else {
                     col.resize(kdim * ncols, 0.0);
-                    im2col(gm, x, n0, nb, g, &mut col);
+                    match &wide {
+                        Some(wd) => im2col_wide(gm, wd, x, n0, nb, g, &mut pad, &mut col),
+                        None => im2col(gm, x, n0, nb, g, &mut col),
+                    }
                     &col
                 };
-                if nb == 1 {
+                if nb == 1 && wide.is_none() {
                     let dst = &mut ys[g * cog * p..][..cog * p];
                     matmul(cog, p, kdim, dst, false, wg, kdim, 1, colref, ncols, 1);
                 } else {
@@ -54,8 +61,9 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32
                     );
                     for b in 0..nb {
                         for co in 0..cog {
-                            ys[(b * cout + g * cog + co) * p..][..p]
-                                .copy_from_slice(&tmp[co * ncols + b * p..][..p]);
+                            let dst = &mut ys[(b * cout + g * cog + co) * p..][..p];
+                            let src = &tmp[co * ncols + b * cols..][..cols];
+                            from_columns(gm, wide.as_ref(), src, dst);
                         }
                     }
                 }
@@ -92,7 +100,10 @@ pub fn backward(
     };
     let dcol_dx = need_dx && transposed.is_none();
     let dxp = SyncPtr(dx.as_mut_ptr());
-    let sb = sub_batch(gm);
+    // col2im reads the plain layout, so the wide one serves the weight gradient only.
+    let wide = if dcol_dx { None } else { gm.wide() };
+    let cols = wide.map_or(p, |wd| wd.cols);
+    let sb = sub_batch(gm, cols);
     let partials: Vec<(Vec<f32>, Vec<f32>)> = batch_ranges(gm.n)
         .into_par_iter()
         .map(|r| {
@@ -100,23 +111,27 @@ pub fn backward(
             // producing this orientation for the long-k shapes of dW.
             let mut dwt = vec![0f32; w.len()];
             let mut db = vec![0f32; cout];
-            let (mut col, mut dyt, mut dcol) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut col, mut dyt, mut dcol, mut pad) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut n0 = r.start;
             while n0 < r.end {
                 let nb = sb.min(r.end - n0);
-                let ncols = nb * p;
+                let ncols = nb * cols;
                 let dys = &dy[n0 * cout * p..][..nb * cout * p];
                 for (i, plane) in dys.chunks_exact(p.max(1)).enumerate() {
                     db[i % cout] += crate::simd::sum(plane);
                 }
-                let dyc: &[f32] = if nb == 1 {
+                let dyc: &[f32] = if nb == 1 && wide.is_none() {
                     dys
                 } else {
+                    // The wide layout's non-output columns must hold zeros.
+                    dyt.clear();
                     dyt.resize(cout * ncols, 0.0);
                     for b in 0..nb {
                         for co in 0..cout {
-                            dyt[co * ncols + b * p..][..p]
-                                .copy_from_slice(&dys[(b * cout + co) * p..][..p]);
+                            let src = &dys[(b * cout + co) * p..][..p];
+                            let dst = &mut dyt[co * ncols + b * cols..][..cols];
+                            to_columns(gm, wide.as_ref(), src, dst);
                         }
                     }
                     &dyt
@@ -129,7 +144,10 @@ pub fn backward(
                         &x[(n0 * cin + g * cig) * hw..][..cig * hw]
                     } else {
                         col.resize(kdim * ncols, 0.0);
-                        im2col(gm, x, n0, nb, g, &mut col);
+                        match &wide {
+                            Some(wd) => im2col_wide(gm, wd, x, n0, nb, g, &mut pad, &mut col),
+                            None => im2col(gm, x, n0, nb, g, &mut col),
+                        }
                         &col
                     };
                     let dwtg = &mut dwt[g * cog * kdim..][..cog * kdim];
@@ -177,6 +195,31 @@ pub fn backward(
         db.iter_mut().zip(&pb).for_each(|(a, b)| *a += *b);
     }
     (need_dx.then_some(dx), dw, db)
+}
+
+/// One output plane from its GEMM columns (plain: the same; wide: every `wp`-th row of `ow`).
+fn from_columns(gm: &Geom, wide: Option<&Wide>, src: &[f32], dst: &mut [f32]) {
+    match wide {
+        None => dst.copy_from_slice(&src[..dst.len()]),
+        Some(wd) => {
+            for (oy, row) in dst.chunks_exact_mut(gm.ow).enumerate() {
+                row.copy_from_slice(&src[oy * wd.wp..][..gm.ow]);
+            }
+        }
+    }
+}
+
+/// The GEMM columns of one output-gradient plane: the inverse of [`from_columns`] (the wide
+/// layout's other columns are left as they are: zero).
+fn to_columns(gm: &Geom, wide: Option<&Wide>, src: &[f32], dst: &mut [f32]) {
+    match wide {
+        None => dst[..src.len()].copy_from_slice(src),
+        Some(wd) => {
+            for (oy, row) in src.chunks_exact(gm.ow).enumerate() {
+                dst[oy * wd.wp..][..gm.ow].copy_from_slice(row);
+            }
+        }
+    }
 }
 
 /// Geometry of dx as a forward convolution of dy, when the stride is 1 and the padding is at

@@ -120,6 +120,16 @@ impl Geom {
     pub fn is_depthwise(&self) -> bool {
         self.groups == self.cin && self.groups == self.cout && self.groups > 1
     }
+    /// The "wide" im2col layout of a unit-stride convolution, when it costs at most a quarter
+    /// more GEMM columns than the plain one (see [`Wide`]).
+    pub fn wide(&self) -> Option<Wide> {
+        if self.sh != 1 || self.sw != 1 || self.is_pointwise() || self.p() == 0 {
+            return None;
+        }
+        let (hp, wp) = (self.h + 2 * self.ph, self.w + 2 * self.pw);
+        let cols = (self.oh - 1) * wp + self.ow;
+        (4 * cols <= 5 * self.p()).then_some(Wide { hp, wp, cols })
+    }
     /// Input row for output row `oy` and kernel row `ki`, if inside the input.
     #[inline]
     pub fn in_row(&self, oy: usize, ki: usize) -> Option<usize> {
@@ -132,6 +142,17 @@ impl Geom {
     pub fn col_range(&self, kj: usize) -> (usize, usize, usize) {
         valid_range(self.ow, self.w, self.sw, kj * self.dw, self.pw)
     }
+}
+
+/// Unit-stride im2col over the zero-padded input (`hp × wp` per plane): GEMM column `q` of a
+/// sample is the padded position `q = oy·wp + ox` for `q < cols = (oh − 1)·wp + ow`, so the row of
+/// kernel tap `(ki, kj)` is the contiguous slice of the padded plane at `ki·dh·wp + kj·dw`
+/// (one copy instead of one per output row). Columns with `ox ≥ ow` are not outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wide {
+    pub hp: usize,
+    pub wp: usize,
+    pub cols: usize,
 }
 
 /// Output indices `[lo, hi)` with `0 <= o * s + off - pad < len`, plus the input index at `lo`.

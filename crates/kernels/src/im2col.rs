@@ -1,7 +1,7 @@
 //! im2col / col2im for one group of a sub-batch: the column matrix has `kdim` rows and
 //! `nb * P` columns (sample-major), so one GEMM covers several samples.
 
-use crate::geom::Geom;
+use crate::geom::{Geom, Wide};
 
 /// Fills `col` (kdim × nb·P) from samples `n0..n0+nb`, channels of group `g`, of input `x`.
 pub fn im2col(gm: &Geom, x: &[f32], n0: usize, nb: usize, g: usize, col: &mut [f32]) {
@@ -71,6 +71,46 @@ pub fn col2im(gm: &Geom, col: &[f32], nb: usize, g: usize, dx: &mut [f32]) {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`Wide`] im2col of samples `n0..n0+nb`, group `g`: pads each input plane into `pad`, then
+/// copies one contiguous slice per (tap, sample). `col` is `kdim × nb·wd.cols`.
+pub fn im2col_wide(
+    gm: &Geom,
+    wd: &Wide,
+    x: &[f32],
+    n0: usize,
+    nb: usize,
+    g: usize,
+    pad: &mut Vec<f32>,
+    col: &mut [f32],
+) {
+    let (cig, hw, pp) = (gm.cig(), gm.hw(), wd.hp * wd.wp);
+    pad.clear();
+    pad.resize(nb * cig * pp, 0.0);
+    for b in 0..nb {
+        for ci in 0..cig {
+            let src = &x[((n0 + b) * gm.cin + g * cig + ci) * hw..][..hw];
+            let dst = &mut pad[(b * cig + ci) * pp..][..pp];
+            for (iy, row) in src.chunks_exact(gm.w).enumerate() {
+                dst[(iy + gm.ph) * wd.wp + gm.pw..][..gm.w].copy_from_slice(row);
+            }
+        }
+    }
+    let ncols = nb * wd.cols;
+    for ci in 0..cig {
+        for ki in 0..gm.kh {
+            for kj in 0..gm.kw {
+                let r = (ci * gm.kh + ki) * gm.kw + kj;
+                let off = ki * gm.dh * wd.wp + kj * gm.dw;
+                let row = &mut col[r * ncols..(r + 1) * ncols];
+                for b in 0..nb {
+                    row[b * wd.cols..][..wd.cols]
+                        .copy_from_slice(&pad[(b * cig + ci) * pp + off..][..wd.cols]);
                 }
             }
         }
