@@ -4,7 +4,7 @@
 use crate::geom::Geom;
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, with_f32};
 use crate::{conv_gemm, depthwise};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// Hyper-parameters of a 1-D convolution (symmetric padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,17 @@ const OP: &str = "conv";
 
 /// 1-D convolution: `x (N, Cin, L)`, `w (Cout, Cin, K)`, `bias (Cout)` → `(N, Cout, Lout)`.
 pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) -> Result<Tensor> {
+    conv1d_act(x, w, bias, cfg, false)
+}
+
+/// [`conv1d`] followed by a ReLU when `relu`, applied in the same pass as the bias.
+pub fn conv1d_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv1dCfg,
+    relu: bool,
+) -> Result<Tensor> {
     let (n, cin, l) = x
         .dims3()
         .map_err(|e| err("conv1d", format!("input: {e}")))?;
@@ -64,13 +75,24 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
         (1, cfg.dilation),
         1,
     )?;
-    apply(gm, x, w, bias, Shape::from((n, cout, gm.ow)))
+    apply(gm, x, w, bias, Shape::from((n, cout, gm.ow)), relu)
 }
 
 /// 2-D convolution: `x (N, Cin, H, W)`, `w (Cout, Cin/groups, KH, KW)`, `bias (Cout)` →
 /// `(N, Cout, OH, OW)`. Depthwise (`groups = Cin = Cout`) uses direct loops; every other case
 /// is im2col + GEMM.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dCfg) -> Result<Tensor> {
+    conv2d_act(x, w, bias, cfg, false)
+}
+
+/// [`conv2d`] followed by a ReLU when `relu`, applied in the same pass as the bias.
+pub fn conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv2dCfg,
+    relu: bool,
+) -> Result<Tensor> {
     let xd = x
         .dims4()
         .map_err(|e| err("conv2d", format!("input: {e}")))?;
@@ -86,15 +108,29 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dCfg) ->
         cfg.dilation,
         cfg.groups,
     )?;
-    apply(gm, x, w, bias, Shape::from((gm.n, gm.cout, gm.oh, gm.ow)))
+    apply(
+        gm,
+        x,
+        w,
+        bias,
+        Shape::from((gm.n, gm.cout, gm.oh, gm.ow)),
+        relu,
+    )
 }
 
-fn apply(gm: Geom, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: Shape) -> Result<Tensor> {
+fn apply(
+    gm: Geom,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: Shape,
+    relu: bool,
+) -> Result<Tensor> {
     check_cpu_f32(OP, "input", x)?;
     check_cpu_f32(OP, "weight", w)?;
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    let op = ConvOp { gm, out };
+    let op = ConvOp { gm, out, relu };
     match bias {
         None => x.apply_op2(&w, op),
         Some(b) => {
@@ -110,11 +146,13 @@ fn apply(gm: Geom, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: Shape) ->
     }
 }
 
-/// The convolution as a candle op; `out` is the output shape (rank 3 for conv1d, 4 for conv2d).
+/// The convolution as a candle op; `out` is the output shape (rank 3 for conv1d, 4 for conv2d);
+/// `relu` applies a ReLU to the output (and masks the incoming gradient by it in backward).
 #[derive(Clone, Debug)]
 struct ConvOp {
     gm: Geom,
     out: Shape,
+    relu: bool,
 }
 
 impl ConvOp {
@@ -124,9 +162,13 @@ impl ConvOp {
             return Err(err(OP, "input size does not match the op's geometry"));
         }
         let y = if gm.is_depthwise() {
-            depthwise::forward(gm, x, w, b)
+            let mut y = depthwise::forward(gm, x, w, b);
+            if self.relu {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            y
         } else {
-            conv_gemm::forward(gm, x, w, b)
+            conv_gemm::forward(gm, x, w, b, self.relu)
         };
         Ok((CpuStorage::F32(y), self.out.clone()))
     }
@@ -135,9 +177,17 @@ impl ConvOp {
         &self,
         x: &Tensor,
         w: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
         let gm = &self.gm;
+        let masked;
+        let grad = if self.relu {
+            masked = (grad * res.gt(0f32)?.to_dtype(DType::F32)?)?;
+            &masked
+        } else {
+            grad
+        };
         let need_dx = x.track_op();
         let (dx, dw, db) = with_f32(OP, x, |xs| {
             with_f32(OP, w, |ws| {
@@ -177,10 +227,10 @@ impl CustomOp2 for ConvOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.grads(x, w, grad)?;
+        let (dx, dw, _) = self.grads(x, w, res, grad)?;
         Ok((dx, Some(dw)))
     }
 }
@@ -211,10 +261,10 @@ impl CustomOp3 for ConvOp {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.grads(x, w, grad)?;
+        let (dx, dw, db) = self.grads(x, w, res, grad)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }

@@ -22,8 +22,9 @@ fn sub_batch(gm: &Geom, p: usize) -> usize {
     want.min(cap)
 }
 
-/// Forward convolution: `y (n, cout, oh, ow)` from `x (n, cin, h, w)`, `w (cout, cig, kh, kw)`.
-pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// Forward convolution: `y (n, cout, oh, ow)` from `x (n, cin, h, w)`, `w (cout, cig, kh, kw)`,
+/// with the ReLU applied in the bias pass when `relu`.
+pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     let (cin, cout, p, hw, kdim) = (gm.cin, gm.cout, gm.p(), gm.hw(), gm.kdim());
     let (cig, cog) = (gm.cig(), gm.cog());
     let mut y = crate::util::uninit_vec(gm.n * cout * p);
@@ -68,10 +69,14 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32
                     }
                 }
             }
-            if let Some(bias) = bias {
+            if bias.is_some() || relu {
                 for (i, plane) in ys.chunks_exact_mut(p.max(1)).enumerate() {
-                    let bv = bias[i % cout];
-                    plane.iter_mut().for_each(|v| *v += bv);
+                    let bv = bias.map_or(0.0, |b| b[i % cout]);
+                    if relu {
+                        plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0));
+                    } else {
+                        plane.iter_mut().for_each(|v| *v += bv);
+                    }
                 }
             }
             n0 += nb;
@@ -94,7 +99,7 @@ pub fn backward(
     // which runs at forward-GEMM speed (the dcol + col2im route has a tiny GEMM inner dimension).
     let transposed = need_dx.then(|| transposed_geom(gm)).flatten();
     let mut dx = match &transposed {
-        Some(tg) => forward(tg, dy, &flip_weight(gm, w), None),
+        Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, false),
         None if need_dx => vec![0f32; gm.n * cin * hw],
         None => Vec::new(),
     };

@@ -411,3 +411,62 @@ fn bad_shapes_are_errors_not_panics() {
         .to_string();
     assert!(e.contains("f32"), "{e}");
 }
+
+#[test]
+fn fused_relu_equals_relu_of_the_convolution_forward_and_backward() {
+    use rand::SeedableRng;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    // (n, cin, h, w, cout, k, stride, pad, groups): dense wide, dense strided, depthwise, 1-D.
+    for &(n, cin, h, w, cout, k, s, p, g) in &[
+        (3, 4, 7, 6, 5, 3, 1, 1, 1),
+        (2, 3, 9, 8, 4, 3, 2, 1, 1),
+        (2, 4, 6, 5, 4, 3, 1, 1, 4),
+        (3, 5, 1, 11, 6, 3, 1, 0, 1),
+    ] {
+        let x = var(&randv(&mut r, n * cin * h * w), &[n, cin, h, w]);
+        let kh = if h == 1 { 1 } else { k };
+        let wt = var(
+            &randv(&mut r, cout * (cin / g) * kh * k),
+            &[cout, cin / g, kh, k],
+        );
+        let b = var(&randv(&mut r, cout), &[cout]);
+        let cfg = Conv2dCfg {
+            stride: (s, s),
+            padding: (if h == 1 { 0 } else { p }, p),
+            dilation: (1, 1),
+            groups: g,
+        };
+        let dy = randv(&mut r, 4096);
+        let grads = |fused: bool| {
+            let y = if fused {
+                whittle_kernels::conv2d_act(
+                    x.as_tensor(),
+                    wt.as_tensor(),
+                    Some(b.as_tensor()),
+                    &cfg,
+                    true,
+                )
+            } else {
+                conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), &cfg)
+                    .and_then(|y| whittle_kernels::relu(&y))
+            }
+            .unwrap();
+            let loss = (&y * cst(&dy[..y.elem_count()], y.dims()))
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let gs = loss.backward().unwrap();
+            let get = |v: &Var| flat(gs.get(v.as_tensor()).unwrap());
+            (flat(&y), get(&x), get(&wt), get(&b))
+        };
+        let (a, b2) = (grads(true), grads(false));
+        assert!(a.0.iter().any(|v| *v == 0.0) && a.0.iter().any(|v| *v > 0.0));
+        assert_eq!(
+            a.0, b2.0,
+            "forward {n} {cin} {h} {w} {cout} {k} {s} {p} {g}"
+        );
+        assert_eq!(a.1, b2.1, "dx");
+        assert_eq!(a.2, b2.2, "dw");
+        assert_eq!(a.3, b2.3, "db");
+    }
+}

@@ -166,6 +166,13 @@ impl Model {
     /// Run the network on a batch x of shape (N, input_shape...). In train mode BN uses batch
     /// statistics and updates its running statistics (momentum, unbiased variance, like PyTorch).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, !train)
+    }
+
+    /// [`Model::forward`]; `fuse` (eval mode only) folds each batch norm that follows a
+    /// convolution into its weights and applies a following ReLU in the convolution's output
+    /// pass (one pass over the activations instead of three).
+    pub(crate) fn forward_with(&self, x: &Tensor, train: bool, fuse: bool) -> Result<Tensor> {
         let want = &self.graph.input_shape;
         ensure!(
             x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
@@ -175,12 +182,20 @@ impl Model {
         // A plain (non-Var) input: the first layer then skips its input gradient.
         let x = x.detach();
         let fused = self.bn_relu_pairs();
+        let epilogues = if train || !fuse {
+            Vec::new()
+        } else {
+            self.conv_epilogues(&fused)
+        };
+        // Nodes whose result an earlier op already produced (its output is passed on).
+        let mut absorbed = vec![false; self.graph.nodes.len()];
         let mut vals: Vec<Tensor> = Vec::with_capacity(self.graph.nodes.len() + 1);
         vals.push(x);
         for (i, node) in self.graph.nodes.iter().enumerate() {
             let a = &vals[node.inputs[0]];
-            if i > 0 && fused[i - 1] {
-                // This ReLU was applied inside the preceding batch-norm op.
+            if (i > 0 && fused[i - 1]) || absorbed[i] {
+                // This ReLU was applied inside the preceding batch-norm op (or this batch norm
+                // / ReLU inside the preceding convolution).
                 let y = a.clone();
                 vals.push(y);
                 continue;
@@ -201,8 +216,28 @@ impl Model {
                 } => {
                     let w = p("weight")?;
                     let b = if *bias { Some(p("bias")?) } else { None };
-                    conv(a, w, b, kernel.len(), stride, padding, dilation, *groups)
-                        .with_context(|| format!("conv {}", node.name))?
+                    let ep = epilogues.get(i).copied().unwrap_or_default();
+                    let (w, b) = match ep.bn {
+                        Some(j) => {
+                            absorbed[j] = true;
+                            let (w, b) = self.fold_eval_bn(&self.graph.nodes[j], w, b)?;
+                            (w, Some(b))
+                        }
+                        None => (w.clone(), b.cloned()),
+                    };
+                    if let Some(r) = ep.relu {
+                        absorbed[r] = true;
+                    }
+                    conv_act(
+                        a,
+                        &w,
+                        b.as_ref(),
+                        kernel.len(),
+                        (stride, padding, dilation),
+                        *groups,
+                        ep.relu.is_some(),
+                    )
+                    .with_context(|| format!("conv {}", node.name))?
                 }
                 Op::BatchNorm { eps, momentum, .. } => {
                     let (g, bt) = (p("weight")?, p("bias")?);
@@ -247,9 +282,80 @@ impl Model {
         Ok(vals.pop().expect("graph has nodes"))
     }
 
+    /// For eval-mode forward: per conv node, the batch norm folded into it (the next node, the
+    /// conv's only consumer) and the ReLU applied in its output pass (after the conv or the
+    /// batch norm, their only consumer).
+    pub(crate) fn conv_epilogues(&self, fused: &[bool]) -> Vec<Epilogue> {
+        let nodes = &self.graph.nodes;
+        let mut uses = vec![0usize; nodes.len() + 1];
+        for node in nodes {
+            for &v in &node.inputs {
+                uses[v] += 1;
+            }
+        }
+        // Node j consumes node i's output alone.
+        let only_next = |i: usize, j: usize| {
+            uses[i + 1] == 1 && nodes.get(j).is_some_and(|n| n.inputs[0] == i + 1)
+        };
+        (0..nodes.len())
+            .map(|i| {
+                let mut ep = Epilogue::default();
+                if !matches!(nodes[i].op, Op::Conv { .. }) {
+                    return ep;
+                }
+                let mut last = i;
+                if only_next(i, i + 1) && matches!(nodes[i + 1].op, Op::BatchNorm { .. }) {
+                    ep.bn = Some(i + 1);
+                    last = i + 1;
+                    if fused[i + 1] {
+                        ep.relu = Some(i + 2);
+                        return ep;
+                    }
+                }
+                if only_next(last, last + 1) && matches!(nodes[last + 1].op, Op::Relu) {
+                    ep.relu = Some(last + 1);
+                }
+                ep
+            })
+            .collect()
+    }
+
+    /// Conv weight and bias with the eval-mode batch norm `bn` folded in:
+    /// `w·s`, `(b − mean)·s + β` with `s = γ / √(var + ε)`.
+    fn fold_eval_bn(
+        &self,
+        bn: &crate::graph::Node,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let Op::BatchNorm { eps, .. } = bn.op else {
+            bail!("{} is not a batch norm", bn.name);
+        };
+        let get = |s: &str| {
+            self.get(&format!("{}.{s}", bn.name))
+                .map(|v| v.as_tensor().clone())
+        };
+        let (g, bt, rm, rv) = (
+            get("weight")?,
+            get("bias")?,
+            get("running_mean")?,
+            get("running_var")?,
+        );
+        let scale = (g / (rv + eps)?.sqrt()?)?;
+        let mut shape = vec![1usize; w.rank()];
+        shape[0] = scale.dim(0)?;
+        let w2 = w.broadcast_mul(&scale.reshape(shape)?)?;
+        let b0 = match b {
+            Some(b) => b.clone(),
+            None => scale.zeros_like()?,
+        };
+        let b2 = (((b0 - rm)? * &scale)? + bt)?;
+        Ok((w2, b2))
+    }
+
     /// `fused[i]` is true when node i is a batch norm whose only consumer is the ReLU at node
     /// i + 1: forward then applies both in one op.
-    fn bn_relu_pairs(&self) -> Vec<bool> {
+    pub(crate) fn bn_relu_pairs(&self) -> Vec<bool> {
         let nodes = &self.graph.nodes;
         let mut uses = vec![0usize; nodes.len() + 1];
         for node in nodes {
@@ -410,6 +516,14 @@ impl Model {
     }
 }
 
+/// What an eval-mode conv absorbs: the batch-norm node folded into its weights and the ReLU
+/// node applied in its output pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Epilogue {
+    pub(crate) bn: Option<usize>,
+    pub(crate) relu: Option<usize>,
+}
+
 /// Dispatch a graph convolution to `ops`, padding explicitly when low ≠ high.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
@@ -421,6 +535,22 @@ pub(crate) fn conv(
     padding: &[(usize, usize)],
     dilation: &[usize],
     groups: usize,
+) -> Result<Tensor> {
+    conv_act(x, w, b, nd, (stride, padding, dilation), groups, false)
+}
+
+/// Stride, (low, high) padding and dilation per spatial axis.
+type ConvGeom<'a> = (&'a [usize], &'a [(usize, usize)], &'a [usize]);
+
+/// [`conv`] with the ReLU applied in the convolution's output pass when `relu`.
+fn conv_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    nd: usize,
+    (stride, padding, dilation): ConvGeom,
+    groups: usize,
+    relu: bool,
 ) -> Result<Tensor> {
     let mut x = x.clone();
     let mut sym = vec![0usize; nd];
@@ -437,7 +567,7 @@ pub(crate) fn conv(
                 groups == 1 || groups == x.dim(1)?,
                 "grouped conv1d needs groups = channels"
             );
-            ops::conv1d(
+            ops::conv1d_act(
                 &x,
                 w,
                 b,
@@ -446,9 +576,10 @@ pub(crate) fn conv(
                     padding: sym[0],
                     dilation: dilation[0],
                 },
+                relu,
             )?
         }
-        2 => ops::conv2d(
+        2 => ops::conv2d_act(
             &x,
             w,
             b,
@@ -458,6 +589,7 @@ pub(crate) fn conv(
                 dilation: (dilation[0], dilation[1]),
                 groups,
             },
+            relu,
         )?,
         _ => bail!("convolution with {nd} spatial dims is not supported"),
     })

@@ -7,12 +7,23 @@ use candle_core::{Result, Tensor};
 
 pub use whittle_kernels::{
     Conv1dCfg, Conv2dCfg, batch_norm_relu_train, batch_norm_train, channel_affine, conv2d,
-    global_avg_pool, relu,
+    conv2d_act, global_avg_pool, relu,
 };
 
 /// x (N, Cin, L), w (Cout, Cin/groups, K) → (N, Cout, Lout); optional bias (Cout). The number
 /// of groups is Cin / w.dim(1); grouped convolutions run as a conv2d of height 1.
 pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) -> Result<Tensor> {
+    conv1d_act(x, w, bias, cfg, false)
+}
+
+/// [`conv1d`] followed by a ReLU (in the same pass) when `relu`.
+pub fn conv1d_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv1dCfg,
+    relu: bool,
+) -> Result<Tensor> {
     let (n, cin, l) = x.dims3()?;
     let (cout, cin_g, k) = w.dims3()?;
     if cin_g == 0 || cin % cin_g != 0 {
@@ -20,9 +31,9 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
     }
     let groups = cin / cin_g;
     if groups == 1 {
-        return whittle_kernels::conv1d(x, w, bias, cfg);
+        return whittle_kernels::conv1d_act(x, w, bias, cfg, relu);
     }
-    let y = conv2d(
+    let y = whittle_kernels::conv2d_act(
         &x.reshape((n, cin, 1, l))?,
         &w.reshape((cout, cin_g, 1, k))?,
         bias,
@@ -32,6 +43,7 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
             dilation: (1, cfg.dilation),
             groups,
         },
+        relu,
     )?;
     let lout = y.dim(3)?;
     y.reshape((n, cout, lout))

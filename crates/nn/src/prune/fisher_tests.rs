@@ -583,7 +583,11 @@ fn on_a_trained_net_fisher_loses_less_than_random_pruning() {
     let mut c = cfg(0.5);
     c.finetune_steps = 0;
     c.channels_per_step = 2;
-    let fisher = loss(&fisher_prune(&m, &train, &c, FisherHooks::default()).unwrap().model);
+    let fisher = loss(
+        &fisher_prune(&m, &train, &c, FisherHooks::default())
+            .unwrap()
+            .model,
+    );
     let random: Vec<f64> = (0..3)
         .map(|s| loss(&prune(&m, Method::Random, 0.5, Scope::Global, s).unwrap().0))
         .collect();

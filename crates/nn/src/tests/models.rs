@@ -250,3 +250,46 @@ fn save_and_load_round_trip_gives_identical_outputs() {
         .to_string();
     assert!(err.contains("model.json"), "{err}");
 }
+
+#[test]
+fn eval_forward_with_conv_epilogues_matches_the_unfused_layers() {
+    for (cfg, input) in all_small() {
+        let m = Model::new(cfg.clone(), 5).unwrap();
+        let mut shape = vec![4];
+        shape.extend(&input);
+        // Non-trivial running statistics and affine parameters.
+        m.forward(&(randn(&shape, 7) * 2.0).unwrap(), true).unwrap();
+        for (i, (name, v)) in m.params().iter().enumerate() {
+            if name.contains("bn") {
+                v.set(&(randn(v.dims(), 80 + i as u64) + 1.0).unwrap())
+                    .unwrap();
+            }
+        }
+        let x = randn(&shape, 11);
+        let out = |fuse: bool| -> Vec<f32> {
+            m.forward_with(&x, false, fuse)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        // Every convolutional model here has a convolution followed by a batch norm or a ReLU.
+        let eps = m.conv_epilogues(&m.bn_relu_pairs());
+        let has_conv = m
+            .graph()
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, crate::graph::Op::Conv { .. }));
+        assert_eq!(
+            eps.iter().any(|e| e.bn.is_some() || e.relu.is_some()),
+            has_conv,
+            "{cfg:?}"
+        );
+        let (fused, plain) = (out(true), out(false));
+        let scale = plain.iter().fold(1f32, |a, v| a.max(v.abs()));
+        for (p, q) in fused.iter().zip(&plain) {
+            assert!((p - q).abs() <= 1e-4 * scale, "{cfg:?}: {p} vs {q}");
+        }
+    }
+}
