@@ -156,7 +156,7 @@ fn table_of(m: &ModelRow) -> Axis2 {
 
 /// The seed network: the architecture row with the most searched / pruned children (a
 /// network quantized or distilled from is not a seed by that alone), else the first one that
-/// another row names as its parent, else the first architecture row.
+/// another row names as its parent, else the most accurate architecture row (the first of equals).
 fn seed_index(rows: &[ModelRow]) -> Option<usize> {
     let trained: Vec<usize> = (0..rows.len())
         .filter(|&i| table_of(&rows[i]) == Axis2::Architecture)
@@ -172,8 +172,14 @@ fn seed_index(rows: &[ModelRow]) -> Option<usize> {
         .copied()
         .filter(|&i| children(i, true) > 0)
         .max_by(|&a, &b| children(a, true).cmp(&children(b, true)).then(b.cmp(&a)));
+    let acc = |i: usize| rows[i].test_accuracy.unwrap_or(f64::NEG_INFINITY);
     most.or_else(|| trained.iter().copied().find(|&i| children(i, false) > 0))
-        .or_else(|| trained.first().copied())
+        .or_else(|| {
+            trained
+                .iter()
+                .copied()
+                .max_by(|&a, &b| acc(a).total_cmp(&acc(b)).then(b.cmp(&a)))
+        })
 }
 
 #[cfg(test)]
@@ -198,7 +204,15 @@ fn the_seed_is_the_network_that_was_searched_or_pruned_not_one_only_quantized() 
         Some(0),
         "else the first one named as a parent"
     );
-    assert_eq!(seed_index(&rows[..2]), Some(0));
+    assert_eq!(
+        seed_index(&rows[..2]),
+        Some(0),
+        "equal (unknown) accuracies: the first"
+    );
+    let mut alone = rows[..2].to_vec();
+    alone[0].test_accuracy = Some(0.5);
+    alone[1].test_accuracy = Some(0.8);
+    assert_eq!(seed_index(&alone), Some(1), "else the most accurate");
 }
 
 /// Accuracy of the row's parent network (fp32), if it is in the document.
