@@ -365,7 +365,11 @@ fn model_table(
         let mut cells = vec![
             format!("`{}`", m.label()),
             m.method.clone().unwrap_or_default(),
-            m.format.clone(),
+            if is_best_format(m) {
+                format!("{} ★", m.format)
+            } else {
+                m.format.clone()
+            },
         ];
         cells.extend(extra_cols.iter().map(|c| extra_str(m, c)));
         let delta = match (m.test_accuracy, parent_accuracy(all, m)) {
@@ -387,6 +391,38 @@ fn model_table(
     out.push_str(&format!("## {title}\n\n{intro}\n\n"));
     out.push_str(&t.render());
     out.push('\n');
+}
+
+/// True for the row a `float(*,*)` grid picked as its network's best format within budget.
+fn is_best_format(m: &ModelRow) -> bool {
+    m.extra.get("best_format").and_then(Value::as_bool) == Some(true)
+}
+
+#[cfg(test)]
+#[test]
+fn the_best_grid_format_is_starred_and_explained() {
+    let row = |format: &str, best: bool| {
+        let mut m = ModelRow {
+            node: format!("q@{format}"),
+            stage_kind: "quantize".into(),
+            format: format.into(),
+            parent: Some("seed".into()),
+            test_accuracy: Some(0.5),
+            ..Default::default()
+        };
+        if best {
+            m.extra.insert("best_format".into(), Value::Bool(true));
+        }
+        m
+    };
+    let mut doc = Document::default();
+    doc.models = vec![row("float(4,3)", true), row("float(5,2)", false)];
+    let md = render(&doc, "r").markdown;
+    assert!(md.contains("| float(4,3) ★ |"), "{md}");
+    assert!(md.contains("| float(5,2) |"), "{md}");
+    assert!(md.contains("★ marks each network's most accurate"), "{md}");
+    doc.models[0].extra.clear();
+    assert!(!render(&doc, "r").markdown.contains('★'));
 }
 
 /// Renders the whole report. `folder` is the name of the report folder relative to the
@@ -422,10 +458,17 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
         &["lambda", "ratio"],
         &mut md,
     );
+    let precision = pick(&|m| table_of(m) == Axis2::Precision);
+    let mut intro = String::from(
+        "Each network evaluated with its weights and activations in each format (weight-only formats keep fp32 activations); Δ is against the fp32 network.",
+    );
+    if precision.iter().any(|(_, m)| is_best_format(m)) {
+        intro.push_str(" ★ marks each network's most accurate `float(w,t)` format within its quantize stage's `budget_bytes` (the `float(*,*)` grid).");
+    }
     model_table(
         "Precision formats",
-        "Each network evaluated with its weights and activations in each format (weight-only formats keep fp32 activations); Δ is against the fp32 network.",
-        &pick(&|m| table_of(m) == Axis2::Precision),
+        &intro,
+        &precision,
         rows,
         &marks,
         &[],
