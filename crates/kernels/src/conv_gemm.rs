@@ -202,13 +202,13 @@ pub fn backward(
     (need_dx.then_some(dx), dw, db)
 }
 
-/// One output plane from its GEMM columns (plain: the same; wide: every `wp`-th row of `ow`).
+/// One output plane from its GEMM columns (plain: the same; wide: every `wq`-th row of `ow`).
 fn from_columns(gm: &Geom, wide: Option<&Wide>, src: &[f32], dst: &mut [f32]) {
     match wide {
         None => dst.copy_from_slice(&src[..dst.len()]),
         Some(wd) => {
             for (oy, row) in dst.chunks_exact_mut(gm.ow).enumerate() {
-                row.copy_from_slice(&src[oy * wd.wp..][..gm.ow]);
+                row.copy_from_slice(&src[oy * wd.wq..][..gm.ow]);
             }
         }
     }
@@ -221,7 +221,7 @@ fn to_columns(gm: &Geom, wide: Option<&Wide>, src: &[f32], dst: &mut [f32]) {
         None => dst[..src.len()].copy_from_slice(src),
         Some(wd) => {
             for (oy, row) in src.chunks_exact(gm.ow).enumerate() {
-                dst[oy * wd.wp..][..gm.ow].copy_from_slice(row);
+                dst[oy * wd.wq..][..gm.ow].copy_from_slice(row);
             }
         }
     }

@@ -120,15 +120,16 @@ impl Geom {
     pub fn is_depthwise(&self) -> bool {
         self.groups == self.cin && self.groups == self.cout && self.groups > 1
     }
-    /// The "wide" im2col layout of a unit-stride convolution, when it costs at most a quarter
-    /// more GEMM columns than the plain one (see [`Wide`]).
+    /// The "wide" im2col layout of a convolution, when it costs at most a quarter more GEMM
+    /// columns than the plain one (see [`Wide`]).
     pub fn wide(&self) -> Option<Wide> {
-        if self.sh != 1 || self.sw != 1 || self.is_pointwise() || self.p() == 0 {
+        if self.is_pointwise() || self.p() == 0 {
             return None;
         }
         let (hp, wp) = (self.h + 2 * self.ph, self.w + 2 * self.pw);
-        let cols = (self.oh - 1) * wp + self.ow;
-        (4 * cols <= 5 * self.p()).then_some(Wide { hp, wp, cols })
+        let (hq, wq) = (hp.div_ceil(self.sh), wp.div_ceil(self.sw));
+        let cols = (self.oh - 1) * wq + self.ow;
+        (4 * cols <= 5 * self.p()).then_some(Wide { hq, wq, cols })
     }
     /// Input row for output row `oy` and kernel row `ki`, if inside the input.
     #[inline]
@@ -144,14 +145,17 @@ impl Geom {
     }
 }
 
-/// Unit-stride im2col over the zero-padded input (`hp × wp` per plane): GEMM column `q` of a
-/// sample is the padded position `q = oy·wp + ox` for `q < cols = (oh − 1)·wp + ow`, so the row of
-/// kernel tap `(ki, kj)` is the contiguous slice of the padded plane at `ki·dh·wp + kj·dw`
-/// (one copy instead of one per output row). Columns with `ox ≥ ow` are not outputs.
+/// im2col over the zero-padded input split into its `sh × sw` polyphase planes (plane
+/// `(rp, cp)` holds the padded pixels `(sh·i + rp, sw·j + cp)`, `hq × wq` each; one plane when
+/// the stride is 1). Output `(oy, ox)` reads tap `(ki, kj)` at plane
+/// `(ki·dh mod sh, kj·dw mod sw)`, position `(oy + ki·dh / sh, ox + kj·dw / sw)`, so with GEMM
+/// column `q = oy·wq + ox` (`q < cols = (oh − 1)·wq + ow`) the row of each tap is one
+/// contiguous slice of a plane: one copy per (tap, sample) instead of one per output row.
+/// Columns with `ox ≥ ow` are not outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wide {
-    pub hp: usize,
-    pub wp: usize,
+    pub hq: usize,
+    pub wq: usize,
     pub cols: usize,
 }
 

@@ -77,8 +77,10 @@ pub fn col2im(gm: &Geom, col: &[f32], nb: usize, g: usize, dx: &mut [f32]) {
     }
 }
 
-/// [`Wide`] im2col of samples `n0..n0+nb`, group `g`: pads each input plane into `pad`, then
-/// copies one contiguous slice per (tap, sample). `col` is `kdim × nb·wd.cols`.
+/// [`Wide`] im2col of samples `n0..n0+nb`, group `g`: splits each input plane into the
+/// zero-padded polyphase planes in `pad`, then copies one contiguous slice per (tap, sample).
+/// `col` is `kdim × nb·wd.cols`.
+#[allow(clippy::too_many_arguments)]
 pub fn im2col_wide(
     gm: &Geom,
     wd: &Wide,
@@ -89,15 +91,40 @@ pub fn im2col_wide(
     pad: &mut Vec<f32>,
     col: &mut [f32],
 ) {
-    let (cig, hw, pp) = (gm.cig(), gm.hw(), wd.hp * wd.wp);
-    pad.clear();
-    pad.resize(nb * cig * pp, 0.0);
+    let (cig, hw) = (gm.cig(), gm.hw());
+    let (sh, sw, plane) = (gm.sh, gm.sw, wd.hq * wd.wq);
+    let pp = sh * sw * plane;
+    // Only input pixels are written below, always at the same places for a given size, so the
+    // padding stays zero across calls with the same buffer size.
+    if pad.len() != nb * cig * pp {
+        pad.clear();
+        pad.resize(nb * cig * pp, 0.0);
+    }
     for b in 0..nb {
         for ci in 0..cig {
             let src = &x[((n0 + b) * gm.cin + g * cig + ci) * hw..][..hw];
             let dst = &mut pad[(b * cig + ci) * pp..][..pp];
             for (iy, row) in src.chunks_exact(gm.w).enumerate() {
-                dst[(iy + gm.ph) * wd.wp + gm.pw..][..gm.w].copy_from_slice(row);
+                let py = iy + gm.ph;
+                let (rp, i) = (py % sh, py / sh);
+                if sw == 1 {
+                    dst[rp * plane + i * wd.wq + gm.pw..][..gm.w].copy_from_slice(row);
+                    continue;
+                }
+                for cp in 0..sw {
+                    // Padded columns px ≡ cp (mod sw) inside the input: px = pw + ix.
+                    let px0 = gm.pw + (cp + sw - gm.pw % sw) % sw;
+                    if px0 >= gm.pw + gm.w {
+                        continue;
+                    }
+                    let ix0 = px0 - gm.pw;
+                    let cnt = (gm.w - ix0).div_ceil(sw);
+                    let out = &mut dst[(rp * sw + cp) * plane + i * wd.wq + px0 / sw..][..cnt];
+                    let ins = &row[ix0..][..(cnt - 1) * sw + 1];
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = ins[j * sw];
+                    }
+                }
             }
         }
     }
@@ -106,7 +133,8 @@ pub fn im2col_wide(
         for ki in 0..gm.kh {
             for kj in 0..gm.kw {
                 let r = (ci * gm.kh + ki) * gm.kw + kj;
-                let off = ki * gm.dh * wd.wp + kj * gm.dw;
+                let (ey, ex) = (ki * gm.dh, kj * gm.dw);
+                let off = ((ey % sh) * sw + ex % sw) * plane + (ey / sh) * wd.wq + ex / sw;
                 let row = &mut col[r * ncols..(r + 1) * ncols];
                 for b in 0..nb {
                     row[b * wd.cols..][..wd.cols]

@@ -4,7 +4,8 @@
 //! line per model; then, when PyTorch is importable, runs `../shared/bench/torch_ref.py` on the
 //! same models and prints the candle/PyTorch ratios.
 //! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 10), `WHITTLE_BENCH_TORCH=0` (skip the
-//! PyTorch reference, for A/B runs and profiles of our side only), models as arguments.
+//! PyTorch reference, for A/B runs and profiles of our side only), `WHITTLE_BENCH_INFER_ONLY=1`
+//! (inference only), models as arguments.
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -61,11 +62,13 @@ fn bench(name: &str, steps: usize) -> Result<(f64, f64)> {
         let l = loss::cross_entropy(&model.forward(&x, true)?, &y)?;
         opt.step(&l.backward()?, 1e-3)
     };
-    for _ in 0..WARMUP {
+    // WHITTLE_BENCH_INFER_ONLY=1 skips training (for profiles of the inference path).
+    let skip_train = std::env::var("WHITTLE_BENCH_INFER_ONLY").is_ok_and(|v| v == "1");
+    for _ in 0..if skip_train { 0 } else { WARMUP } {
         step()?;
     }
     let t = Instant::now();
-    for _ in 0..steps {
+    for _ in 0..if skip_train { 0 } else { steps } {
         step()?;
     }
     let train = (steps * BS) as f64 / t.elapsed().as_secs_f64();
