@@ -56,7 +56,7 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32
             for n in 0..gm.n {
                 // SAFETY: each task writes only the planes of its own channel.
                 let ys = unsafe { yp.slice((n * c + ch) * p, p) };
-                f.forward(gm, &x[(n * c + ch) * hw..][..hw], wc, bv, ys);
+                flat::plane_forward(&mut f, gm, &x[(n * c + ch) * hw..][..hw], wc, bv, ys);
             }
             return;
         }
@@ -130,7 +130,15 @@ pub fn backward(
                     db += sum(dys);
                     // SAFETY: each task writes only the planes of its own channel.
                     let dxs = need_dx.then(|| unsafe { dxp.slice((n * c + ch) * hw, hw) });
-                    f.backward(gm, &x[(n * c + ch) * hw..][..hw], wc, dys, &mut dwc, dxs);
+                    flat::plane_backward(
+                        &mut f,
+                        gm,
+                        &x[(n * c + ch) * hw..][..hw],
+                        wc,
+                        dys,
+                        &mut dwc,
+                        dxs,
+                    );
                 }
                 return (dwc, db);
             }

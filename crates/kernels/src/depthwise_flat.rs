@@ -86,25 +86,7 @@ impl Flat {
         (o0 < o1).then_some((o0 as usize, o1 as usize, (src0 + a) as usize))
     }
 
-    /// Forward of one plane into `ys` (length `oh·w`).
-    pub fn forward(&mut self, gm: &Geom, xs: &[f32], wc: &[f32], bv: f32, ys: &mut [f32]) {
-        plane_forward(self, gm, xs, wc, bv, ys);
-    }
-
-    /// Backward of one plane: accumulates the weight gradient into `dwc` and, if given, writes
-    /// the input gradient plane `dx`.
-    pub fn backward(
-        &mut self,
-        gm: &Geom,
-        xs: &[f32],
-        wc: &[f32],
-        dys: &[f32],
-        dwc: &mut [f32],
-        dx: Option<&mut [f32]>,
-    ) {
-        plane_backward(self, gm, xs, wc, dys, dwc, dx);
-    }
-
+    /// Forward of one plane into `ys` (length `oh·w`); called through [`plane_forward`].
     #[inline(always)]
     fn forward_imp(&mut self, gm: &Geom, xs: &[f32], wc: &[f32], bv: f32, ys: &mut [f32]) {
         self.load(xs);
@@ -119,6 +101,8 @@ impl Flat {
         }
     }
 
+    /// Backward of one plane: accumulates the weight gradient into `dwc` and, if given, writes
+    /// the input gradient plane `dx`; called through [`plane_backward`].
     #[inline(always)]
     fn backward_imp(
         &mut self,
@@ -161,14 +145,14 @@ impl Flat {
 // One dispatch per plane: the per-tap helpers inline into these (AVX2 when available) instead of
 // paying a call and a feature check each on DS-CNN's 125-element planes.
 multiversion! {
-/// [`Flat::forward`] body.
+/// Forward of one plane (one feature-detected dispatch per plane).
 pub fn plane_forward(f: &mut Flat, gm: &Geom, xs: &[f32], wc: &[f32], bv: f32, ys: &mut [f32]) {
     f.forward_imp(gm, xs, wc, bv, ys)
 }
 }
 
 multiversion! {
-/// [`Flat::backward`] body.
+/// Backward of one plane (one feature-detected dispatch per plane).
 pub fn plane_backward(
     f: &mut Flat,
     gm: &Geom,
