@@ -38,7 +38,7 @@ mod util;
 pub use affine::channel_affine;
 pub use bn::{batch_norm_relu_train, batch_norm_train};
 pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv1d_act, conv2d, conv2d_act};
-pub use relu::{global_avg_pool, relu};
+pub use relu::{add_relu, global_avg_pool, relu};
 pub use threads::init_threads;
 
 /// Internals exposed for the benchmark's calibration only (not a stable API).

@@ -1,9 +1,10 @@
 //! ReLU as a candle op with a one-pass masked backward (candle's own backward costs ~100× its
-//! forward), and global average pooling with a broadcast backward.
+//! forward), the residual `ReLU(a + b)` in one pass, and global average pooling with a
+//! broadcast backward.
 
 use crate::simd::{relu_bwd, relu_fwd};
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, uninit_vec, with_f32};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 const PAR_CHUNK: usize = 1 << 16;
@@ -45,6 +46,61 @@ impl CustomOp1 for ReluOp {
             })
         })??;
         Ok(Some(tensor(d, res.shape().clone())?))
+    }
+}
+
+/// `max(a + b, 0)` elementwise for two tensors of one shape (a residual sum and its ReLU in one
+/// pass, on all threads); both inputs receive the ReLU-masked gradient.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    check_cpu_f32("add_relu", "lhs", a)?;
+    check_cpu_f32("add_relu", "rhs", b)?;
+    if a.dims() != b.dims() {
+        return Err(err(
+            "add_relu",
+            format!("shapes differ: {:?} and {:?}", a.dims(), b.dims()),
+        ));
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
+}
+
+struct AddReluOp;
+
+impl CustomOp2 for AddReluOp {
+    fn name(&self) -> &'static str {
+        "whittle-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            storage_slice("add_relu", s1, l1)?,
+            storage_slice("add_relu", s2, l2)?,
+        );
+        let mut y = uninit_vec(a.len());
+        y.par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
+            .for_each(|(y, (a, b))| {
+                for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+                    *y = (a + b).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = ReluOp.bwd(res, res, grad)?;
+        Ok((d.clone(), d))
     }
 }
 

@@ -192,3 +192,31 @@ fn bn_rejects_bad_shapes() {
     let g = Tensor::ones(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     assert!(batch_norm_train(&x, &g, &g, 1e-5).is_err());
 }
+
+#[test]
+fn add_relu_is_relu_of_the_sum_with_the_masked_gradient_for_both_inputs() {
+    let mut r = rng(33);
+    let shape = [3, 4, 5, 7];
+    let n: usize = shape.iter().product();
+    let (a, b) = (
+        var(&randv(&mut r, n), &shape),
+        var(&randv(&mut r, n), &shape),
+    );
+    let g = randv(&mut r, n);
+    let y = whittle_kernels::add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+    let (av, bv, yv) = (flat(a.as_tensor()), flat(b.as_tensor()), flat(&y));
+    let want: Vec<f32> = av.iter().zip(&bv).map(|(x, z)| (x + z).max(0.0)).collect();
+    assert_eq!(yv, want);
+    assert!(yv.iter().any(|v| *v == 0.0) && yv.iter().any(|v| *v > 0.0));
+    let loss = (&y * cst(&g, &shape)).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let mask: Vec<f32> = want
+        .iter()
+        .zip(&g)
+        .map(|(y, g)| if *y > 0.0 { *g } else { 0.0 })
+        .collect();
+    assert_eq!(flat(grads.get(a.as_tensor()).unwrap()), mask);
+    assert_eq!(flat(grads.get(b.as_tensor()).unwrap()), mask);
+    let other = cst(&g[..n - 60], &[3, 4, 5, 6]);
+    assert!(whittle_kernels::add_relu(a.as_tensor(), &other).is_err());
+}

@@ -265,6 +265,7 @@ impl Model {
                     }
                 }
                 Op::Relu => ops::relu(a)?,
+                Op::Add if fused[i] => ops::add_relu(a, &vals[node.inputs[1]])?,
                 Op::Add => (a + &vals[node.inputs[1]])?,
                 Op::GlobalAvgPool => ops::global_avg_pool(a)?,
                 Op::Linear { bias, .. } => {
@@ -353,8 +354,8 @@ impl Model {
         Ok((w2, b2))
     }
 
-    /// `fused[i]` is true when node i is a batch norm whose only consumer is the ReLU at node
-    /// i + 1: forward then applies both in one op.
+    /// `fused[i]` is true when node i is a batch norm or a residual sum whose only consumer is
+    /// the ReLU at node i + 1: forward then applies both in one op.
     pub(crate) fn bn_relu_pairs(&self) -> Vec<bool> {
         let nodes = &self.graph.nodes;
         let mut uses = vec![0usize; nodes.len() + 1];
@@ -365,7 +366,7 @@ impl Model {
         }
         (0..nodes.len())
             .map(|i| {
-                matches!(nodes[i].op, Op::BatchNorm { .. })
+                matches!(nodes[i].op, Op::BatchNorm { .. } | Op::Add)
                     && uses[i + 1] == 1
                     && nodes
                         .get(i + 1)

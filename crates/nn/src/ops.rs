@@ -6,8 +6,8 @@
 use candle_core::{Result, Tensor};
 
 pub use whittle_kernels::{
-    Conv1dCfg, Conv2dCfg, batch_norm_relu_train, batch_norm_train, channel_affine, conv2d,
-    conv2d_act, global_avg_pool, relu,
+    Conv1dCfg, Conv2dCfg, add_relu, batch_norm_relu_train, batch_norm_train, channel_affine,
+    conv2d, conv2d_act, global_avg_pool, relu,
 };
 
 /// x (N, Cin, L), w (Cout, Cin/groups, K) → (N, Cout, Lout); optional bias (Cout). The number
