@@ -45,18 +45,18 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
                 let colref: &[f32] = if gm.is_pointwise() && nb == 1 {
                     &x[(n0 * cin + g * cig) * hw..][..cig * hw]
                 } else {
-                    col.resize(kdim * ncols, 0.0);
+                    grow(&mut col, kdim * ncols);
                     match &wide {
                         Some(wd) => im2col_wide(gm, wd, x, n0, nb, g, &mut pad, &mut col),
                         None => im2col(gm, x, n0, nb, g, &mut col),
                     }
-                    &col
+                    &col[..kdim * ncols]
                 };
                 if nb == 1 && wide.is_none() {
                     let dst = &mut ys[g * cog * p..][..cog * p];
                     matmul(cog, p, kdim, dst, false, wg, kdim, 1, colref, ncols, 1);
                 } else {
-                    tmp.resize(cog * ncols, 0.0);
+                    grow(&mut tmp, cog * ncols);
                     matmul(
                         cog, ncols, kdim, &mut tmp, false, wg, kdim, 1, colref, ncols, 1,
                     );
@@ -72,11 +72,7 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
             if bias.is_some() || relu {
                 for (i, plane) in ys.chunks_exact_mut(p.max(1)).enumerate() {
                     let bv = bias.map_or(0.0, |b| b[i % cout]);
-                    if relu {
-                        plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0));
-                    } else {
-                        plane.iter_mut().for_each(|v| *v += bv);
-                    }
+                    crate::simd::add_bias(plane, bv, relu);
                 }
             }
             n0 += nb;
@@ -148,12 +144,12 @@ pub fn backward(
                     let colref: &[f32] = if direct {
                         &x[(n0 * cin + g * cig) * hw..][..cig * hw]
                     } else {
-                        col.resize(kdim * ncols, 0.0);
+                        grow(&mut col, kdim * ncols);
                         match &wide {
                             Some(wd) => im2col_wide(gm, wd, x, n0, nb, g, &mut pad, &mut col),
                             None => im2col(gm, x, n0, nb, g, &mut col),
                         }
-                        &col
+                        &col[..kdim * ncols]
                     };
                     let dwtg = &mut dwt[g * cog * kdim..][..cog * kdim];
                     matmul(
@@ -166,7 +162,7 @@ pub fn backward(
                             let dst = &mut dxs[g * cig * hw..][..cig * hw];
                             matmul(kdim, ncols, cog, dst, false, wg, 1, kdim, dyg, ncols, 1);
                         } else {
-                            dcol.resize(kdim * ncols, 0.0);
+                            grow(&mut dcol, kdim * ncols);
                             matmul(
                                 kdim, ncols, cog, &mut dcol, false, wg, 1, kdim, dyg, ncols, 1,
                             );
@@ -200,6 +196,14 @@ pub fn backward(
         db.iter_mut().zip(&pb).for_each(|(a, b)| *a += *b);
     }
     (need_dx.then_some(dx), dw, db)
+}
+
+/// Makes `v` at least `len` long without initialising new elements: for scratch buffers that
+/// every use fully overwrites (im2col columns, GEMM outputs) before reading.
+fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        *v = crate::util::uninit_vec(len);
+    }
 }
 
 /// One output plane from its GEMM columns (plain: the same; wide: every `wq`-th row of `ow`).

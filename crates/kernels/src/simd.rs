@@ -212,6 +212,17 @@ pub fn bn_dx(d: &mut [f32], g: &[f32], x: &[f32], mask: Option<&[f32]>, k: f32, 
 }
 
 multiversion! {
+/// `y[i] += b`, then `max(y[i], 0)` when `relu`.
+pub fn add_bias(y: &mut [f32], b: f32, relu: bool) {
+    if relu {
+        y.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+    } else {
+        y.iter_mut().for_each(|v| *v += b);
+    }
+}
+}
+
+multiversion! {
 /// `y[i] = max(x[i], 0)`.
 pub fn relu_fwd(y: &mut [f32], x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
