@@ -4,7 +4,7 @@
 use crate::geom::Geom;
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, with_f32};
 use crate::{conv_gemm, depthwise};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Hyper-parameters of a 1-D convolution (symmetric padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +183,7 @@ impl ConvOp {
         let gm = &self.gm;
         let masked;
         let grad = if self.relu {
-            masked = (grad * res.gt(0f32)?.to_dtype(DType::F32)?)?;
+            masked = crate::relu::relu_grad(res, grad)?;
             &masked
         } else {
             grad

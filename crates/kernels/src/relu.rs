@@ -49,6 +49,13 @@ impl CustomOp1 for ReluOp {
     }
 }
 
+/// The gradient of a ReLU output `res`: `grad` where `res > 0`, else 0 (one parallel pass).
+pub(crate) fn relu_grad(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    ReluOp
+        .bwd(res, res, grad)?
+        .ok_or_else(|| err("relu", "no gradient"))
+}
+
 /// `max(a + b, 0)` elementwise for two tensors of one shape (a residual sum and its ReLU in one
 /// pass, on all threads); both inputs receive the ReLU-masked gradient.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -99,8 +106,8 @@ impl CustomOp2 for AddReluOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let d = ReluOp.bwd(res, res, grad)?;
-        Ok((d.clone(), d))
+        let d = relu_grad(res, grad)?;
+        Ok((Some(d.clone()), Some(d)))
     }
 }
 

@@ -166,12 +166,12 @@ impl Model {
     /// Run the network on a batch x of shape (N, input_shape...). In train mode BN uses batch
     /// statistics and updates its running statistics (momentum, unbiased variance, like PyTorch).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_with(x, train, !train)
+        self.forward_with(x, train, true)
     }
 
-    /// [`Model::forward`]; `fuse` (eval mode only) folds each batch norm that follows a
-    /// convolution into its weights and applies a following ReLU in the convolution's output
-    /// pass (one pass over the activations instead of three).
+    /// [`Model::forward`]; `fuse` applies a ReLU that follows a convolution in the
+    /// convolution's output pass and, in eval mode, folds a batch norm that follows a
+    /// convolution into its weights (one pass over the activations instead of three).
     pub(crate) fn forward_with(&self, x: &Tensor, train: bool, fuse: bool) -> Result<Tensor> {
         let want = &self.graph.input_shape;
         ensure!(
@@ -182,10 +182,10 @@ impl Model {
         // A plain (non-Var) input: the first layer then skips its input gradient.
         let x = x.detach();
         let fused = self.bn_relu_pairs();
-        let epilogues = if train || !fuse {
+        let epilogues = if !fuse {
             Vec::new()
         } else {
-            self.conv_epilogues(&fused)
+            self.conv_epilogues(&fused, train)
         };
         // Nodes whose result an earlier op already produced (its output is passed on).
         let mut absorbed = vec![false; self.graph.nodes.len()];
@@ -286,7 +286,7 @@ impl Model {
     /// For eval-mode forward: per conv node, the batch norm folded into it (the next node, the
     /// conv's only consumer) and the ReLU applied in its output pass (after the conv or the
     /// batch norm, their only consumer).
-    pub(crate) fn conv_epilogues(&self, fused: &[bool]) -> Vec<Epilogue> {
+    pub(crate) fn conv_epilogues(&self, fused: &[bool], train: bool) -> Vec<Epilogue> {
         let nodes = &self.graph.nodes;
         let mut uses = vec![0usize; nodes.len() + 1];
         for node in nodes {
@@ -305,7 +305,9 @@ impl Model {
                     return ep;
                 }
                 let mut last = i;
-                if only_next(i, i + 1) && matches!(nodes[i + 1].op, Op::BatchNorm { .. }) {
+                // Training keeps batch norms (batch statistics): only a direct ReLU joins.
+                if !train && only_next(i, i + 1) && matches!(nodes[i + 1].op, Op::BatchNorm { .. })
+                {
                     ep.bn = Some(i + 1);
                     last = i + 1;
                     if fused[i + 1] {

@@ -275,7 +275,7 @@ fn eval_forward_with_conv_epilogues_matches_the_unfused_layers() {
                 .unwrap()
         };
         // Every convolutional model here has a convolution followed by a batch norm or a ReLU.
-        let eps = m.conv_epilogues(&m.bn_relu_pairs());
+        let eps = m.conv_epilogues(&m.bn_relu_pairs(), false);
         let has_conv = m
             .graph()
             .nodes
