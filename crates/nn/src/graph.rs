@@ -154,6 +154,18 @@ impl Op {
 }
 
 impl Graph {
+    /// How many node inputs read each value (value 0 is the network input, value i + 1 the
+    /// output of node i).
+    pub fn value_uses(&self) -> Vec<usize> {
+        let mut uses = vec![0usize; self.nodes.len() + 1];
+        for node in &self.nodes {
+            for &v in &node.inputs {
+                uses[v] += 1;
+            }
+        }
+        uses
+    }
+
     /// Per-sample shape of value `v`.
     pub fn value_shape(&self, v: usize) -> &[usize] {
         if v == 0 {

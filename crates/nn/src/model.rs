@@ -240,29 +240,13 @@ impl Model {
                     .with_context(|| format!("conv {}", node.name))?
                 }
                 Op::BatchNorm { eps, momentum, .. } => {
-                    let (g, bt) = (p("weight")?, p("bias")?);
-                    let (rm, rv) = (
-                        self.get(&format!("{}.running_mean", node.name))?,
-                        self.get(&format!("{}.running_var", node.name))?,
-                    );
-                    if train {
-                        let (y, mean, var) = if fused[i] {
-                            ops::batch_norm_relu_train(a, g, bt, *eps)?
-                        } else {
-                            ops::batch_norm_train(a, g, bt, *eps)?
-                        };
-                        let n = (a.elem_count() / a.dim(1)?) as f64;
-                        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
-                        rm.set(
-                            &((rm.as_tensor() * (1.0 - momentum))? + (mean.detach() * *momentum)?)?,
-                        )?;
-                        rv.set(&((rv.as_tensor() * (1.0 - momentum))? + (unbiased * *momentum)?)?)?;
-                        y
-                    } else {
-                        let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
-                        let shift = (bt - (rm.as_tensor() * &scale)?)?;
-                        ops::channel_affine(a, &scale, &shift, fused[i])?
-                    }
+                    let bn = BnArgs {
+                        eps: *eps,
+                        momentum: *momentum,
+                        train,
+                        relu: fused[i],
+                    };
+                    self.batch_norm(&node.name, a, p("weight")?, p("bias")?, bn)?
                 }
                 Op::Relu => ops::relu(a)?,
                 Op::Add if fused[i] => ops::add_relu(a, &vals[node.inputs[1]])?,
@@ -283,17 +267,44 @@ impl Model {
         Ok(vals.pop().expect("graph has nodes"))
     }
 
-    /// For eval-mode forward: per conv node, the batch norm folded into it (the next node, the
-    /// conv's only consumer) and the ReLU applied in its output pass (after the conv or the
+    /// Batch-norm node `name` on `a` with scale `g` and shift `bt` (the node's own or
+    /// derived from them): train mode normalises with the batch statistics and updates the
+    /// node's running statistics (momentum, unbiased variance, like PyTorch); eval mode
+    /// applies the running statistics. `relu` applies a ReLU in the same op.
+    pub(crate) fn batch_norm(
+        &self,
+        name: &str,
+        a: &Tensor,
+        g: &Tensor,
+        bt: &Tensor,
+        bn: BnArgs,
+    ) -> Result<Tensor> {
+        let rm = self.get(&format!("{name}.running_mean"))?;
+        let rv = self.get(&format!("{name}.running_var"))?;
+        if !bn.train {
+            let scale = (g / (rv.as_tensor() + bn.eps)?.sqrt()?)?;
+            let shift = (bt - (rm.as_tensor() * &scale)?)?;
+            return Ok(ops::channel_affine(a, &scale, &shift, bn.relu)?);
+        }
+        let (y, mean, var) = if bn.relu {
+            ops::batch_norm_relu_train(a, g, bt, bn.eps)?
+        } else {
+            ops::batch_norm_train(a, g, bt, bn.eps)?
+        };
+        let m = bn.momentum;
+        let n = (a.elem_count() / a.dim(1)?) as f64;
+        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
+        rm.set(&((rm.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
+        rv.set(&((rv.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        Ok(y)
+    }
+
+    /// Per conv node: the batch norm folded into it (eval mode only; the next node, the conv's
+    /// only consumer) and the ReLU applied in its output pass (after the conv or the folded
     /// batch norm, their only consumer).
     pub(crate) fn conv_epilogues(&self, fused: &[bool], train: bool) -> Vec<Epilogue> {
         let nodes = &self.graph.nodes;
-        let mut uses = vec![0usize; nodes.len() + 1];
-        for node in nodes {
-            for &v in &node.inputs {
-                uses[v] += 1;
-            }
-        }
+        let uses = self.graph.value_uses();
         // Node j consumes node i's output alone.
         let only_next = |i: usize, j: usize| {
             uses[i + 1] == 1 && nodes.get(j).is_some_and(|n| n.inputs[0] == i + 1)
@@ -360,12 +371,7 @@ impl Model {
     /// the ReLU at node i + 1: forward then applies both in one op.
     pub(crate) fn bn_relu_pairs(&self) -> Vec<bool> {
         let nodes = &self.graph.nodes;
-        let mut uses = vec![0usize; nodes.len() + 1];
-        for node in nodes {
-            for &v in &node.inputs {
-                uses[v] += 1;
-            }
-        }
+        let uses = self.graph.value_uses();
         (0..nodes.len())
             .map(|i| {
                 matches!(nodes[i].op, Op::BatchNorm { .. } | Op::Add)
@@ -422,12 +428,7 @@ impl Model {
         let g = &self.graph;
         let n = g.nodes.len();
         // Which BN nodes fold into which producer.
-        let mut uses = vec![0usize; n + 1];
-        for node in &g.nodes {
-            for &i in &node.inputs {
-                uses[i] += 1;
-            }
-        }
+        let uses = g.value_uses();
         let mut fold_into = vec![None; n]; // bn node index -> producer node index
         for (i, node) in g.nodes.iter().enumerate() {
             if let Op::BatchNorm { .. } = node.op {
@@ -464,33 +465,14 @@ impl Model {
             };
             if let Some(&bn) = folded_producers.get(&i) {
                 let bn_node = &g.nodes[bn];
-                let Op::BatchNorm { eps, .. } = bn_node.op else {
-                    unreachable!()
-                };
-                let b = |s: &str| -> Result<Tensor> {
-                    Ok(self
-                        .get(&format!("{}.{s}", bn_node.name))?
-                        .as_tensor()
-                        .copy()?)
-                };
-                let scale = (b("weight")? / (b("running_var")? + eps)?.sqrt()?)?;
-                let c_out = scale.elem_count();
-                let w = t("weight")?;
-                let mut sshape = vec![1usize; w.rank()];
-                sshape[0] = c_out;
-                let w2 = w.broadcast_mul(&scale.reshape(sshape)?)?;
                 let has_bias = match &mut new.op {
                     Op::Conv { bias, .. } | Op::Linear { bias, .. } => {
                         std::mem::replace(bias, true)
                     }
                     _ => unreachable!(),
                 };
-                let b0 = if has_bias {
-                    t("bias")?
-                } else {
-                    Tensor::zeros(c_out, DType::F32, &Device::Cpu)?
-                };
-                let b2 = (((b0 - b("running_mean")?)? * &scale)? + b("bias")?)?;
+                let b0 = if has_bias { Some(t("bias")?) } else { None };
+                let (w2, b2) = self.fold_eval_bn(bn_node, &t("weight")?, b0.as_ref())?;
                 params.push((format!("{}.weight", node.name), Var::from_tensor(&w2)?));
                 params.push((format!("{}.bias", node.name), Var::from_tensor(&b2)?));
             } else {
@@ -517,6 +499,16 @@ impl Model {
             buffers,
         ))
     }
+}
+
+/// How [`Model::batch_norm`] runs: ε, momentum of the running statistics, batch statistics
+/// (`train`) or running ones, and a fused ReLU.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BnArgs {
+    pub(crate) eps: f64,
+    pub(crate) momentum: f64,
+    pub(crate) train: bool,
+    pub(crate) relu: bool,
 }
 
 /// What an eval-mode conv absorbs: the batch-norm node folded into its weights and the ReLU

@@ -3,9 +3,9 @@
 //! metrics report the exact number of removed channels.
 
 use super::Prune;
+use crate::stage_tests::{run, split};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use whittle_engine::{CancelToken, Checkpoints, InputArtifact, Progress, RunContext, StageKind};
+use whittle_engine::{InputArtifact, StageKind};
 use whittle_nn::Model;
 use whittle_nn::config::{ModelConfig, TcnConfig};
 
@@ -59,41 +59,6 @@ fn fisher_defaults_and_other_methods_unchanged() {
     assert_eq!(a["fisher"], Value::Null);
 }
 
-struct NoCkpt;
-impl Checkpoints for NoCkpt {
-    fn save(&self, _: u64, _: &mut dyn FnMut(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn latest(&self) -> Option<(u64, PathBuf)> {
-        None
-    }
-}
-struct NoProgress;
-impl Progress for NoProgress {
-    fn set_length(&self, _: u64) {}
-    fn set_position(&self, _: u64) {}
-    fn set_message(&self, _: &str) {}
-}
-
-fn split(n: usize, seed: u64) -> whittle_data::dataset::Split {
-    use rand::{Rng, SeedableRng};
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for i in 0..n {
-        let k = i % 3;
-        for j in 0..490 {
-            x.push(r.random::<f32>() - 0.5 + if j / 49 == k { 1.0 } else { 0.0 });
-        }
-        y.push(k as u32);
-    }
-    whittle_data::dataset::Split {
-        x,
-        shape: vec![n, 10, 49],
-        y,
-    }
-}
-
 #[test]
 fn fisher_stage_prunes_and_reports() {
     let root = std::env::temp_dir().join(format!("whittle-prune-fisher-{}", std::process::id()));
@@ -127,28 +92,14 @@ fn fisher_stage_prunes_and_reports() {
         input("train", "seed", "net"),
         input("fetch", "data", "data"),
     ];
-    let params = Prune
-        .resolve(&table(
+    let m = run(
+        &Prune,
+        table(
             "method = 'fisher'\nratio = 0.5\nbatch_size = 16\nchannels_per_step = 2\nfinetune_steps = 1",
-        ))
-        .unwrap();
-    let out = root.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let ctx = RunContext {
-        node: "prune",
-        stage: "prune",
-        key: "k",
-        params: &params,
-        seed: 7,
-        inputs: &inputs,
-        out_dir: &out,
-        experiment_dir: &root,
-        threads: 1,
-        checkpoints: &NoCkpt,
-        cancel: &CancelToken::default(),
-        progress: &NoProgress,
-    };
-    let m = Prune.run(&ctx).unwrap();
+        ),
+        &root,
+        &inputs,
+    );
     // Groups: convs.0 (6), convs.1 + proj.1 + convs.3 (6), convs.2 (6): 18 prunable, 9 go.
     assert_eq!(m["extra"]["fisher"]["removed"], json!(9));
     assert_eq!(m["extra"]["fisher"]["steps"].as_array().unwrap().len(), 5);
@@ -156,7 +107,7 @@ fn fisher_stage_prunes_and_reports() {
     assert_eq!(row["method"], json!("fisher"));
     assert_eq!(row["scope"], json!("global"));
     assert!(row["params"].as_u64().unwrap() < seed_net.num_params());
-    let small = Model::load(&out).unwrap();
+    let small = Model::load(&root.join("out-prune")).unwrap();
     assert_eq!(small.num_params(), row["params"].as_u64().unwrap());
     let _ = std::fs::remove_dir_all(&root);
 }

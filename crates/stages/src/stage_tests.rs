@@ -10,7 +10,8 @@ use whittle_engine::{CancelToken, Checkpoints, InputArtifact, Progress, RunConte
 use whittle_nn::config::{ModelConfig, TcnConfig, TcnLayerConfig, TcnPadding};
 use whittle_nn::{DataSet, Model};
 
-struct NoCkpt;
+/// Checkpoints that are never written or found (the stages under test run in one go).
+pub(crate) struct NoCkpt;
 impl Checkpoints for NoCkpt {
     fn save(&self, _: u64, _: &mut dyn FnMut(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
         Ok(())
@@ -19,14 +20,16 @@ impl Checkpoints for NoCkpt {
         None
     }
 }
-struct NoProgress;
+/// Progress that goes nowhere.
+pub(crate) struct NoProgress;
 impl Progress for NoProgress {
     fn set_length(&self, _: u64) {}
     fn set_position(&self, _: u64) {}
     fn set_message(&self, _: &str) {}
 }
 
-fn split(n: usize, seed: u64) -> whittle_data::dataset::Split {
+/// `n` clips of shape 10×49 in 3 classes, class k lifted by 1 in channel k.
+pub(crate) fn split(n: usize, seed: u64) -> whittle_data::dataset::Split {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut x = Vec::new();
@@ -148,7 +151,13 @@ fn default_cfg() -> whittle_nn::TrainConfig {
     }
 }
 
-fn run(kind: &dyn StageKind, params: toml::Table, root: &Path, inputs: &[InputArtifact]) -> Value {
+/// Resolves `params` and runs `kind` once (seed 7, one thread) into `root/out-<kind>`.
+pub(crate) fn run(
+    kind: &dyn StageKind,
+    params: toml::Table,
+    root: &Path,
+    inputs: &[InputArtifact],
+) -> Value {
     let resolved = kind.resolve(&params).unwrap();
     let out = root.join(format!("out-{}", kind.name()));
     std::fs::create_dir_all(&out).unwrap();

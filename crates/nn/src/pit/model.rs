@@ -6,8 +6,8 @@
 use super::masks::{binarize, gamma_len, k_eff, theta_keep_alive, time_mask};
 use super::plan::{Plan, plan};
 use crate::graph::Op;
-use crate::model::Model;
 use crate::model::conv;
+use crate::model::{BnArgs, Model};
 use crate::ops;
 use crate::train::Trainable;
 use anyhow::{Context, Result, ensure};
@@ -241,25 +241,14 @@ impl PitModel {
                     .with_context(|| format!("conv {}", node.name))?
                 }
                 Op::BatchNorm { eps, momentum, .. } => {
-                    let (g, bt) = (p("weight")?, p("bias")?);
-                    let rm = self.model.get(&format!("{}.running_mean", node.name))?;
-                    let rv = self.model.get(&format!("{}.running_var", node.name))?;
-                    if train {
-                        let (y, mean, var) = ops::batch_norm_train(a, &g, &bt, *eps)?;
-                        let n = (a.elem_count() / a.dim(1)?) as f64;
-                        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
-                        rm.set(
-                            &((rm.as_tensor() * (1.0 - momentum))? + (mean.detach() * *momentum)?)?,
-                        )?;
-                        rv.set(&((rv.as_tensor() * (1.0 - momentum))? + (unbiased * *momentum)?)?)?;
-                        y
-                    } else {
-                        let r = a.rank();
-                        let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
-                        let shift = (bt - (rm.as_tensor() * &scale)?)?;
-                        a.broadcast_mul(&ops::bcast(&scale, r)?)?
-                            .broadcast_add(&ops::bcast(&shift, r)?)?
-                    }
+                    let bn = BnArgs {
+                        eps: *eps,
+                        momentum: *momentum,
+                        train,
+                        relu: false,
+                    };
+                    self.model
+                        .batch_norm(&node.name, a, &p("weight")?, &p("bias")?, bn)?
                 }
                 Op::Relu => ops::relu(a)?,
                 Op::Add => (a + &vals[node.inputs[1]])?,

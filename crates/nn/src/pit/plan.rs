@@ -42,12 +42,7 @@ fn find(parent: &mut [usize], mut g: usize) -> usize {
 /// consumer (so masking after the BN is exact).
 pub fn plan(graph: &Graph, time_masks: bool) -> Result<Plan> {
     let n = graph.nodes.len();
-    let mut uses = vec![0usize; n + 1];
-    for node in &graph.nodes {
-        for &i in &node.inputs {
-            uses[i] += 1;
-        }
-    }
+    let uses = graph.value_uses();
     // Raw groups with union-find.
     let mut sizes = vec![graph.input_shape[0]];
     let mut fixed = vec![true];

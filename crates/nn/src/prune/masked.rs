@@ -7,12 +7,12 @@
 //! (the batch norm's γ and β, else the layer's weight rows and bias): m·(γx̂ + β) = (mγ)x̂ + mβ,
 //! so this is exact and costs nothing per sample (used to zero removed channels). `acts` (N, C)
 //! multiplies the activations, one value per sample, so its gradient is the per-sample
-//! Σ_spatial a·∂L/∂a. Where a batch norm's only consumer is a ReLU, both run fused (as in
-//! [`Model::forward`]) and `acts` multiplies the ReLU's output: for m ≥ 0, relu(m·y) =
+//! Σ_spatial a·∂L/∂a. Where a batch norm's (or a residual sum's) only consumer is a ReLU,
+//! both run fused (as in [`Model::forward`]) and `acts` multiplies the ReLU's output: for m ≥ 0, relu(m·y) =
 //! m·relu(y), and at m = 1 both have the same derivative in m (y·1[y>0]·∂L/∂out).
 
 use crate::graph::Op;
-use crate::model::{Model, conv};
+use crate::model::{BnArgs, Model, conv};
 use crate::ops;
 use crate::pit::plan::Plan;
 use anyhow::{Context, Result, ensure};
@@ -39,26 +39,6 @@ fn scale_rows(t: &Tensor, m: Option<&Tensor>) -> Result<Tensor> {
     })
 }
 
-/// `fused[i]`: node i is a batch norm whose only consumer is the ReLU at node i + 1.
-fn bn_relu_pairs(model: &Model) -> Vec<bool> {
-    let nodes = &model.graph().nodes;
-    let mut uses = vec![0usize; nodes.len() + 1];
-    for node in nodes {
-        for &v in &node.inputs {
-            uses[v] += 1;
-        }
-    }
-    (0..nodes.len())
-        .map(|i| {
-            matches!(nodes[i].op, Op::BatchNorm { .. })
-                && uses[i + 1] == 1
-                && nodes
-                    .get(i + 1)
-                    .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs[0] == i + 1)
-        })
-        .collect()
-}
-
 /// Run `model` on `x` with `masks[g]` multiplying the channels of group g at every mask point
 /// of the plan. Train mode uses batch statistics and updates the running statistics, like
 /// [`Model::forward`].
@@ -82,13 +62,13 @@ pub fn forward(
         masks.len(),
         plan.groups.len()
     );
-    let fused = bn_relu_pairs(model);
+    let fused = model.bn_relu_pairs();
     let mut vals: Vec<Tensor> = Vec::with_capacity(graph.nodes.len() + 1);
     vals.push(x.detach());
     for (i, node) in graph.nodes.iter().enumerate() {
         let a = &vals[node.inputs[0]];
         if i > 0 && fused[i - 1] {
-            // Applied inside the preceding batch norm (and masked after it).
+            // Applied inside the preceding batch norm or sum (and masked after it).
             let y = a.clone();
             vals.push(y);
             continue;
@@ -129,29 +109,16 @@ pub fn forward(
             }
             Op::BatchNorm { eps, momentum, .. } => {
                 let (g, bt) = (scale_rows(p("weight")?, pm)?, scale_rows(p("bias")?, pm)?);
-                let (g, bt) = (&g, &bt);
-                let rm = model.get(&format!("{}.running_mean", node.name))?;
-                let rv = model.get(&format!("{}.running_var", node.name))?;
-                if train {
-                    let (y, mean, var) = if fused[i] {
-                        ops::batch_norm_relu_train(a, g, bt, *eps)?
-                    } else {
-                        ops::batch_norm_train(a, g, bt, *eps)?
-                    };
-                    let n = (a.elem_count() / a.dim(1)?) as f64;
-                    let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
-                    rm.set(
-                        &((rm.as_tensor() * (1.0 - momentum))? + (mean.detach() * *momentum)?)?,
-                    )?;
-                    rv.set(&((rv.as_tensor() * (1.0 - momentum))? + (unbiased * *momentum)?)?)?;
-                    y
-                } else {
-                    let scale = (g / (rv.as_tensor() + *eps)?.sqrt()?)?;
-                    let shift = (bt - (rm.as_tensor() * &scale)?)?;
-                    ops::channel_affine(a, &scale, &shift, fused[i])?
-                }
+                let bn = BnArgs {
+                    eps: *eps,
+                    momentum: *momentum,
+                    train,
+                    relu: fused[i],
+                };
+                model.batch_norm(&node.name, a, &g, &bt, bn)?
             }
             Op::Relu => ops::relu(a)?,
+            Op::Add if fused[i] => ops::add_relu(a, &vals[node.inputs[1]])?,
             Op::Add => (a + &vals[node.inputs[1]])?,
             Op::GlobalAvgPool => ops::global_avg_pool(a)?,
             Op::Linear { bias, .. } => {
