@@ -25,6 +25,9 @@ fn sub_batch(gm: &Geom, p: usize) -> usize {
 /// Forward convolution: `y (n, cout, oh, ow)` from `x (n, cin, h, w)`, `w (cout, cig, kh, kw)`,
 /// with the ReLU applied in the bias pass when `relu`.
 pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+    if crate::direct::usable(gm) {
+        return crate::direct::forward(gm, x, w, bias, relu);
+    }
     let (cin, cout, p, hw, kdim) = (gm.cin, gm.cout, gm.p(), gm.hw(), gm.kdim());
     let (cig, cog) = (gm.cig(), gm.cog());
     let mut y = crate::util::uninit_vec(gm.n * cout * p);
@@ -94,6 +97,11 @@ pub fn backward(
     // Unit stride: dx is a forward convolution of dy with the flipped, channel-transposed kernel,
     // which runs at forward-GEMM speed (the dcol + col2im route has a tiny GEMM inner dimension).
     let transposed = need_dx.then(|| transposed_geom(gm)).flatten();
+    if crate::direct::usable(gm) && (!need_dx || transposed.is_some()) {
+        let dx = transposed.map(|tg| forward(&tg, dy, &flip_weight(gm, w), None, false));
+        let (dw, db) = crate::direct::weight_grad(gm, x, dy);
+        return (dx, dw, db);
+    }
     let mut dx = match &transposed {
         Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, false),
         None if need_dx => vec![0f32; gm.n * cin * hw],

@@ -104,28 +104,7 @@ pub fn im2col_wide(
         for ci in 0..cig {
             let src = &x[((n0 + b) * gm.cin + g * cig + ci) * hw..][..hw];
             let dst = &mut pad[(b * cig + ci) * pp..][..pp];
-            for (iy, row) in src.chunks_exact(gm.w).enumerate() {
-                let py = iy + gm.ph;
-                let (rp, i) = (py % sh, py / sh);
-                if sw == 1 {
-                    dst[rp * plane + i * wd.wq + gm.pw..][..gm.w].copy_from_slice(row);
-                    continue;
-                }
-                for cp in 0..sw {
-                    // Padded columns px ≡ cp (mod sw) inside the input: px = pw + ix.
-                    let px0 = gm.pw + (cp + sw - gm.pw % sw) % sw;
-                    if px0 >= gm.pw + gm.w {
-                        continue;
-                    }
-                    let ix0 = px0 - gm.pw;
-                    let cnt = (gm.w - ix0).div_ceil(sw);
-                    let out = &mut dst[(rp * sw + cp) * plane + i * wd.wq + px0 / sw..][..cnt];
-                    let ins = &row[ix0..][..(cnt - 1) * sw + 1];
-                    for (j, o) in out.iter_mut().enumerate() {
-                        *o = ins[j * sw];
-                    }
-                }
-            }
+            crate::direct::polyphase(gm, wd.wq, plane, src, dst);
         }
     }
     let ncols = nb * wd.cols;

@@ -27,6 +27,7 @@ mod bn;
 mod conv;
 mod conv_gemm;
 mod depthwise;
+mod direct;
 mod depthwise_flat;
 mod geom;
 mod im2col;
