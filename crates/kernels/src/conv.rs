@@ -3,7 +3,7 @@
 
 use crate::geom::Geom;
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, with_f32};
-use crate::{conv_gemm, depthwise};
+use crate::{conv_gemm, depthwise, depthwise_direct};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Hyper-parameters of a 1-D convolution (symmetric padding).
@@ -161,7 +161,9 @@ impl ConvOp {
         if x.len() != gm.n * gm.cin * gm.hw() {
             return Err(err(OP, "input size does not match the op's geometry"));
         }
-        let y = if gm.is_depthwise() {
+        let y = if depthwise_direct::usable(gm) {
+            depthwise_direct::forward(gm, x, w, b, self.relu)
+        } else if gm.is_depthwise() {
             let mut y = depthwise::forward(gm, x, w, b);
             if self.relu {
                 y.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -192,7 +194,9 @@ impl ConvOp {
         let (dx, dw, db) = with_f32(OP, x, |xs| {
             with_f32(OP, w, |ws| {
                 with_f32(OP, grad, |gs| {
-                    if gm.is_depthwise() {
+                    if depthwise_direct::backward_usable(gm, need_dx) {
+                        depthwise_direct::backward(gm, xs, ws, gs, need_dx)
+                    } else if gm.is_depthwise() {
                         depthwise::backward(gm, xs, ws, gs, need_dx)
                     } else {
                         conv_gemm::backward(gm, xs, ws, gs, need_dx)

@@ -241,7 +241,7 @@ fn to_columns(gm: &Geom, wide: Option<&Wide>, src: &[f32], dst: &mut [f32]) {
 
 /// Geometry of dx as a forward convolution of dy, when the stride is 1 and the padding is at
 /// most the dilated kernel extent (true for "same" and "valid" convolutions).
-fn transposed_geom(gm: &Geom) -> Option<Geom> {
+pub(crate) fn transposed_geom(gm: &Geom) -> Option<Geom> {
     let (eh, ew) = (gm.dh * (gm.kh - 1), gm.dw * (gm.kw - 1));
     if gm.sh != 1 || gm.sw != 1 || gm.ph > eh || gm.pw > ew {
         return None;
@@ -264,7 +264,7 @@ fn transposed_geom(gm: &Geom) -> Option<Geom> {
 }
 
 /// `W'[g·cig + ci, co, ki, kj] = W[g·cog + co, ci, kh-1-ki, kw-1-kj]`: the kernel of the transposed conv.
-fn flip_weight(gm: &Geom, w: &[f32]) -> Vec<f32> {
+pub(crate) fn flip_weight(gm: &Geom, w: &[f32]) -> Vec<f32> {
     let (cig, cog, kh, kw) = (gm.cig(), gm.cog(), gm.kh, gm.kw);
     let mut out = vec![0f32; w.len()];
     for g in 0..gm.groups {

@@ -12,6 +12,7 @@
 //! results are bit-identical run to run and for any thread count.
 
 use crate::geom::Geom;
+use crate::rowmap::RowMap;
 use crate::util::{SyncPtr, batch_ranges, uninit_vec};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -22,11 +23,8 @@ const MR: usize = 8;
 /// 16-float vectors per forward microkernel tile (tile width `NR = 16·NV` columns).
 const NV: usize = 3;
 const NR: usize = 16 * NV;
-/// Output-gradient rows and taps per weight-gradient microkernel call.
-const MRW: usize = 4;
-const NKW: usize = 6;
-/// Columns per weight-gradient block (the rows of a block stay in L1 across the taps).
-const CB: usize = 1024;
+/// Zero floats past the last plane: at least one microkernel tile of any kernel reading them.
+const SLACK: usize = 64;
 /// Floats of padded input + output tile per sub-batch (about 1 MB: L2-resident).
 const SUB_BATCH_FLOATS: usize = 1 << 18;
 
@@ -35,7 +33,7 @@ pub fn usable(gm: &Geom) -> bool {
     !gm.is_depthwise() && gm.p() > 0 && avx512()
 }
 
-fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -54,34 +52,40 @@ fn avx512() -> bool {
 /// samples share their padding: row stride `wq = w + pw` (a row's right padding is the next
 /// row's left padding) and sample stride `s = (h + ph)·wq` (a sample's bottom padding rows are
 /// the next sample's top ones), which keeps the non-output columns few on small planes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PadLayout {
     pub wq: usize,
     pub s: usize,
     pub nph: usize,
+    /// Input pixels within a sample's region (unit stride only; strided inputs are scattered
+    /// into their phases by [`polyphase`]).
+    inp: Option<RowMap>,
+    /// Output positions within a sample's columns.
+    out: RowMap,
 }
 
 impl PadLayout {
     pub fn of(gm: &Geom) -> Self {
         let (eh, ew) = (gm.dh * (gm.kh - 1), gm.dw * (gm.kw - 1));
-        if gm.sh == 1 && gm.sw == 1 && gm.ph <= eh && gm.pw <= ew {
+        let (wq, s, nph) = if gm.sh == 1 && gm.sw == 1 && gm.ph <= eh && gm.pw <= ew {
             let wq = gm.w + gm.pw;
-            return Self {
-                wq,
-                s: (gm.h + gm.ph) * wq,
-                nph: 1,
-            };
-        }
-        let (hq, wq) = ((gm.h + 2 * gm.ph).div_ceil(gm.sh), (gm.w + 2 * gm.pw).div_ceil(gm.sw));
+            (wq, (gm.h + gm.ph) * wq, 1)
+        } else {
+            let (hq, wq) = ((gm.h + 2 * gm.ph).div_ceil(gm.sh), (gm.w + 2 * gm.pw).div_ceil(gm.sw));
+            (wq, hq * wq, gm.sh * gm.sw)
+        };
+        let unit = gm.sh == 1 && gm.sw == 1;
         Self {
             wq,
-            s: hq * wq,
-            nph: gm.sh * gm.sw,
+            s,
+            nph,
+            inp: unit.then(|| RowMap::new(wq, gm.ph, gm.h, gm.pw, gm.w)),
+            out: RowMap::new(wq, 0, gm.oh, 0, gm.ow),
         }
     }
 
     /// Offset of tap `k = (ci, ki, kj)` (group-local `ci`) from an output column, for `nb` samples.
-    fn tap_offsets(&self, gm: &Geom, nb: usize) -> Vec<usize> {
+    pub(crate) fn tap_offsets(&self, gm: &Geom, nb: usize) -> Vec<usize> {
         let mut offs = Vec::with_capacity(gm.kdim());
         for ci in 0..gm.cig() {
             for ki in 0..gm.kh {
@@ -102,19 +106,36 @@ impl PadLayout {
     }
 
     /// Columns of `nb` samples up to the last output one.
-    fn ncols(&self, gm: &Geom, nb: usize) -> usize {
+    pub(crate) fn ncols(&self, gm: &Geom, nb: usize) -> usize {
         (nb - 1) * self.s + (gm.oh - 1) * self.wq + gm.ow
+    }
+
+    /// One output plane from its columns (`src` starts at the sample's first column), plus
+    /// `bias`, then ReLU'd if `relu`.
+    pub(crate) fn gather_bias(&self, gm: &Geom, src: &[f32], dst: &mut [f32], bias: f32, relu: bool) {
+        assert!(dst.len() == gm.p() && src.len() >= (gm.oh - 1) * self.wq + gm.ow);
+        // SAFETY: AVX-512F is present (the direct kernels' precondition); the region and the
+        // plane are inside `src` and `dst` (asserted above).
+        unsafe { self.out.compress(src.as_ptr(), dst.as_mut_ptr(), bias, relu) }
+    }
+
+    /// One output-gradient plane into its columns (`dst` starts at the sample's first column);
+    /// the non-output columns of `dst` are left as they are.
+    pub(crate) fn scatter(&self, gm: &Geom, src: &[f32], dst: &mut [f32]) {
+        assert!(src.len() == gm.p() && dst.len() >= (gm.oh - 1) * self.wq + gm.ow);
+        // SAFETY: as in `gather_bias`.
+        unsafe { self.out.expand(src.as_ptr(), dst.as_mut_ptr()) }
     }
 
     /// Buffer length for `nb` samples of one group: the planes plus zero slack that covers the
     /// largest tap shift and a whole microkernel tile past the last column.
     fn len(&self, gm: &Geom, nb: usize) -> usize {
-        gm.cig() * self.nph * nb * self.s + self.shift(gm, gm.kh - 1, gm.kw - 1) + NR
+        gm.cig() * self.nph * nb * self.s + self.shift(gm, gm.kh - 1, gm.kw - 1) + SLACK
     }
 
     /// Writes the input pixels of samples `n0..n0+nb`, group `g`, into `buf` (zeroed when its
     /// length changes; padding positions are never written, so they stay zero).
-    fn fill(&self, gm: &Geom, x: &[f32], n0: usize, nb: usize, g: usize, buf: &mut Vec<f32>) {
+    pub(crate) fn fill(&self, gm: &Geom, x: &[f32], n0: usize, nb: usize, g: usize, buf: &mut Vec<f32>) {
         let len = self.len(gm, nb);
         if buf.len() != len {
             buf.clear();
@@ -125,7 +146,15 @@ impl PadLayout {
             for b in 0..nb {
                 let src = &x[((n0 + b) * gm.cin + g * cig + ci) * hw..][..hw];
                 let dst = &mut buf[ci * self.nph * block + b * self.s..];
-                polyphase(gm, self.wq, block, src, dst);
+                match &self.inp {
+                    Some(map) => {
+                        assert!(dst.len() >= (gm.ph + gm.h) * self.wq);
+                        // SAFETY: AVX-512F is present (the direct kernels' precondition); the
+                        // plane and its region are inside `src` and `dst` (asserted above).
+                        unsafe { map.expand(src.as_ptr(), dst.as_mut_ptr()) }
+                    }
+                    None => polyphase(gm, self.wq, block, src, dst),
+                }
             }
         }
     }
@@ -136,6 +165,11 @@ impl PadLayout {
 /// `(py / sh)·wq + px / sw`. Only input pixels are written.
 pub fn polyphase(gm: &Geom, wq: usize, phase_stride: usize, src: &[f32], dst: &mut [f32]) {
     let (sh, sw) = (gm.sh, gm.sw);
+    if sh == 1 && sw == 1 && wq == gm.w {
+        // No column padding: the rows are contiguous in `dst` too.
+        dst[gm.ph * wq..][..src.len()].copy_from_slice(src);
+        return;
+    }
     for (iy, row) in src.chunks_exact(gm.w).enumerate() {
         let py = iy + gm.ph;
         let (rp, i) = (py % sh, py / sh);
@@ -229,13 +263,8 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
                     for co in 0..cog {
                         let c = g * cog + co;
                         let dst = &mut ys[(b * cout + c) * p..][..p];
-                        let src = &tmp[co * ld + b * lay.s..];
-                        for (oy, row) in dst.chunks_exact_mut(gm.ow).enumerate() {
-                            row.copy_from_slice(&src[oy * lay.wq..][..gm.ow]);
-                        }
-                        if bias.is_some() || relu {
-                            crate::simd::add_bias(dst, bias.map_or(0.0, |bv| bv[c]), relu);
-                        }
+                        let bv = bias.map_or(0.0, |bv| bv[c]);
+                        lay.gather_bias(gm, &tmp[co * ld + b * lay.s..], dst, bv, relu);
                     }
                 }
             }
@@ -246,17 +275,24 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
 }
 
 /// Weight and bias gradients `(dw, db)` from `dy (n, cout, oh, ow)`. Callers check [`usable`].
+///
+/// The output gradient is transposed to column-major `dyt[q][co]` (zero at non-output columns
+/// and past the last channel), so the microkernel accumulates 16 output channels per vector
+/// against broadcast input values: `dwt[k][co] += Σ_q buf[offs[k] + q] · dyt[q][co]`, with no
+/// horizontal sums.
 pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let (cout, cog, p, kdim) = (gm.cout, gm.cog(), gm.p(), gm.kdim());
     let lay = PadLayout::of(gm);
-    let rows = cog.div_ceil(MRW) * MRW;
-    let sb = sub_batch((gm.cig() * lay.nph + rows) * lay.s);
+    let cogr = cog.div_ceil(16) * 16;
+    let sb = sub_batch((gm.cig() * lay.nph + cogr) * lay.s);
+    // dwt rows per group: the taps plus room for the last tile's repeated taps.
+    let krows = kdim + NK_MAX;
     let partials: Vec<(Vec<f32>, Vec<f32>)> = batch_ranges(gm.n)
         .into_par_iter()
         .map(|r| {
-            let mut dw = vec![0f32; cout * kdim];
+            let mut dwt = vec![0f32; gm.groups * krows * cogr];
             let mut db = vec![0f32; cout];
-            let (mut buf, mut dyc) = (Vec::new(), Vec::new());
+            let (mut buf, mut dyt) = (Vec::new(), Vec::new());
             let mut n0 = r.start;
             while n0 < r.end {
                 let nb = sb.min(r.end - n0);
@@ -265,27 +301,37 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                     db[i % cout] += crate::simd::sum(plane);
                 }
                 let offs = lay.tap_offsets(gm, nb);
-                let ld = lay.ncols(gm, nb).div_ceil(16) * 16;
+                let ncols = lay.ncols(gm, nb);
                 for g in 0..gm.groups {
                     lay.fill(gm, x, n0, nb, g, &mut buf);
-                    // Output-gradient rows in the column layout, zero at non-output columns
-                    // and in the padding rows past the last channel.
-                    dyc.clear();
-                    dyc.resize(rows * ld, 0.0);
+                    dyt.clear();
+                    dyt.resize(ncols * cogr, 0.0);
                     for b in 0..nb {
                         for co in 0..cog {
                             let src = &dys[(b * cout + g * cog + co) * p..][..p];
-                            let dst = &mut dyc[co * ld + b * lay.s..];
+                            let base = b * lay.s;
                             for (oy, row) in src.chunks_exact(gm.ow).enumerate() {
-                                dst[oy * lay.wq..][..gm.ow].copy_from_slice(row);
+                                let q0 = base + oy * lay.wq;
+                                for (ox, v) in row.iter().enumerate() {
+                                    dyt[(q0 + ox) * cogr + co] = *v;
+                                }
                             }
                         }
                     }
-                    debug_assert!(offs.iter().all(|o| o + ld <= buf.len()));
-                    let dwg = &mut dw[g * cog * kdim..][..cog * kdim];
-                    weight_grad_group(&offs, &buf, &dyc, ld, cog, kdim, dwg);
+                    debug_assert!(offs.iter().all(|o| o + ncols <= buf.len()));
+                    let dwg = &mut dwt[g * krows * cogr..][..krows * cogr];
+                    weight_grad_group(&offs, &buf, &dyt, ncols, cogr, dwg);
                 }
                 n0 += nb;
+            }
+            let mut dw = vec![0f32; cout * kdim];
+            for g in 0..gm.groups {
+                let t = &dwt[g * krows * cogr..];
+                for co in 0..cog {
+                    for k in 0..kdim {
+                        dw[(g * cog + co) * kdim + k] = t[k * cogr + co];
+                    }
+                }
             }
             (dw, db)
         })
@@ -301,46 +347,38 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (dw, db)
 }
 
-/// Accumulates `dw[co][k] += Σ_q dyc[co][q] · buf[offs[k] + q]` over `ld` columns, in column
-/// blocks of [`CB`], tiles of `MRW` rows × `NKW` taps.
-fn weight_grad_group(
-    offs: &[usize],
-    buf: &[f32],
-    dyc: &[f32],
-    ld: usize,
-    cog: usize,
-    kdim: usize,
-    dw: &mut [f32],
-) {
-    let mut acc = [[0f32; NKW]; MRW];
-    for c0 in (0..ld).step_by(CB) {
-        let nv = (ld - c0).min(CB) / 16;
-        for rb in (0..cog).step_by(MRW) {
-            for k0 in (0..kdim).step_by(NKW) {
-                let nk = (kdim - k0).min(NKW);
-                let mut ptrs = [buf.as_ptr(); NKW];
-                for (j, p) in ptrs.iter_mut().enumerate().take(nk) {
-                    debug_assert!(offs[k0 + j] + c0 + 16 * nv <= buf.len());
-                    // SAFETY: in bounds of `buf` (checked by the caller's layout, asserted above).
-                    *p = unsafe { buf.as_ptr().add(offs[k0 + j] + c0) };
-                }
-                // SAFETY: AVX-512F is present; rows `rb..rb+MRW` of `dyc` exist (padded to MRW),
-                // and every read stays in `buf` / `dyc`.
-                unsafe {
-                    let d = dyc.as_ptr().add(rb * ld + c0);
-                    match nk {
-                        6 => tile_dw::<6>(nv, d, ld, &ptrs, &mut acc),
-                        5 => tile_dw::<5>(nv, d, ld, &ptrs, &mut acc),
-                        4 => tile_dw::<4>(nv, d, ld, &ptrs, &mut acc),
-                        3 => tile_dw::<3>(nv, d, ld, &ptrs, &mut acc),
-                        2 => tile_dw::<2>(nv, d, ld, &ptrs, &mut acc),
-                        _ => tile_dw::<1>(nv, d, ld, &ptrs, &mut acc),
-                    }
-                }
-                for (r, row) in acc.iter().enumerate().take((cog - rb).min(MRW)) {
-                    for (j, v) in row.iter().enumerate().take(nk) {
-                        dw[(rb + r) * kdim + k0 + j] += *v;
-                    }
+/// Most taps per weight-gradient tile (with one vector of output channels).
+const NK_MAX: usize = 14;
+
+/// `dwt[k][co] += Σ_{q < ncols} buf[offs[k] + q] · dyt[q][co]` for every tap `k` and the `cogr`
+/// (a multiple of 16) channels, in tiles of up to 64 channels × `NK` taps. The last tap tile
+/// repeats the last tap into rows past `offs.len()` (discarded by the caller).
+fn weight_grad_group(offs: &[usize], buf: &[f32], dyt: &[f32], ncols: usize, cogr: usize, dwt: &mut [f32]) {
+    let kdim = offs.len();
+    debug_assert!(dwt.len() >= (kdim + NK_MAX) * cogr);
+    for c0 in (0..cogr).step_by(64) {
+        let nv = ((cogr - c0) / 16).min(4);
+        let nk = match nv {
+            1 => 14,
+            2 => 12,
+            3 => 8,
+            _ => 6,
+        };
+        for k0 in (0..kdim).step_by(nk) {
+            let mut ptrs = [buf.as_ptr(); NK_MAX];
+            for (j, p) in ptrs.iter_mut().enumerate().take(nk) {
+                // SAFETY: `offs[k] + ncols <= buf.len()` (see `PadLayout::len`).
+                *p = unsafe { buf.as_ptr().add(offs[(k0 + j).min(kdim - 1)]) };
+            }
+            // SAFETY: AVX-512F is present (`usable`); reads stay within `buf` and `dyt`
+            // (`ncols` rows of `cogr`), writes within `dwt` (rows `k0..k0+nk < kdim + NK_MAX`).
+            unsafe {
+                let (d, o) = (dyt.as_ptr().add(c0), dwt.as_mut_ptr().add(k0 * cogr + c0));
+                match nv {
+                    1 => tile_dw::<1, 14>(ncols, &ptrs, d, cogr, o),
+                    2 => tile_dw::<2, 12>(ncols, &ptrs, d, cogr, o),
+                    3 => tile_dw::<3, 8>(ncols, &ptrs, d, cogr, o),
+                    _ => tile_dw::<4, 6>(ncols, &ptrs, d, cogr, o),
                 }
             }
         }
@@ -375,33 +413,34 @@ unsafe fn tile_fwd(kdim: usize, w: *const f32, offs: *const usize, b: *const f32
     }
 }
 
-/// `acc[r][j] = Σ_{q < 16·nv} d[r·ldd + q] · p[j][q]` for `r < MRW`, `j < NK`.
+/// `o[j·ld + 16v..][..16] += Σ_{q < nq} p[j][q] · d[q·ld + 16v..][..16]` for `j < NK`, `v < NV`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_dw<const NK: usize>(
-    nv: usize,
+unsafe fn tile_dw<const NV: usize, const NK: usize>(
+    nq: usize,
+    p: &[*const f32; NK_MAX],
     d: *const f32,
-    ldd: usize,
-    p: &[*const f32; NKW],
-    acc: &mut [[f32; NKW]; MRW],
+    ld: usize,
+    o: *mut f32,
 ) {
     unsafe {
-        let mut a = [[_mm512_setzero_ps(); NK]; MRW];
-        for v in 0..nv {
-            let mut pv = [_mm512_setzero_ps(); NK];
-            for (j, x) in pv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(p[j].add(16 * v));
+        let mut acc = [[_mm512_setzero_ps(); NV]; NK];
+        for q in 0..nq {
+            let mut dv = [_mm512_setzero_ps(); NV];
+            for (v, x) in dv.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(d.add(q * ld + 16 * v));
             }
-            for (r, row) in a.iter_mut().enumerate() {
-                let dv = _mm512_loadu_ps(d.add(r * ldd + 16 * v));
-                for (s, x) in row.iter_mut().zip(&pv) {
-                    *s = _mm512_fmadd_ps(dv, *x, *s);
+            for (j, row) in acc.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(*p[j].add(q));
+                for (a, x) in row.iter_mut().zip(&dv) {
+                    *a = _mm512_fmadd_ps(s, *x, *a);
                 }
             }
         }
-        for (r, row) in a.iter().enumerate() {
-            for (j, s) in row.iter().enumerate() {
-                acc[r][j] = _mm512_reduce_add_ps(*s);
+        for (j, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                let dst = o.add(j * ld + 16 * v);
+                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), *a));
             }
         }
     }
@@ -413,12 +452,12 @@ unsafe fn tile_fwd(_: usize, _: *const f32, _: *const usize, _: *const f32, _: *
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_dw<const NK: usize>(
+unsafe fn tile_dw<const NV: usize, const NK: usize>(
     _: usize,
+    _: &[*const f32; NK_MAX],
     _: *const f32,
     _: usize,
-    _: &[*const f32; NKW],
-    _: &mut [[f32; NKW]; MRW],
+    _: *mut f32,
 ) {
     unreachable!("direct kernels need x86-64 AVX-512 (checked by `usable`)")
 }

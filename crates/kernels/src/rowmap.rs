@@ -1,0 +1,142 @@
+//! Moving a dense plane in and out of a padded, row-strided region (AVX-512): `compress` packs
+//! the rows `r0..r0+rows`, columns `c0..c0+width` of a region with row stride `wq` into a
+//! dense `rows × width` plane, `expand` does the reverse. Both walk the region in 16-wide
+//! chunks with a precomputed lane mask per chunk (compress/expand instructions, masked loads
+//! and stores), so narrow rows such as DS-CNN's 5 columns cost a few instructions per 16 values
+//! instead of one `memcpy` call per row. Masked lanes are never read or written.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// The lane masks of one region.
+#[derive(Clone, Debug)]
+pub struct RowMap {
+    /// Offset of the first element (`r0·wq + c0`).
+    lo: usize,
+    /// One 16-bit lane mask per 16-element chunk from `lo`.
+    masks: Vec<u16>,
+}
+
+impl RowMap {
+    pub fn new(wq: usize, r0: usize, rows: usize, c0: usize, width: usize) -> Self {
+        debug_assert!(c0 + width <= wq || rows <= 1);
+        let lo = r0 * wq + c0;
+        if rows == 0 || width == 0 {
+            return Self { lo, masks: Vec::new() };
+        }
+        let hi = (r0 + rows - 1) * wq + c0 + width;
+        let masks = (lo..hi)
+            .step_by(16)
+            .map(|q0| {
+                (0..16).fold(0u16, |m, t| {
+                    let q = q0 + t;
+                    let inside = q < hi && (q % wq).wrapping_sub(c0) < width;
+                    m | (u16::from(inside) << t)
+                })
+            })
+            .collect();
+        Self { lo, masks }
+    }
+
+    /// `dst[j] = src[region j] + bias` (then ReLU'd if `relu`) for the dense plane `dst`.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `src` must be valid for reads of the whole region and `dst`
+    /// for writes of `rows·width` floats.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn compress(&self, src: *const f32, dst: *mut f32, bias: f32, relu: bool) {
+        unsafe {
+            let (b, zero) = (_mm512_set1_ps(bias), _mm512_setzero_ps());
+            let mut out = dst;
+            for (i, &m) in self.masks.iter().enumerate() {
+                let mut v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src.add(self.lo + 16 * i)), b);
+                if relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                let n = m.count_ones() as usize;
+                _mm512_mask_storeu_ps(out, low_bits(n), _mm512_maskz_compress_ps(m, v));
+                out = out.add(n);
+            }
+        }
+    }
+
+    /// `dst[region j] = src[j]`; the other elements of `dst` are left as they are.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `src` must be valid for reads of `rows·width` floats and `dst`
+    /// for writes of the whole region.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn expand(&self, src: *const f32, dst: *mut f32) {
+        unsafe {
+            let mut inp = src;
+            for (i, &m) in self.masks.iter().enumerate() {
+                let n = m.count_ones() as usize;
+                let v = _mm512_maskz_loadu_ps(low_bits(n), inp);
+                _mm512_mask_storeu_ps(dst.add(self.lo + 16 * i), m, _mm512_maskz_expand_ps(m, v));
+                inp = inp.add(n);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl RowMap {
+    pub unsafe fn compress(&self, _: *const f32, _: *mut f32, _: f32, _: bool) {
+        unreachable!("row maps serve the AVX-512 kernels only")
+    }
+    pub unsafe fn expand(&self, _: *const f32, _: *mut f32) {
+        unreachable!("row maps serve the AVX-512 kernels only")
+    }
+}
+
+/// The mask of the `n` lowest lanes.
+#[inline(always)]
+fn low_bits(n: usize) -> u16 {
+    ((1u32 << n) - 1) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compress_and_expand_match_row_copies() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for &(wq, r0, rows, c0, width) in &[
+            (6, 1, 25, 1, 5),
+            (6, 0, 25, 0, 5),
+            (5, 0, 25, 0, 5),
+            (33, 1, 32, 1, 32),
+            (9, 2, 7, 0, 9),
+            (50, 0, 1, 1, 49),
+            (17, 3, 1, 2, 15),
+        ] {
+            let region = (r0 + rows + 1) * wq;
+            let src: Vec<f32> = (0..region).map(|i| i as f32 - 40.0).collect();
+            let mut want = Vec::new();
+            for r in 0..rows {
+                let row = &src[(r0 + r) * wq + c0..][..width];
+                want.extend(row.iter().map(|v| (v + 0.5f32).max(0.0)));
+            }
+            let map = RowMap::new(wq, r0, rows, c0, width);
+            let mut got = vec![f32::NAN; rows * width];
+            // SAFETY: AVX-512F checked; sizes as documented.
+            unsafe { map.compress(src.as_ptr(), got.as_mut_ptr(), 0.5, true) };
+            assert_eq!(got, want, "compress wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}");
+
+            let dense: Vec<f32> = (0..rows * width).map(|i| i as f32 + 1.0).collect();
+            let mut got = vec![-7f32; region];
+            let mut want = got.clone();
+            for r in 0..rows {
+                want[(r0 + r) * wq + c0..][..width].copy_from_slice(&dense[r * width..][..width]);
+            }
+            // SAFETY: as above.
+            unsafe { map.expand(dense.as_ptr(), got.as_mut_ptr()) };
+            assert_eq!(got, want, "expand wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}");
+        }
+    }
+}
