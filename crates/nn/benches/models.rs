@@ -3,7 +3,9 @@
 //! inference samples/s, one `bench <model> train_samples_per_s=<x> infer_samples_per_s=<y>`
 //! line per model; then, when PyTorch is importable, runs `../shared/bench/torch_ref.py` on the
 //! same models and prints the candle/PyTorch ratios.
-//! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 10), `WHITTLE_BENCH_TORCH=0` (skip the
+//! With PyTorch, each model runs `WHITTLE_BENCH_ROUNDS` (default 3) alternating rounds of ours
+//! then PyTorch; the lines give medians and the ratio is the median of the per-round ratios.
+//! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 20 as in torch_ref.py), `WHITTLE_BENCH_TORCH=0` (skip the
 //! PyTorch reference, for A/B runs and profiles of our side only), `WHITTLE_BENCH_INFER_ONLY=1`
 //! (inference only), models as arguments.
 
@@ -118,6 +120,46 @@ fn parse_line(line: &str) -> Option<(String, f64, f64)> {
     ))
 }
 
+/// Runs torch_ref.py on one model; `None` when it fails (its stderr is shown).
+fn torch_run(py: &std::path::Path, script: &std::path::Path, model: &str) -> Result<Option<(f64, f64)>> {
+    let out = Command::new(py)
+        .arg(script)
+        .arg(model)
+        .output()
+        .context("running torch_ref.py")?;
+    if !out.status.success() {
+        eprintln!(
+            "torch_ref.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(parse_line)
+        .find(|(n, _, _)| n == model)
+        .map(|(_, a, b)| (a, b)))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() -> Result<()> {
     whittle_nn::set_threads(2);
     let args: Vec<String> = std::env::args()
@@ -129,19 +171,7 @@ fn main() -> Result<()> {
     } else {
         args
     };
-    let steps: usize = std::env::var("WHITTLE_BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let mut ours = vec![];
-    for m in &models {
-        let (tr, inf) = bench(m, steps)?;
-        println!("bench {m} train_samples_per_s={tr:.1} infer_samples_per_s={inf:.1}");
-        ours.push((m.clone(), tr, inf));
-    }
-    if std::env::var("WHITTLE_BENCH_TORCH").is_ok_and(|v| v == "0") {
-        return Ok(());
-    }
+    let steps = env_usize("WHITTLE_BENCH_STEPS", 20);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = [
         root.join("../shared/bench/torch_ref.py"),
@@ -149,38 +179,62 @@ fn main() -> Result<()> {
     ]
     .into_iter()
     .find(|p| p.exists());
-    let (Some(py), Some(script)) = (torch_python(&root), script) else {
-        println!(
-            "torch reference skipped: PyTorch not importable (setup: see the header of torch_ref.py) or torch_ref.py missing"
-        );
-        return Ok(());
-    };
-    let out = Command::new(&py)
-        .arg(&script)
-        .args(&models)
-        .output()
-        .context("running torch_ref.py")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
-    if !out.status.success() {
-        eprintln!(
-            "torch_ref.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let torch: HashMap<String, (f64, f64)> = text
-        .lines()
-        .filter_map(parse_line)
-        .map(|(n, a, b)| (n, (a, b)))
-        .collect();
-    for (m, tr, inf) in &ours {
-        if let Some((ttr, tinf)) = torch.get(m) {
-            println!(
-                "ratio {m} train={:.2} infer={:.2} (candle / PyTorch)",
-                tr / ttr,
-                inf / tinf
-            );
+    let torch = if std::env::var("WHITTLE_BENCH_TORCH").is_ok_and(|v| v == "0") {
+        None
+    } else {
+        match (torch_python(&root), script) {
+            (Some(py), Some(script)) => Some((py, script)),
+            _ => {
+                println!(
+                    "torch reference skipped: PyTorch not importable (setup: `just torch`) or torch_ref.py missing"
+                );
+                None
+            }
         }
+    };
+    // Rounds alternate ours and PyTorch on each model, so both see the same machine load; the
+    // shared host drifts by ±15 % over minutes, which a single back-to-back pair would misread.
+    let rounds = env_usize("WHITTLE_BENCH_ROUNDS", if torch.is_some() { 3 } else { 1 }).max(1);
+    for m in &models {
+        let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let o = bench(m, steps)?;
+            ours.push(o);
+            if let Some((py, script)) = &torch
+                && let Some(t) = torch_run(py, script, m)?
+            {
+                theirs.push(t);
+                ratios.push((o.0 / t.0, o.1 / t.1));
+            }
+        }
+        let col = |v: &[(f64, f64)], i: usize| v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect::<Vec<_>>();
+        println!(
+            "bench {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
+            median(&col(&ours, 0)),
+            median(&col(&ours, 1))
+        );
+        if theirs.is_empty() {
+            continue;
+        }
+        println!(
+            "torch {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
+            median(&col(&theirs, 0)),
+            median(&col(&theirs, 1))
+        );
+        let (rt, ri) = (col(&ratios, 0), col(&ratios, 1));
+        let range = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            format!("{lo:.2}-{hi:.2}")
+        };
+        println!(
+            "ratio {m} train={:.2} infer={:.2} (candle / PyTorch, median of {} alternating rounds; train {}, infer {})",
+            median(&rt),
+            median(&ri),
+            ratios.len(),
+            range(&rt),
+            range(&ri)
+        );
     }
     Ok(())
 }
