@@ -1,10 +1,10 @@
-//! Depthwise convolution on AVX-512 CPUs over a channel's whole batch at once: the channel's
-//! input planes are laid out as in [`crate::direct::PadLayout`] (zero padding shared between
-//! rows and samples), so each kernel tap is one multiply-add over one long run of columns,
-//! whatever the plane size (DS-CNN's 25×5 planes included). Forward (any stride, through the
-//! polyphase planes), weight and bias gradients (any stride), input gradient (unit stride: a
-//! forward pass over the output gradient with the flipped kernel). Work is split by channel and
-//! each channel's sums run in a fixed order: bit-identical for any thread count.
+//! Depthwise convolution on AVX-512 CPUs, with input planes laid out as in
+//! [`crate::direct::PadLayout`] (zero padding shared between rows and samples), so each kernel
+//! tap is one multiply-add over a run of columns, whatever the plane size (DS-CNN's 25×5 planes
+//! included). Forward (any stride, through the polyphase planes; split by samples, one plane at
+//! a time), weight and bias gradients (any stride; split by channel, each channel's whole batch
+//! as one run), input gradient (unit stride: a forward pass over the output gradient with the
+//! flipped kernel). Sums run in a fixed order: bit-identical for any thread count.
 
 use crate::direct::PadLayout;
 use crate::geom::Geom;
@@ -13,8 +13,8 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Output columns per forward tile (4 vectors).
-const TILE: usize = 64;
+/// Output columns per forward tile (2 vectors).
+const TILE: usize = 32;
 /// Taps per weight-gradient pass.
 const NKD: usize = 4;
 
@@ -23,30 +23,30 @@ pub fn usable(gm: &Geom) -> bool {
     gm.is_depthwise() && gm.p() > 0 && crate::direct::avx512()
 }
 
-/// Forward: `y (n, c, oh, ow)` with bias and ReLU applied in the output pass.
+/// Forward: `y (n, c, oh, ow)` with bias and ReLU applied in the output pass. Work is split
+/// by samples, one plane at a time, so input and output are read and written in order.
 pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     let (c, p, kk) = (gm.cin, gm.p(), gm.kh * gm.kw);
     let lay = PadLayout::of(gm);
-    let offs = lay.tap_offsets(gm, gm.n);
-    let ncols = lay.ncols(gm, gm.n);
+    let offs = lay.tap_offsets(gm, 1);
+    let ld = lay.ncols(gm, 1).div_ceil(TILE) * TILE;
     let mut y = uninit_vec(gm.n * c * p);
     let yp = SyncPtr(y.as_mut_ptr());
-    (0..c).into_par_iter().for_each_init(
-        || (Vec::new(), uninit_vec(ncols.div_ceil(TILE) * TILE)),
-        |(buf, tmp), ch| {
-            lay.fill(gm, x, 0, gm.n, ch, buf);
-            debug_assert!(offs.iter().all(|o| o + tmp.len() <= buf.len()));
-            // SAFETY: AVX-512F is present (`usable`); reads `offs[k] + q` for q < tmp.len() stay
-            // in `buf` (`PadLayout::len` covers a tile past the last column).
-            unsafe { fwd_channel(&w[ch * kk..][..kk], &offs, buf, tmp) };
-            let bv = bias.map_or(0.0, |b| b[ch]);
-            for b in 0..gm.n {
-                // SAFETY: each task writes only the planes of its own channel.
-                let ys = unsafe { yp.slice((b * c + ch) * p, p) };
-                lay.gather_bias(gm, &tmp[b * lay.s..], ys, bv, relu);
+    crate::util::batch_ranges(gm.n).into_par_iter().for_each(|r| {
+        let (mut buf, mut tmp) = (Vec::new(), uninit_vec(ld));
+        for b in r {
+            // SAFETY: chunk ranges are disjoint, so each task owns its samples' outputs.
+            let ys = unsafe { yp.slice(b * c * p, c * p) };
+            for (ch, yc) in ys.chunks_exact_mut(p).enumerate() {
+                lay.fill(gm, x, b, 1, ch, &mut buf);
+                assert!(offs.iter().all(|o| o + ld <= buf.len()));
+                // SAFETY: AVX-512F is present (`usable`); reads `offs[k] + q` for q < ld are in
+                // `buf` (asserted above).
+                unsafe { fwd_plane(&w[ch * kk..][..kk], &offs, &buf, &mut tmp) };
+                lay.gather_bias(gm, &tmp, yc, bias.map_or(0.0, |bv| bv[ch]), relu);
             }
-        },
-    );
+        }
+    });
     y
 }
 
@@ -115,7 +115,7 @@ pub fn backward_usable(gm: &Geom, need_dx: bool) -> bool {
 /// `tmp[q] = Σ_k w[k] · buf[offs[k] + q]` for every `q < tmp.len()` (a multiple of [`TILE`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fwd_channel(w: &[f32], offs: &[usize], buf: &[f32], tmp: &mut [f32]) {
+unsafe fn fwd_plane(w: &[f32], offs: &[usize], buf: &[f32], tmp: &mut [f32]) {
     unsafe {
         let b = buf.as_ptr();
         for q in (0..tmp.len()).step_by(TILE) {
@@ -151,7 +151,7 @@ unsafe fn wgrad_taps(nv: usize, p: &[*const f32; NKD], d: *const f32) -> [f32; N
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn fwd_channel(_: &[f32], _: &[usize], _: &[f32], _: &mut [f32]) {
+unsafe fn fwd_plane(_: &[f32], _: &[usize], _: &[f32], _: &mut [f32]) {
     unreachable!("direct kernels need x86-64 AVX-512 (checked by `usable`)")
 }
 

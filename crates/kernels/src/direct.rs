@@ -62,6 +62,8 @@ pub struct PadLayout {
     inp: Option<RowMap>,
     /// Output positions within a sample's columns.
     out: RowMap,
+    /// Phases some tap reads (a 1×1 stride-2 convolution reads one of four).
+    used: Vec<bool>,
 }
 
 impl PadLayout {
@@ -75,13 +77,21 @@ impl PadLayout {
             (wq, hq * wq, gm.sh * gm.sw)
         };
         let unit = gm.sh == 1 && gm.sw == 1;
-        Self {
+        let mut lay = Self {
             wq,
             s,
             nph,
             inp: unit.then(|| RowMap::new(wq, gm.ph, gm.h, gm.pw, gm.w)),
             out: RowMap::new(wq, 0, gm.oh, 0, gm.ow),
+            used: vec![false; nph],
+        };
+        for ki in 0..gm.kh {
+            for kj in 0..gm.kw {
+                let ph = lay.phase(gm, ki, kj);
+                lay.used[ph] = true;
+            }
         }
+        lay
     }
 
     /// Offset of tap `k = (ci, ki, kj)` (group-local `ci`) from an output column, for `nb` samples.
@@ -153,9 +163,33 @@ impl PadLayout {
                         // plane and its region are inside `src` and `dst` (asserted above).
                         unsafe { map.expand(src.as_ptr(), dst.as_mut_ptr()) }
                     }
+                    None if gm.sw == 2 => self.fill_stride2(gm, src, dst, block),
                     None => polyphase(gm, self.wq, block, src, dst),
                 }
             }
+        }
+    }
+}
+
+impl PadLayout {
+    /// [`polyphase`] for width stride 2 (any height stride), into the phases the taps read:
+    /// each row is split into its even and odd columns with AVX-512 permutes.
+    fn fill_stride2(&self, gm: &Geom, src: &[f32], dst: &mut [f32], block: usize) {
+        let pw = gm.pw;
+        let (ne, no) = (gm.w.div_ceil(2), gm.w / 2);
+        for (iy, row) in src.chunks_exact(gm.w).enumerate() {
+            let py = iy + gm.ph;
+            let base = (py / gm.sh) * self.wq;
+            // Input column 2j lands in phase column `pw % 2` at `j + pw / 2`, column 2j + 1 in
+            // phase column `(pw + 1) % 2` at `j + (pw + 1) / 2`.
+            let (pe, po) = ((py % gm.sh) * 2 + pw % 2, (py % gm.sh) * 2 + (pw + 1) % 2);
+            let (se, so) = (pe * block + base + pw / 2, po * block + base + (pw + 1) / 2);
+            assert!(se + ne <= dst.len() && so + no <= dst.len());
+            let even = if self.used[pe] { dst[se..].as_mut_ptr() } else { std::ptr::null_mut() };
+            let odd = if self.used[po] { dst[so..].as_mut_ptr() } else { std::ptr::null_mut() };
+            // SAFETY: AVX-512F is present (the direct kernels' precondition); `ne` / `no` floats
+            // fit after `se` / `so` (asserted above).
+            unsafe { crate::rowmap::split2(row, even, odd) };
         }
     }
 }
@@ -215,13 +249,43 @@ fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
     out
 }
 
+/// `tmp[rb·MR + r][t·NR..][..NR] = Σ_k wg[rb][k][r] · src[offs[k] + t·NR..][..NR]` for every
+/// row block and tile.
+///
+/// # Safety
+/// AVX-512F must be present; `src.add(offs[k] + ntiles·NR)` must stay within its allocation,
+/// `wg` must hold `blocks·kdim·MR` floats and `tmp` `blocks·MR` rows of `ld ≥ ntiles·NR`.
+unsafe fn run_tiles(wg: &[f32], offs: &[usize], src: *const f32, ntiles: usize, tmp: &mut [f32], ld: usize) {
+    let kdim = offs.len();
+    let blocks = wg.len() / (kdim * MR).max(1);
+    debug_assert!(tmp.len() >= blocks * MR * ld && ld >= ntiles * NR);
+    for t in 0..ntiles {
+        for rb in 0..blocks {
+            // SAFETY: as documented above.
+            unsafe {
+                tile_fwd(
+                    kdim,
+                    wg.as_ptr().add(rb * kdim * MR),
+                    offs.as_ptr(),
+                    src.add(t * NR),
+                    tmp.as_mut_ptr().add(rb * MR * ld + t * NR),
+                    ld,
+                )
+            };
+        }
+    }
+}
+
 /// Forward convolution `y (n, cout, oh, ow)`, bias and ReLU applied in the output pass.
 /// Callers check [`usable`] first.
 pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    let (cout, cog, p, kdim) = (gm.cout, gm.cog(), gm.p(), gm.kdim());
+    let packed: Vec<Vec<f32>> = (0..gm.groups).map(|g| pack_weights(gm, w, g)).collect();
+    if gm.is_pointwise() {
+        return forward_pointwise(gm, x, &packed, bias, relu);
+    }
+    let (cout, cog, p) = (gm.cout, gm.cog(), gm.p());
     let lay = PadLayout::of(gm);
     let blocks = cog.div_ceil(MR);
-    let packed: Vec<Vec<f32>> = (0..gm.groups).map(|g| pack_weights(gm, w, g)).collect();
     let mut y = uninit_vec(gm.n * cout * p);
     let yp = SyncPtr(y.as_mut_ptr());
     let sb = sub_batch((gm.cig() * lay.nph + blocks * MR) * lay.s);
@@ -231,8 +295,7 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
         while n0 < r.end {
             let nb = sb.min(r.end - n0);
             let offs = lay.tap_offsets(gm, nb);
-            let ncols = lay.ncols(gm, nb);
-            let ntiles = ncols.div_ceil(NR);
+            let ntiles = lay.ncols(gm, nb).div_ceil(NR);
             let ld = ntiles * NR;
             if tmp.len() < blocks * MR * ld {
                 tmp = uninit_vec(blocks * MR * ld);
@@ -241,24 +304,10 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
             let ys = unsafe { yp.slice(n0 * cout * p, nb * cout * p) };
             for (g, wg) in packed.iter().enumerate() {
                 lay.fill(gm, x, n0, nb, g, &mut buf);
-                debug_assert!(offs.iter().all(|o| o + ld <= buf.len()));
-                for t in 0..ntiles {
-                    for rb in 0..blocks {
-                        // SAFETY: AVX-512F is present (`usable`); every read `offs[k] + t·NR + j`
-                        // (j < NR) is below `buf.len()` (see `PadLayout::len`) and the tile
-                        // written is inside `tmp` (`blocks·MR` rows of `ld`).
-                        unsafe {
-                            tile_fwd(
-                                kdim,
-                                wg.as_ptr().add(rb * kdim * MR),
-                                offs.as_ptr(),
-                                buf.as_ptr().add(t * NR),
-                                tmp.as_mut_ptr().add(rb * MR * ld + t * NR),
-                                ld,
-                            )
-                        };
-                    }
-                }
+                assert!(offs.iter().all(|o| o + ld <= buf.len()));
+                // SAFETY: AVX-512F is present (`usable`); reads are in `buf` (asserted above),
+                // `wg` and `tmp` are sized for `blocks` row blocks of `ld` columns.
+                unsafe { run_tiles(wg, &offs, buf.as_ptr(), ntiles, &mut tmp, ld) };
                 for b in 0..nb {
                     for co in 0..cog {
                         let c = g * cog + co;
@@ -269,6 +318,46 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
                 }
             }
             n0 += nb;
+        }
+    });
+    y
+}
+
+/// Unpadded unit-stride 1×1 convolution: the microkernel reads the input planes in place, one
+/// sample at a time (no copies), and the output rows are contiguous. A sample whose last
+/// tile would read past the end of `x` is copied into a zero-padded scratch buffer first.
+fn forward_pointwise(gm: &Geom, x: &[f32], packed: &[Vec<f32>], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+    let (cin, cout, cig, cog, hw) = (gm.cin, gm.cout, gm.cig(), gm.cog(), gm.hw());
+    let blocks = cog.div_ceil(MR);
+    let ntiles = hw.div_ceil(NR);
+    let ld = ntiles * NR;
+    let offs: Vec<usize> = (0..cig).map(|ci| ci * hw).collect();
+    let mut y = uninit_vec(gm.n * cout * hw);
+    let yp = SyncPtr(y.as_mut_ptr());
+    batch_ranges(gm.n).into_par_iter().for_each(|r| {
+        let (mut tmp, mut scratch) = (uninit_vec(blocks * MR * ld), Vec::new());
+        for b in r {
+            // SAFETY: chunk ranges are disjoint, so each task owns its samples' outputs.
+            let ys = unsafe { yp.slice(b * cout * hw, cout * hw) };
+            for (g, wg) in packed.iter().enumerate() {
+                let start = (b * cin + g * cig) * hw;
+                let src = if start + (cig - 1) * hw + ld <= x.len() {
+                    &x[start..]
+                } else {
+                    scratch.clear();
+                    scratch.extend_from_slice(&x[start..][..cig * hw]);
+                    scratch.resize(cig * hw + ld, 0.0);
+                    &scratch[..]
+                };
+                // SAFETY: AVX-512F is present (`usable`); reads `offs[k] + ntiles·NR` stay in
+                // `src` (checked above), `wg` / `tmp` are sized for `blocks` row blocks.
+                unsafe { run_tiles(wg, &offs, src.as_ptr(), ntiles, &mut tmp, ld) };
+                for co in 0..cog {
+                    let c = g * cog + co;
+                    let bv = bias.map_or(0.0, |bv| bv[c]);
+                    crate::simd::copy_bias(&mut ys[c * hw..][..hw], &tmp[co * ld..][..hw], bv, relu);
+                }
+            }
         }
     });
     y

@@ -91,6 +91,39 @@ impl RowMap {
     }
 }
 
+/// Splits `src` into its even-indexed elements at `even` and odd-indexed ones at `odd`
+/// (`ceil(n/2)` and `floor(n/2)` floats); a null pointer skips that half.
+///
+/// # Safety
+/// AVX-512F must be present; non-null `even` / `odd` must be valid for those writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn split2(src: &[f32], even: *mut f32, odd: *mut f32) {
+    unsafe {
+        let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let n = src.len();
+        for j in (0..n).step_by(32) {
+            let left = n - j;
+            let a = _mm512_maskz_loadu_ps(low_bits(left.min(16)), src.as_ptr().add(j));
+            let b = _mm512_maskz_loadu_ps(low_bits(left.saturating_sub(16).min(16)), src.as_ptr().wrapping_add(j + 16));
+            if !even.is_null() {
+                let e = _mm512_permutex2var_ps(a, ie, b);
+                _mm512_mask_storeu_ps(even.add(j / 2), low_bits(left.min(32).div_ceil(2)), e);
+            }
+            if !odd.is_null() {
+                let o = _mm512_permutex2var_ps(a, io, b);
+                _mm512_mask_storeu_ps(odd.add(j / 2), low_bits(left.min(32) / 2), o);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn split2(_: &[f32], _: *mut f32, _: *mut f32) {
+    unreachable!("row maps serve the AVX-512 kernels only")
+}
+
 /// The mask of the `n` lowest lanes.
 #[inline(always)]
 fn low_bits(n: usize) -> u16 {
@@ -137,6 +170,25 @@ mod tests {
             // SAFETY: as above.
             unsafe { map.expand(dense.as_ptr(), got.as_mut_ptr()) };
             assert_eq!(got, want, "expand wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}");
+        }
+    }
+
+    #[test]
+    fn split2_deinterleaves_any_length() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for n in [1usize, 2, 5, 10, 16, 17, 31, 32, 33, 49, 64, 65] {
+            let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let mut even = vec![-1f32; n.div_ceil(2) + 20];
+            let mut odd = vec![-1f32; n / 2 + 20];
+            // SAFETY: AVX-512F checked; both outputs are long enough.
+            unsafe { split2(&src, even.as_mut_ptr(), odd.as_mut_ptr()) };
+            let we: Vec<f32> = src.iter().step_by(2).copied().collect();
+            let wo: Vec<f32> = src.iter().skip(1).step_by(2).copied().collect();
+            assert_eq!(&even[..we.len()], &we[..], "n {n}");
+            assert_eq!(&odd[..wo.len()], &wo[..], "n {n}");
+            assert!(even[we.len()..].iter().chain(&odd[wo.len()..]).all(|v| *v == -1.0), "n {n}: wrote past the end");
         }
     }
 }

@@ -223,6 +223,17 @@ pub fn add_bias(y: &mut [f32], b: f32, relu: bool) {
 }
 
 multiversion! {
+/// `y[i] = x[i] + b`, then `max(y[i], 0)` when `relu`.
+pub fn copy_bias(y: &mut [f32], x: &[f32], b: f32, relu: bool) {
+    if relu {
+        y.iter_mut().zip(x).for_each(|(v, x)| *v = (*x + b).max(0.0));
+    } else {
+        y.iter_mut().zip(x).for_each(|(v, x)| *v = *x + b);
+    }
+}
+}
+
+multiversion! {
 /// `y[i] = max(x[i], 0)`.
 pub fn relu_fwd(y: &mut [f32], x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
