@@ -97,8 +97,11 @@ pub fn backward(
     // Unit stride: dx is a forward convolution of dy with the flipped, channel-transposed kernel,
     // which runs at forward-GEMM speed (the dcol + col2im route has a tiny GEMM inner dimension).
     let transposed = need_dx.then(|| transposed_geom(gm)).flatten();
-    if crate::direct::usable(gm) && (!need_dx || transposed.is_some()) {
-        let dx = transposed.map(|tg| forward(&tg, dy, &flip_weight(gm, w), None, false));
+    if crate::direct::usable(gm) {
+        let dx = need_dx.then(|| match &transposed {
+            Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, false),
+            None => crate::direct::input_grad(gm, w, dy),
+        });
         let (dw, db) = crate::direct::weight_grad(gm, x, dy);
         return (dx, dw, db);
     }

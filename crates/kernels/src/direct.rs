@@ -363,6 +363,134 @@ fn forward_pointwise(gm: &Geom, x: &[f32], packed: &[Vec<f32>], bias: Option<&[f
     y
 }
 
+/// Input gradient `dx (n, cin, h, w)` of a strided convolution, one polyphase component at a
+/// time: the input pixels with padded position `(sh·i + a, sw·j + b)` receive only the taps
+/// with `ki·dh ≡ a (mod sh)`, `kj·dw ≡ b (mod sw)`, from output `(i − ⌊ki·dh/sh⌋, j − ⌊kj·dw/sw⌋)`:
+/// a unit-stride correlation of the output gradient (zero-padded by the largest such shift on
+/// the top and left) run by the forward microkernel, then written to every `sh`-th row and
+/// `sw`-th column of `dx`. Pixels of phases no tap reaches get zero.
+pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (cin, cout, cig, cog, p, hw, kk) = (gm.cin, gm.cout, gm.cig(), gm.cog(), gm.p(), gm.hw(), gm.kh * gm.kw);
+    let (sh, sw) = (gm.sh, gm.sw);
+    // Phase a along the height covers padded rows sh·i + a, i < rows[a], holding input rows
+    // from i0[a]; same along the width.
+    let span = |s: usize, pad: usize, len: usize, a: usize| -> (usize, usize) {
+        let first = pad.saturating_sub(a).div_ceil(s);
+        let end = (pad + len).saturating_sub(a).div_ceil(s);
+        (first, end)
+    };
+    let (tmax, umax) = ((gm.kh - 1) * gm.dh / sh, (gm.kw - 1) * gm.dw / sw);
+    let iq = (0..sh).map(|a| span(sh, gm.ph, gm.h, a).1).max().unwrap_or(0);
+    let jq = (0..sw).map(|b| span(sw, gm.pw, gm.w, b).1).max().unwrap_or(0);
+    let wq = umax + jq.max(gm.ow);
+    let s = (tmax + iq.max(gm.oh)) * wq;
+    let map = RowMap::new(wq, tmax, gm.oh, umax, gm.ow);
+    let blocks = cig.div_ceil(MR);
+    // Per phase (a, b): its taps and, per group, the packed weights.
+    struct Phase {
+        a: usize,
+        b: usize,
+        taps: Vec<(usize, usize)>,
+        packed: Vec<Vec<f32>>,
+    }
+    let mut phases = Vec::new();
+    for a in 0..sh {
+        for b in 0..sw {
+            let taps: Vec<(usize, usize)> = (0..gm.kh)
+                .filter(|ki| ki * gm.dh % sh == a)
+                .flat_map(|ki| (0..gm.kw).filter(|kj| kj * gm.dw % sw == b).map(move |kj| (ki, kj)))
+                .collect();
+            if taps.is_empty() || span(sh, gm.ph, gm.h, a).1 == 0 || span(sw, gm.pw, gm.w, b).1 == 0 {
+                continue;
+            }
+            let klen = cog * taps.len();
+            let packed = (0..gm.groups)
+                .map(|g| {
+                    let mut out = vec![0f32; blocks * klen * MR];
+                    for ci in 0..cig {
+                        let (rb, r) = (ci / MR, ci % MR);
+                        for co in 0..cog {
+                            for (t, &(ki, kj)) in taps.iter().enumerate() {
+                                let v = w[((g * cog + co) * cig + ci) * kk + ki * gm.kw + kj];
+                                out[(rb * klen + co * taps.len() + t) * MR + r] = v;
+                            }
+                        }
+                    }
+                    out
+                })
+                .collect();
+            phases.push(Phase { a, b, taps, packed });
+        }
+    }
+    let mut dx = vec![0f32; gm.n * cin * hw];
+    let dxp = SyncPtr(dx.as_mut_ptr());
+    let sb = sub_batch((cout + blocks * MR) * s);
+    batch_ranges(gm.n).into_par_iter().for_each(|r| {
+        let (mut buf, mut tmp) = (Vec::new(), Vec::new());
+        let mut n0 = r.start;
+        while n0 < r.end {
+            let nb = sb.min(r.end - n0);
+            let block = nb * s;
+            let len = cout * block + tmax * wq + umax + SLACK;
+            if buf.len() != len {
+                buf.clear();
+                buf.resize(len, 0.0);
+            }
+            for co in 0..cout {
+                for b in 0..nb {
+                    let src = &dy[((n0 + b) * cout + co) * p..][..p];
+                    let dst = &mut buf[co * block + b * s..];
+                    assert!(dst.len() >= (tmax + gm.oh) * wq);
+                    // SAFETY: AVX-512F is present (`usable`); plane and region are in bounds.
+                    unsafe { map.expand(src.as_ptr(), dst.as_mut_ptr()) };
+                }
+            }
+            // SAFETY: chunk ranges are disjoint, so each task owns its samples' dx.
+            let dxs = unsafe { dxp.slice(n0 * cin * hw, nb * cin * hw) };
+            for ph in &phases {
+                let (i0, i1) = span(sh, gm.ph, gm.h, ph.a);
+                let (j0, j1) = span(sw, gm.pw, gm.w, ph.b);
+                let ncols = (nb - 1) * s + (i1 - 1) * wq + j1;
+                let ntiles = ncols.div_ceil(NR);
+                let ld = ntiles * NR;
+                if tmp.len() < blocks * MR * ld {
+                    tmp = uninit_vec(blocks * MR * ld);
+                }
+                let offs: Vec<usize> = (0..cog)
+                    .flat_map(|co| {
+                        ph.taps.iter().map(move |&(ki, kj)| {
+                            co * block + (tmax - ki * gm.dh / sh) * wq + (umax - kj * gm.dw / sw)
+                        })
+                    })
+                    .collect();
+                for (g, wg) in ph.packed.iter().enumerate() {
+                    let base = g * cog * block;
+                    assert!(offs.iter().all(|o| base + o + ld <= buf.len()));
+                    // SAFETY: AVX-512F is present; reads are inside `buf` (asserted above), `wg`
+                    // and `tmp` are sized for `blocks` row blocks of `ld` columns.
+                    unsafe { run_tiles(wg, &offs, buf.as_ptr().add(base), ntiles, &mut tmp, ld) };
+                    for b in 0..nb {
+                        for ci in 0..cig {
+                            let plane = &mut dxs[(b * cin + g * cig + ci) * hw..][..hw];
+                            let src = &tmp[ci * ld + b * s..];
+                            for i in i0..i1 {
+                                let iy = sh * i + ph.a - gm.ph;
+                                let row = &mut plane[iy * gm.w..][..gm.w];
+                                let srow = &src[i * wq..];
+                                for j in j0..j1 {
+                                    row[sw * j + ph.b - gm.pw] = srow[j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            n0 += nb;
+        }
+    });
+    dx
+}
+
 /// Weight and bias gradients `(dw, db)` from `dy (n, cout, oh, ow)`. Callers check [`usable`].
 ///
 /// The output gradient is transposed to column-major `dyt[q][co]` (zero at non-output columns

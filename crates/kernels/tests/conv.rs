@@ -470,3 +470,50 @@ fn fused_relu_equals_relu_of_the_convolution_forward_and_backward() {
         assert_eq!(a.3, b2.3, "db");
     }
 }
+
+#[test]
+fn wide_channel_counts_strides_and_groups() {
+    // Channel counts past the microkernels' tiles (8 output rows forward; 16·4 channels and up
+    // to 14 taps per weight-gradient tile), strided input gradients, groups, 1-D.
+    let cases = [
+        rc(3, 20, 9, 7, 70, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+        rc(2, 33, 8, 11, 17, (2, 3), (2, 1), (0, 2), (1, 2), 1),
+        rc(2, 24, 6, 6, 40, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+        rc(2, 12, 10, 9, 36, (3, 3), (3, 2), (2, 1), (1, 1), 3),
+        rc(3, 40, 5, 5, 90, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+        rc(2, 16, 9, 9, 24, (1, 1), (2, 2), (0, 0), (1, 1), 1),
+        rc(2, 48, 1, 30, 65, (1, 5), (1, 1), (0, 4), (1, 2), 1),
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        let as_1d = c.h == 1 && c.kh == 1 && c.g == 1;
+        check(c, i % 2 == 0, 300 + i as u64, as_1d);
+    }
+}
+
+/// Re-runs this binary's shape tests in a child process with the AVX-512 direct kernels
+/// switched off, so the portable im2col + GEMM path stays checked on machines that have them.
+#[test]
+fn portable_gemm_path_passes_the_same_checks() {
+    if std::env::var_os("WHITTLE_KERNELS_NO_DIRECT").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new(exe)
+        .env("WHITTLE_KERNELS_NO_DIRECT", "1")
+        .args([
+            "--exact",
+            "random_shapes",
+            "reference_model_layers",
+            "wide_channel_counts_strides_and_groups",
+            "dscnn_first_layer_with_input_gradient",
+            "--test-threads=2",
+        ])
+        .output()
+        .expect("running the test binary");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("4 passed"),
+        "portable path failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
