@@ -509,7 +509,7 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
         .map(|r| {
             let mut dwt = vec![0f32; gm.groups * krows * cogr];
             let mut db = vec![0f32; cout];
-            let (mut buf, mut dyt) = (Vec::new(), Vec::new());
+            let (mut buf, mut dyc, mut dyt) = (Vec::new(), Vec::new(), Vec::new());
             let mut n0 = r.start;
             while n0 < r.end {
                 let nb = sb.min(r.end - n0);
@@ -521,18 +521,32 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                 let ncols = lay.ncols(gm, nb);
                 for g in 0..gm.groups {
                     lay.fill(gm, x, n0, nb, g, &mut buf);
-                    dyt.clear();
-                    dyt.resize(ncols * cogr, 0.0);
+                    // Output-gradient rows in the column layout (zero at non-output columns
+                    // and past the last channel), then transposed in 16 × 16 blocks.
+                    let ld16 = ncols.div_ceil(16) * 16;
+                    dyc.clear();
+                    dyc.resize(cogr * ld16, 0.0);
                     for b in 0..nb {
                         for co in 0..cog {
                             let src = &dys[(b * cout + g * cog + co) * p..][..p];
-                            let base = b * lay.s;
-                            for (oy, row) in src.chunks_exact(gm.ow).enumerate() {
-                                let q0 = base + oy * lay.wq;
-                                for (ox, v) in row.iter().enumerate() {
-                                    dyt[(q0 + ox) * cogr + co] = *v;
-                                }
-                            }
+                            lay.scatter(gm, src, &mut dyc[co * ld16 + b * lay.s..]);
+                        }
+                    }
+                    if dyt.len() < ld16 * cogr {
+                        dyt = uninit_vec(ld16 * cogr);
+                    }
+                    for c0 in (0..cogr).step_by(16) {
+                        for q0 in (0..ld16).step_by(16) {
+                            // SAFETY: AVX-512F is present; the 16 × 16 blocks are inside `dyc`
+                            // (cogr rows of ld16) and `dyt` (ld16 rows of cogr).
+                            unsafe {
+                                crate::rowmap::transpose16(
+                                    dyc.as_ptr().add(c0 * ld16 + q0),
+                                    ld16,
+                                    dyt.as_mut_ptr().add(q0 * cogr + c0),
+                                    cogr,
+                                )
+                            };
                         }
                     }
                     debug_assert!(offs.iter().all(|o| o + ncols <= buf.len()));

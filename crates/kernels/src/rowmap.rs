@@ -119,6 +119,50 @@ pub unsafe fn split2(src: &[f32], even: *mut f32, odd: *mut f32) {
     }
 }
 
+/// Transposes the 16 × 16 block at `src` (row stride `lds`) into `dst` (row stride `ldd`).
+///
+/// # Safety
+/// AVX-512F must be present; both blocks must be valid for 16 rows of 16 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    unsafe {
+        let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * lds)));
+        // Interleave pairs of rows, then pairs of pairs, then 128-bit lanes twice.
+        // t[2p] = unpacklo(r[2p], r[2p+1]), t[2p+1] = unpackhi(r[2p], r[2p+1]).
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            if i % 2 == 0 { _mm512_unpacklo_ps(x, y) } else { _mm512_unpackhi_ps(x, y) }
+        });
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            // Groups of four rows g = i / 4: (t[4g], t[4g+2]) and (t[4g+1], t[4g+3]).
+            let g = i / 4;
+            let (x, y) = match i % 4 {
+                0 | 1 => (t[4 * g], t[4 * g + 2]),
+                _ => (t[4 * g + 1], t[4 * g + 3]),
+            };
+            if i % 2 == 0 { _mm512_shuffle_ps::<0x44>(x, y) } else { _mm512_shuffle_ps::<0xEE>(x, y) }
+        });
+        let v: [__m512; 16] = std::array::from_fn(|i| {
+            // Halves h = i / 8 pair rows 4 apart: (u[8h + j], u[8h + j + 4]), j = i % 4.
+            let (h, j) = (i / 8, i % 4);
+            let (x, y) = (u[8 * h + j], u[8 * h + j + 4]);
+            if i % 8 < 4 { _mm512_shuffle_f32x4::<0x88>(x, y) } else { _mm512_shuffle_f32x4::<0xDD>(x, y) }
+        });
+        for i in 0..16 {
+            let j = i % 8;
+            let (x, y) = (v[j], v[j + 8]);
+            let o = if i < 8 { _mm512_shuffle_f32x4::<0x88>(x, y) } else { _mm512_shuffle_f32x4::<0xDD>(x, y) };
+            _mm512_storeu_ps(dst.add(i * ldd), o);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn transpose16(_: *const f32, _: usize, _: *mut f32, _: usize) {
+    unreachable!("row maps serve the AVX-512 kernels only")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn split2(_: &[f32], _: *mut f32, _: *mut f32) {
     unreachable!("row maps serve the AVX-512 kernels only")
@@ -170,6 +214,23 @@ mod tests {
             // SAFETY: as above.
             unsafe { map.expand(dense.as_ptr(), got.as_mut_ptr()) };
             assert_eq!(got, want, "expand wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}");
+        }
+    }
+
+    #[test]
+    fn transpose16_transposes() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let src: Vec<f32> = (0..16 * 20).map(|i| i as f32).collect();
+        let mut dst = vec![-1f32; 16 * 18];
+        // SAFETY: AVX-512F checked; 16 rows of 20 and of 18 floats.
+        unsafe { transpose16(src.as_ptr(), 20, dst.as_mut_ptr(), 18) };
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(dst[i * 18 + j], src[j * 20 + i], "({i}, {j})");
+            }
+            assert!(dst[i * 18 + 16..i * 18 + 18].iter().all(|v| *v == -1.0));
         }
     }
 
