@@ -91,11 +91,7 @@ impl CustomOp2 for AddReluOp {
         let mut y = uninit_vec(a.len());
         y.par_chunks_mut(PAR_CHUNK)
             .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-            .for_each(|(y, (a, b))| {
-                for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
-                    *y = (a + b).max(0.0);
-                }
-            });
+            .for_each(|(y, (a, b))| crate::simd::add_relu(y, a, b));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

@@ -234,6 +234,15 @@ pub fn copy_bias(y: &mut [f32], x: &[f32], b: f32, relu: bool) {
 }
 
 multiversion! {
+/// `y[i] = max(a[i] + b[i], 0)`.
+pub fn add_relu(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+        *y = (a + b).max(0.0);
+    }
+}
+}
+
+multiversion! {
 /// `y[i] = max(x[i], 0)`.
 pub fn relu_fwd(y: &mut [f32], x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
