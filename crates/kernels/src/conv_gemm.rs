@@ -1,4 +1,5 @@
-//! General (grouped) convolution as im2col + GEMM, forward and backward, on raw f32 slices.
+//! General (grouped) convolution, forward and backward, on raw f32 slices: dispatches to the
+//! AVX-512 direct kernels (`crate::direct`) where they run, else im2col + GEMM (this file).
 //! Work is split into the fixed batch chunks of [`crate::util::batch_ranges`]; each chunk
 //! processes sub-batches whose size depends on the shapes only, and weight/bias gradients are
 //! per-chunk partial sums reduced in chunk order, so results are bit-identical for any thread count.

@@ -203,11 +203,17 @@ pub fn backward(
             (dwc, db)
         })
         .collect();
-    let mut dw = Vec::with_capacity(w.len());
-    let mut db = Vec::with_capacity(c);
+    let (dw, db) = concat_channels(per_ch);
+    (need_dx.then_some(dx), dw, db)
+}
+
+/// Per-channel `(weight gradient, bias gradient)` pairs, in channel order, as `(dw, db)`.
+pub(crate) fn concat_channels(per_ch: Vec<(Vec<f32>, f32)>) -> (Vec<f32>, Vec<f32>) {
+    let mut dw = Vec::new();
+    let mut db = Vec::with_capacity(per_ch.len());
     for (dwc, dbc) in per_ch {
         dw.extend_from_slice(&dwc);
         db.push(dbc);
     }
-    (need_dx.then_some(dx), dw, db)
+    (dw, db)
 }

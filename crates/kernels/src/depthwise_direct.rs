@@ -98,12 +98,7 @@ pub fn backward(
             },
         )
         .collect();
-    let mut dw = Vec::with_capacity(w.len());
-    let mut db = Vec::with_capacity(c);
-    for (dwc, dbc) in per_ch {
-        dw.extend_from_slice(&dwc);
-        db.push(dbc);
-    }
+    let (dw, db) = crate::depthwise::concat_channels(per_ch);
     (dx, dw, db)
 }
 

@@ -1,10 +1,15 @@
 //! whittle-kernels: fast, deterministic CPU training kernels for the reference tiny-ML models,
 //! exposed as differentiable candle custom ops (f32, CPU; other dtypes/devices are an error).
 //!
-//! - [`conv1d`], [`conv2d`]: im2col + GEMM (`gemm` crate) for dense and grouped convolutions,
-//!   direct loops on zero-padded planes for depthwise (`groups = Cin = Cout`). Backward computes
-//!   input, weight and bias gradients in one call; the unit-stride input gradient runs as a
-//!   forward convolution with the flipped kernel. Any stride, per-axis padding and dilation.
+//! - [`conv1d`], [`conv2d`]: on AVX-512 CPUs, direct ("implicit GEMM") microkernels over
+//!   zero-padded planes shared between rows and samples (`direct`, `depthwise_direct`): every
+//!   kernel tap is one offset into the padded input, so there is no im2col matrix and no GEMM
+//!   packing; strided inputs are split into polyphase planes; the input gradient is a forward
+//!   pass with the flipped kernel (unit stride) or one per polyphase component (strided); the
+//!   weight gradient broadcasts inputs against 16 × 16-transposed output gradients. Elsewhere
+//!   (or with `WHITTLE_KERNELS_NO_DIRECT=1`), the portable path: im2col + GEMM (`gemm` crate)
+//!   for dense and grouped convolutions, direct loops on zero-padded planes for depthwise. Any
+//!   stride, per-axis padding and dilation, groups; bias and ReLU fused into the output pass.
 //! - [`batch_norm_train`], [`batch_norm_relu_train`]: training-mode batch norm over every dim but
 //!   1, returning `(y, batch_mean, batch_biased_var)`; the fused variant applies ReLU in the same
 //!   pass and masks the gradient in the same backward pass. Eval mode is a plain affine.
