@@ -33,7 +33,8 @@ test-long:
     cargo test --workspace --release -- --ignored
 
 # Model throughput benchmark: DS-CNN, TCN-64, ResNet-8 at batch 100, training and inference
-# samples/s, side by side with PyTorch (run `just torch` once first) and the ratios.
+# samples/s, side by side with PyTorch (run `just torch` once first): 3 alternating rounds per
+# model, medians and the median per-round ratio (WHITTLE_BENCH_ROUNDS, WHITTLE_BENCH_STEPS).
 bench *MODELS:
     cargo bench -p whittle-nn --bench models -- {{MODELS}}
 
