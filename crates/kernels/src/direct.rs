@@ -183,7 +183,7 @@ impl PadLayout {
             // Input column 2j lands in phase column `pw % 2` at `j + pw / 2`, column 2j + 1 in
             // phase column `(pw + 1) % 2` at `j + (pw + 1) / 2`.
             let (pe, po) = ((py % gm.sh) * 2 + pw % 2, (py % gm.sh) * 2 + (pw + 1) % 2);
-            let (se, so) = (pe * block + base + pw / 2, po * block + base + (pw + 1) / 2);
+            let (se, so) = (pe * block + base + pw / 2, po * block + base + pw.div_ceil(2));
             assert!(se + ne <= dst.len() && so + no <= dst.len());
             let even = if self.used[pe] { dst[se..].as_mut_ptr() } else { std::ptr::null_mut() };
             let odd = if self.used[po] { dst[so..].as_mut_ptr() } else { std::ptr::null_mut() };
