@@ -32,21 +32,23 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
     let ld = lay.ncols(gm, 1).div_ceil(TILE) * TILE;
     let mut y = uninit_vec(gm.n * c * p);
     let yp = SyncPtr(y.as_mut_ptr());
-    crate::util::batch_ranges(gm.n).into_par_iter().for_each(|r| {
-        let (mut buf, mut tmp) = (Vec::new(), uninit_vec(ld));
-        for b in r {
-            // SAFETY: chunk ranges are disjoint, so each task owns its samples' outputs.
-            let ys = unsafe { yp.slice(b * c * p, c * p) };
-            for (ch, yc) in ys.chunks_exact_mut(p).enumerate() {
-                lay.fill(gm, x, b, 1, ch, &mut buf);
-                assert!(offs.iter().all(|o| o + ld <= buf.len()));
-                // SAFETY: AVX-512F is present (`usable`); reads `offs[k] + q` for q < ld are in
-                // `buf` (asserted above).
-                unsafe { fwd_plane(&w[ch * kk..][..kk], &offs, &buf, &mut tmp) };
-                lay.gather_bias(gm, &tmp, yc, bias.map_or(0.0, |bv| bv[ch]), relu);
+    crate::util::batch_ranges(gm.n)
+        .into_par_iter()
+        .for_each(|r| {
+            let (mut buf, mut tmp) = (Vec::new(), uninit_vec(ld));
+            for b in r {
+                // SAFETY: chunk ranges are disjoint, so each task owns its samples' outputs.
+                let ys = unsafe { yp.slice(b * c * p, c * p) };
+                for (ch, yc) in ys.chunks_exact_mut(p).enumerate() {
+                    lay.fill(gm, x, b, 1, ch, &mut buf);
+                    assert!(offs.iter().all(|o| o + ld <= buf.len()));
+                    // SAFETY: AVX-512F is present (`usable`); reads `offs[k] + q` for q < ld are in
+                    // `buf` (asserted above).
+                    unsafe { fwd_plane(&w[ch * kk..][..kk], &offs, &buf, &mut tmp) };
+                    lay.gather_bias(gm, &tmp, yc, bias.map_or(0.0, |bv| bv[ch]), relu);
+                }
             }
-        }
-    });
+        });
     y
 }
 

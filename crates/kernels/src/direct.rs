@@ -73,7 +73,10 @@ impl PadLayout {
             let wq = gm.w + gm.pw;
             (wq, (gm.h + gm.ph) * wq, 1)
         } else {
-            let (hq, wq) = ((gm.h + 2 * gm.ph).div_ceil(gm.sh), (gm.w + 2 * gm.pw).div_ceil(gm.sw));
+            let (hq, wq) = (
+                (gm.h + 2 * gm.ph).div_ceil(gm.sh),
+                (gm.w + 2 * gm.pw).div_ceil(gm.sw),
+            );
             (wq, hq * wq, gm.sh * gm.sw)
         };
         let unit = gm.sh == 1 && gm.sw == 1;
@@ -100,7 +103,10 @@ impl PadLayout {
         for ci in 0..gm.cig() {
             for ki in 0..gm.kh {
                 for kj in 0..gm.kw {
-                    offs.push((ci * self.nph + self.phase(gm, ki, kj)) * nb * self.s + self.shift(gm, ki, kj));
+                    offs.push(
+                        (ci * self.nph + self.phase(gm, ki, kj)) * nb * self.s
+                            + self.shift(gm, ki, kj),
+                    );
                 }
             }
         }
@@ -122,11 +128,21 @@ impl PadLayout {
 
     /// One output plane from its columns (`src` starts at the sample's first column), plus
     /// `bias`, then ReLU'd if `relu`.
-    pub(crate) fn gather_bias(&self, gm: &Geom, src: &[f32], dst: &mut [f32], bias: f32, relu: bool) {
+    pub(crate) fn gather_bias(
+        &self,
+        gm: &Geom,
+        src: &[f32],
+        dst: &mut [f32],
+        bias: f32,
+        relu: bool,
+    ) {
         assert!(dst.len() == gm.p() && src.len() >= (gm.oh - 1) * self.wq + gm.ow);
         // SAFETY: AVX-512F is present (the direct kernels' precondition); the region and the
         // plane are inside `src` and `dst` (asserted above).
-        unsafe { self.out.compress(src.as_ptr(), dst.as_mut_ptr(), bias, relu) }
+        unsafe {
+            self.out
+                .compress(src.as_ptr(), dst.as_mut_ptr(), bias, relu)
+        }
     }
 
     /// One output-gradient plane into its columns (`dst` starts at the sample's first column);
@@ -145,7 +161,15 @@ impl PadLayout {
 
     /// Writes the input pixels of samples `n0..n0+nb`, group `g`, into `buf` (zeroed when its
     /// length changes; padding positions are never written, so they stay zero).
-    pub(crate) fn fill(&self, gm: &Geom, x: &[f32], n0: usize, nb: usize, g: usize, buf: &mut Vec<f32>) {
+    pub(crate) fn fill(
+        &self,
+        gm: &Geom,
+        x: &[f32],
+        n0: usize,
+        nb: usize,
+        g: usize,
+        buf: &mut Vec<f32>,
+    ) {
         let len = self.len(gm, nb);
         if buf.len() != len {
             buf.clear();
@@ -183,10 +207,21 @@ impl PadLayout {
             // Input column 2j lands in phase column `pw % 2` at `j + pw / 2`, column 2j + 1 in
             // phase column `(pw + 1) % 2` at `j + (pw + 1) / 2`.
             let (pe, po) = ((py % gm.sh) * 2 + pw % 2, (py % gm.sh) * 2 + (pw + 1) % 2);
-            let (se, so) = (pe * block + base + pw / 2, po * block + base + pw.div_ceil(2));
+            let (se, so) = (
+                pe * block + base + pw / 2,
+                po * block + base + pw.div_ceil(2),
+            );
             assert!(se + ne <= dst.len() && so + no <= dst.len());
-            let even = if self.used[pe] { dst[se..].as_mut_ptr() } else { std::ptr::null_mut() };
-            let odd = if self.used[po] { dst[so..].as_mut_ptr() } else { std::ptr::null_mut() };
+            let even = if self.used[pe] {
+                dst[se..].as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            };
+            let odd = if self.used[po] {
+                dst[so..].as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            };
             // SAFETY: AVX-512F is present (the direct kernels' precondition); `ne` / `no` floats
             // fit after `se` / `so` (asserted above).
             unsafe { crate::rowmap::split2(row, even, odd) };
@@ -255,7 +290,14 @@ fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
 /// # Safety
 /// AVX-512F must be present; `src.add(offs[k] + ntiles·NR)` must stay within its allocation,
 /// `wg` must hold `blocks·kdim·MR` floats and `tmp` `blocks·MR` rows of `ld ≥ ntiles·NR`.
-unsafe fn run_tiles(wg: &[f32], offs: &[usize], src: *const f32, ntiles: usize, tmp: &mut [f32], ld: usize) {
+unsafe fn run_tiles(
+    wg: &[f32],
+    offs: &[usize],
+    src: *const f32,
+    ntiles: usize,
+    tmp: &mut [f32],
+    ld: usize,
+) {
     let kdim = offs.len();
     let blocks = wg.len() / (kdim * MR).max(1);
     debug_assert!(tmp.len() >= blocks * MR * ld && ld >= ntiles * NR);
@@ -326,7 +368,13 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
 /// Unpadded unit-stride 1×1 convolution: the microkernel reads the input planes in place, one
 /// sample at a time (no copies), and the output rows are contiguous. A sample whose last
 /// tile would read past the end of `x` is copied into a zero-padded scratch buffer first.
-fn forward_pointwise(gm: &Geom, x: &[f32], packed: &[Vec<f32>], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+fn forward_pointwise(
+    gm: &Geom,
+    x: &[f32],
+    packed: &[Vec<f32>],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
     let (cin, cout, cig, cog, hw) = (gm.cin, gm.cout, gm.cig(), gm.cog(), gm.hw());
     let blocks = cog.div_ceil(MR);
     let ntiles = hw.div_ceil(NR);
@@ -355,7 +403,12 @@ fn forward_pointwise(gm: &Geom, x: &[f32], packed: &[Vec<f32>], bias: Option<&[f
                 for co in 0..cog {
                     let c = g * cog + co;
                     let bv = bias.map_or(0.0, |bv| bv[c]);
-                    crate::simd::copy_bias(&mut ys[c * hw..][..hw], &tmp[co * ld..][..hw], bv, relu);
+                    crate::simd::copy_bias(
+                        &mut ys[c * hw..][..hw],
+                        &tmp[co * ld..][..hw],
+                        bv,
+                        relu,
+                    );
                 }
             }
         }
@@ -370,7 +423,15 @@ fn forward_pointwise(gm: &Geom, x: &[f32], packed: &[Vec<f32>], bias: Option<&[f
 /// the top and left) run by the forward microkernel, then written to every `sh`-th row and
 /// `sw`-th column of `dx`. Pixels of phases no tap reaches get zero.
 pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (cin, cout, cig, cog, p, hw, kk) = (gm.cin, gm.cout, gm.cig(), gm.cog(), gm.p(), gm.hw(), gm.kh * gm.kw);
+    let (cin, cout, cig, cog, p, hw, kk) = (
+        gm.cin,
+        gm.cout,
+        gm.cig(),
+        gm.cog(),
+        gm.p(),
+        gm.hw(),
+        gm.kh * gm.kw,
+    );
     let (sh, sw) = (gm.sh, gm.sw);
     // Phase a along the height covers padded rows sh·i + a, i < rows[a], holding input rows
     // from i0[a]; same along the width.
@@ -380,8 +441,14 @@ pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         (first, end)
     };
     let (tmax, umax) = ((gm.kh - 1) * gm.dh / sh, (gm.kw - 1) * gm.dw / sw);
-    let iq = (0..sh).map(|a| span(sh, gm.ph, gm.h, a).1).max().unwrap_or(0);
-    let jq = (0..sw).map(|b| span(sw, gm.pw, gm.w, b).1).max().unwrap_or(0);
+    let iq = (0..sh)
+        .map(|a| span(sh, gm.ph, gm.h, a).1)
+        .max()
+        .unwrap_or(0);
+    let jq = (0..sw)
+        .map(|b| span(sw, gm.pw, gm.w, b).1)
+        .max()
+        .unwrap_or(0);
     let wq = umax + jq.max(gm.ow);
     let s = (tmax + iq.max(gm.oh)) * wq;
     let map = RowMap::new(wq, tmax, gm.oh, umax, gm.ow);
@@ -398,9 +465,14 @@ pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         for b in 0..sw {
             let taps: Vec<(usize, usize)> = (0..gm.kh)
                 .filter(|ki| ki * gm.dh % sh == a)
-                .flat_map(|ki| (0..gm.kw).filter(|kj| kj * gm.dw % sw == b).map(move |kj| (ki, kj)))
+                .flat_map(|ki| {
+                    (0..gm.kw)
+                        .filter(|kj| kj * gm.dw % sw == b)
+                        .map(move |kj| (ki, kj))
+                })
                 .collect();
-            if taps.is_empty() || span(sh, gm.ph, gm.h, a).1 == 0 || span(sw, gm.pw, gm.w, b).1 == 0 {
+            if taps.is_empty() || span(sh, gm.ph, gm.h, a).1 == 0 || span(sw, gm.pw, gm.w, b).1 == 0
+            {
                 continue;
             }
             let klen = cog * taps.len();
@@ -584,7 +656,14 @@ const NK_MAX: usize = 14;
 /// `dwt[k][co] += Σ_{q < ncols} buf[offs[k] + q] · dyt[q][co]` for every tap `k` and the `cogr`
 /// (a multiple of 16) channels, in tiles of up to 64 channels × `NK` taps. The last tap tile
 /// repeats the last tap into rows past `offs.len()` (discarded by the caller).
-fn weight_grad_group(offs: &[usize], buf: &[f32], dyt: &[f32], ncols: usize, cogr: usize, dwt: &mut [f32]) {
+fn weight_grad_group(
+    offs: &[usize],
+    buf: &[f32],
+    dyt: &[f32],
+    ncols: usize,
+    cogr: usize,
+    dwt: &mut [f32],
+) {
     let kdim = offs.len();
     debug_assert!(dwt.len() >= (kdim + NK_MAX) * cogr);
     for c0 in (0..cogr).step_by(64) {
@@ -619,7 +698,14 @@ fn weight_grad_group(offs: &[usize], buf: &[f32], dyt: &[f32], ncols: usize, cog
 /// `c[r][0..NR] = Σ_k w[k][r] · b[offs[k] + 0..NR]` for `r < MR`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_fwd(kdim: usize, w: *const f32, offs: *const usize, b: *const f32, c: *mut f32, ldc: usize) {
+unsafe fn tile_fwd(
+    kdim: usize,
+    w: *const f32,
+    offs: *const usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         for k in 0..kdim {

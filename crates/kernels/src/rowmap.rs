@@ -22,7 +22,10 @@ impl RowMap {
         debug_assert!(c0 + width <= wq || rows <= 1);
         let lo = r0 * wq + c0;
         if rows == 0 || width == 0 {
-            return Self { lo, masks: Vec::new() };
+            return Self {
+                lo,
+                masks: Vec::new(),
+            };
         }
         let hi = (r0 + rows - 1) * wq + c0 + width;
         let masks = (lo..hi)
@@ -106,7 +109,10 @@ pub unsafe fn split2(src: &[f32], even: *mut f32, odd: *mut f32) {
         for j in (0..n).step_by(32) {
             let left = n - j;
             let a = _mm512_maskz_loadu_ps(low_bits(left.min(16)), src.as_ptr().add(j));
-            let b = _mm512_maskz_loadu_ps(low_bits(left.saturating_sub(16).min(16)), src.as_ptr().wrapping_add(j + 16));
+            let b = _mm512_maskz_loadu_ps(
+                low_bits(left.saturating_sub(16).min(16)),
+                src.as_ptr().wrapping_add(j + 16),
+            );
             if !even.is_null() {
                 let e = _mm512_permutex2var_ps(a, ie, b);
                 _mm512_mask_storeu_ps(even.add(j / 2), low_bits(left.min(32).div_ceil(2)), e);
@@ -132,7 +138,11 @@ pub unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize
         // t[2p] = unpacklo(r[2p], r[2p+1]), t[2p+1] = unpackhi(r[2p], r[2p+1]).
         let t: [__m512; 16] = std::array::from_fn(|i| {
             let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-            if i % 2 == 0 { _mm512_unpacklo_ps(x, y) } else { _mm512_unpackhi_ps(x, y) }
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(x, y)
+            } else {
+                _mm512_unpackhi_ps(x, y)
+            }
         });
         let u: [__m512; 16] = std::array::from_fn(|i| {
             // Groups of four rows g = i / 4: (t[4g], t[4g+2]) and (t[4g+1], t[4g+3]).
@@ -141,18 +151,30 @@ pub unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize
                 0 | 1 => (t[4 * g], t[4 * g + 2]),
                 _ => (t[4 * g + 1], t[4 * g + 3]),
             };
-            if i % 2 == 0 { _mm512_shuffle_ps::<0x44>(x, y) } else { _mm512_shuffle_ps::<0xEE>(x, y) }
+            if i % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(x, y)
+            } else {
+                _mm512_shuffle_ps::<0xEE>(x, y)
+            }
         });
         let v: [__m512; 16] = std::array::from_fn(|i| {
             // Halves h = i / 8 pair rows 4 apart: (u[8h + j], u[8h + j + 4]), j = i % 4.
             let (h, j) = (i / 8, i % 4);
             let (x, y) = (u[8 * h + j], u[8 * h + j + 4]);
-            if i % 8 < 4 { _mm512_shuffle_f32x4::<0x88>(x, y) } else { _mm512_shuffle_f32x4::<0xDD>(x, y) }
+            if i % 8 < 4 {
+                _mm512_shuffle_f32x4::<0x88>(x, y)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(x, y)
+            }
         });
         for i in 0..16 {
             let j = i % 8;
             let (x, y) = (v[j], v[j + 8]);
-            let o = if i < 8 { _mm512_shuffle_f32x4::<0x88>(x, y) } else { _mm512_shuffle_f32x4::<0xDD>(x, y) };
+            let o = if i < 8 {
+                _mm512_shuffle_f32x4::<0x88>(x, y)
+            } else {
+                _mm512_shuffle_f32x4::<0xDD>(x, y)
+            };
             _mm512_storeu_ps(dst.add(i * ldd), o);
         }
     }
@@ -203,7 +225,10 @@ mod tests {
             let mut got = vec![f32::NAN; rows * width];
             // SAFETY: AVX-512F checked; sizes as documented.
             unsafe { map.compress(src.as_ptr(), got.as_mut_ptr(), 0.5, true) };
-            assert_eq!(got, want, "compress wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}");
+            assert_eq!(
+                got, want,
+                "compress wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}"
+            );
 
             let dense: Vec<f32> = (0..rows * width).map(|i| i as f32 + 1.0).collect();
             let mut got = vec![-7f32; region];
@@ -213,7 +238,10 @@ mod tests {
             }
             // SAFETY: as above.
             unsafe { map.expand(dense.as_ptr(), got.as_mut_ptr()) };
-            assert_eq!(got, want, "expand wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}");
+            assert_eq!(
+                got, want,
+                "expand wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}"
+            );
         }
     }
 
@@ -249,8 +277,13 @@ mod tests {
             let wo: Vec<f32> = src.iter().skip(1).step_by(2).copied().collect();
             assert_eq!(&even[..we.len()], &we[..], "n {n}");
             assert_eq!(&odd[..wo.len()], &wo[..], "n {n}");
-            assert!(even[we.len()..].iter().chain(&odd[wo.len()..]).all(|v| *v == -1.0), "n {n}: wrote past the end");
+            assert!(
+                even[we.len()..]
+                    .iter()
+                    .chain(&odd[wo.len()..])
+                    .all(|v| *v == -1.0),
+                "n {n}: wrote past the end"
+            );
         }
     }
 }
-

@@ -121,7 +121,11 @@ fn parse_line(line: &str) -> Option<(String, f64, f64)> {
 }
 
 /// Runs torch_ref.py on one model; `None` when it fails (its stderr is shown).
-fn torch_run(py: &std::path::Path, script: &std::path::Path, model: &str) -> Result<Option<(f64, f64)>> {
+fn torch_run(
+    py: &std::path::Path,
+    script: &std::path::Path,
+    model: &str,
+) -> Result<Option<(f64, f64)>> {
     let out = Command::new(py)
         .arg(script)
         .arg(model)
@@ -207,7 +211,11 @@ fn main() -> Result<()> {
                 ratios.push((o.0 / t.0, o.1 / t.1));
             }
         }
-        let col = |v: &[(f64, f64)], i: usize| v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect::<Vec<_>>();
+        let col = |v: &[(f64, f64)], i: usize| {
+            v.iter()
+                .map(|p| if i == 0 { p.0 } else { p.1 })
+                .collect::<Vec<_>>()
+        };
         println!(
             "bench {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
             median(&col(&ours, 0)),
