@@ -199,14 +199,7 @@ pub fn backward(
             (dw, db)
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let (mut dw, mut db) = parts
-        .next()
-        .unwrap_or_else(|| (vec![0f32; w.len()], vec![0f32; cout]));
-    for (pw, pb) in parts {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += *b);
-        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += *b);
-    }
+    let (dw, db) = crate::util::sum_partials(partials, w.len(), cout);
     (need_dx.then_some(dx), dw, db)
 }
 

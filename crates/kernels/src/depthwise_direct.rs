@@ -75,8 +75,8 @@ pub fn backward(
             || (Vec::new(), Vec::new()),
             |(buf, dyc), ch| {
                 lay.fill(gm, x, 0, gm.n, ch, buf);
-                dyc.clear();
-                dyc.resize(ld, 0.0);
+                // Only output positions are written: the others stay zero across channels.
+                crate::util::zeroed_once(dyc, ld);
                 let mut db = 0f32;
                 for b in 0..gm.n {
                     let src = &dy[(b * c + ch) * p..][..p];

@@ -1,19 +1,22 @@
-//! Direct ("implicit GEMM") convolution for AVX-512 CPUs: forward and weight gradient of any
-//! dense or grouped (non-depthwise) convolution, with no im2col matrix and no GEMM packing.
+//! Direct ("implicit GEMM") convolution for AVX-512 CPUs: forward, input gradient and weight
+//! gradient of any dense or grouped (non-depthwise) convolution, with no im2col matrix and no
+//! GEMM packing.
 //!
-//! The inputs of a sub-batch are laid out once as zero-padded polyphase planes (see
-//! [`PadLayout`]), so every output column `q = b·S + oy·wq + ox` of kernel tap `k = (ci, ki, kj)`
-//! reads the input at `q + off[k]`: one offset per tap. The forward microkernel keeps an
-//! `MR × 16·NV` output tile in registers and, per tap, broadcasts `MR` weights against `NV`
-//! unaligned 16-wide loads of the shifted input row; the weight-gradient microkernel keeps
-//! `MR × NK` dot products (16 lanes each) of output-gradient rows against shifted input rows.
+//! The inputs of a sub-batch are laid out once as zero-padded (polyphase, when strided) planes
+//! (see [`PadLayout`]), so every output column `q = b·S + oy·wq + ox` of kernel tap
+//! `k = (ci, ki, kj)` reads the input at `q + off[k]`: one offset per tap. The forward
+//! microkernel keeps an `MR × 16·NV` output tile in registers and, per tap, broadcasts `MR`
+//! weights against `NV` unaligned 16-wide loads of the shifted input row. A strided input
+//! gradient runs the same microkernel once per polyphase component. The weight-gradient
+//! microkernel broadcasts input values against rows of the transposed output gradient
+//! (16 output channels per vector), accumulating `NK` taps × `16·NV` channels in registers.
 //! Columns that are not outputs (padding positions) are computed and dropped in the forward;
 //! in the weight gradient their output gradient is zero. Every sum runs in a fixed order, so
 //! results are bit-identical run to run and for any thread count.
 
 use crate::geom::Geom;
 use crate::rowmap::RowMap;
-use crate::util::{SyncPtr, batch_ranges, uninit_vec};
+use crate::util::{SyncPtr, batch_ranges, sum_partials, uninit_vec, zeroed_once};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -170,11 +173,7 @@ impl PadLayout {
         g: usize,
         buf: &mut Vec<f32>,
     ) {
-        let len = self.len(gm, nb);
-        if buf.len() != len {
-            buf.clear();
-            buf.resize(len, 0.0);
-        }
+        zeroed_once(buf, self.len(gm, nb));
         let (cig, hw, block) = (gm.cig(), gm.hw(), nb * self.s);
         for ci in 0..cig {
             for b in 0..nb {
@@ -193,9 +192,7 @@ impl PadLayout {
             }
         }
     }
-}
 
-impl PadLayout {
     /// [`polyphase`] for width stride 2 (any height stride), into the phases the taps read:
     /// each row is split into its even and odd columns with AVX-512 permutes.
     fn fill_stride2(&self, gm: &Geom, src: &[f32], dst: &mut [f32], block: usize) {
@@ -268,20 +265,23 @@ fn sub_batch(per_sample: usize) -> usize {
     (SUB_BATCH_FLOATS / per_sample.max(1)).max(1)
 }
 
-/// Weights of group `g` packed for the forward microkernel: blocks of `MR` output channels,
-/// each `kdim × MR` (tap-major), zero rows past the last channel.
-fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
-    let (cog, kdim) = (gm.cog(), gm.kdim());
-    let blocks = cog.div_ceil(MR);
-    let mut out = vec![0f32; blocks * kdim * MR];
-    for co in 0..cog {
-        let (rb, r) = (co / MR, co % MR);
-        let src = &w[(g * cog + co) * kdim..][..kdim];
-        for (k, v) in src.iter().enumerate() {
-            out[(rb * kdim + k) * MR + r] = *v;
+/// Weights packed for the forward microkernel: blocks of `MR` output rows, each `klen × MR`
+/// (tap-major), with `weight(row, k)` for `row < rows` and zeros past the last row.
+fn pack(rows: usize, klen: usize, weight: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let mut out = vec![0f32; rows.div_ceil(MR) * klen * MR];
+    for row in 0..rows {
+        let (rb, r) = (row / MR, row % MR);
+        for k in 0..klen {
+            out[(rb * klen + k) * MR + r] = weight(row, k);
         }
     }
     out
+}
+
+/// The forward weights of group `g`, packed (rows = its output channels, k = (ci, ki, kj)).
+fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
+    let (cog, kdim) = (gm.cog(), gm.kdim());
+    pack(cog, kdim, |co, k| w[(g * cog + co) * kdim + k])
 }
 
 /// `tmp[rb·MR + r][t·NR..][..NR] = Σ_k wg[rb][k][r] · src[offs[k] + t·NR..][..NR]` for every
@@ -475,20 +475,14 @@ pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
             {
                 continue;
             }
-            let klen = cog * taps.len();
+            // Rows = this group's input channels, k = (co, tap).
+            let nt = taps.len();
             let packed = (0..gm.groups)
                 .map(|g| {
-                    let mut out = vec![0f32; blocks * klen * MR];
-                    for ci in 0..cig {
-                        let (rb, r) = (ci / MR, ci % MR);
-                        for co in 0..cog {
-                            for (t, &(ki, kj)) in taps.iter().enumerate() {
-                                let v = w[((g * cog + co) * cig + ci) * kk + ki * gm.kw + kj];
-                                out[(rb * klen + co * taps.len() + t) * MR + r] = v;
-                            }
-                        }
-                    }
-                    out
+                    pack(cig, cog * nt, |ci, k| {
+                        let (co, (ki, kj)) = (k / nt, taps[k % nt]);
+                        w[((g * cog + co) * cig + ci) * kk + ki * gm.kw + kj]
+                    })
                 })
                 .collect();
             phases.push(Phase { a, b, taps, packed });
@@ -503,11 +497,7 @@ pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         while n0 < r.end {
             let nb = sb.min(r.end - n0);
             let block = nb * s;
-            let len = cout * block + tmax * wq + umax + SLACK;
-            if buf.len() != len {
-                buf.clear();
-                buf.resize(len, 0.0);
-            }
+            zeroed_once(&mut buf, cout * block + tmax * wq + umax + SLACK);
             for co in 0..cout {
                 for b in 0..nb {
                     let src = &dy[((n0 + b) * cout + co) * p..][..p];
@@ -594,10 +584,10 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                 for g in 0..gm.groups {
                     lay.fill(gm, x, n0, nb, g, &mut buf);
                     // Output-gradient rows in the column layout (zero at non-output columns
-                    // and past the last channel), then transposed in 16 × 16 blocks.
+                    // and past the last channel: only output positions are ever written), then
+                    // transposed in 16 × 16 blocks.
                     let ld16 = ncols.div_ceil(16) * 16;
-                    dyc.clear();
-                    dyc.resize(cogr * ld16, 0.0);
+                    zeroed_once(&mut dyc, cogr * ld16);
                     for b in 0..nb {
                         for co in 0..cog {
                             let src = &dys[(b * cout + g * cog + co) * p..][..p];
@@ -639,19 +629,14 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
             (dw, db)
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let (mut dw, mut db) = parts
-        .next()
-        .unwrap_or_else(|| (vec![0f32; cout * kdim], vec![0f32; cout]));
-    for (pw, pb) in parts {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += *b);
-        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += *b);
-    }
-    (dw, db)
+    sum_partials(partials, cout * kdim, cout)
 }
 
-/// Most taps per weight-gradient tile (with one vector of output channels).
-const NK_MAX: usize = 14;
+/// Taps per weight-gradient tile for `nv` vectors (16·nv output channels): `nk·nv`
+/// accumulators plus `nv` loads and a broadcast fit the 32 vector registers.
+const NK_OF_NV: [usize; 5] = [0, 14, 12, 8, 6];
+/// Most taps per weight-gradient tile.
+const NK_MAX: usize = NK_OF_NV[1];
 
 /// `dwt[k][co] += Σ_{q < ncols} buf[offs[k] + q] · dyt[q][co]` for every tap `k` and the `cogr`
 /// (a multiple of 16) channels, in tiles of up to 64 channels × `NK` taps. The last tap tile
@@ -668,12 +653,7 @@ fn weight_grad_group(
     debug_assert!(dwt.len() >= (kdim + NK_MAX) * cogr);
     for c0 in (0..cogr).step_by(64) {
         let nv = ((cogr - c0) / 16).min(4);
-        let nk = match nv {
-            1 => 14,
-            2 => 12,
-            3 => 8,
-            _ => 6,
-        };
+        let nk = NK_OF_NV[nv];
         for k0 in (0..kdim).step_by(nk) {
             let mut ptrs = [buf.as_ptr(); NK_MAX];
             for (j, p) in ptrs.iter_mut().enumerate().take(nk) {
@@ -685,10 +665,10 @@ fn weight_grad_group(
             unsafe {
                 let (d, o) = (dyt.as_ptr().add(c0), dwt.as_mut_ptr().add(k0 * cogr + c0));
                 match nv {
-                    1 => tile_dw::<1, 14>(ncols, &ptrs, d, cogr, o),
-                    2 => tile_dw::<2, 12>(ncols, &ptrs, d, cogr, o),
-                    3 => tile_dw::<3, 8>(ncols, &ptrs, d, cogr, o),
-                    _ => tile_dw::<4, 6>(ncols, &ptrs, d, cogr, o),
+                    1 => tile_dw::<1, { NK_OF_NV[1] }>(ncols, &ptrs, d, cogr, o),
+                    2 => tile_dw::<2, { NK_OF_NV[2] }>(ncols, &ptrs, d, cogr, o),
+                    3 => tile_dw::<3, { NK_OF_NV[3] }>(ncols, &ptrs, d, cogr, o),
+                    _ => tile_dw::<4, { NK_OF_NV[4] }>(ncols, &ptrs, d, cogr, o),
                 }
             }
         }

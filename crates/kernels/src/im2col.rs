@@ -96,10 +96,7 @@ pub fn im2col_wide(
     let pp = sh * sw * plane;
     // Only input pixels are written below, always at the same places for a given size, so the
     // padding stays zero across calls with the same buffer size.
-    if pad.len() != nb * cig * pp {
-        pad.clear();
-        pad.resize(nb * cig * pp, 0.0);
-    }
+    crate::util::zeroed_once(pad, nb * cig * pp);
     for b in 0..nb {
         for ci in 0..cig {
             let src = &x[((n0 + b) * gm.cin + g * cig + ci) * hw..][..hw];

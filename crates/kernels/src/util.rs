@@ -30,6 +30,34 @@ pub fn uninit_vec(len: usize) -> Vec<f32> {
     v
 }
 
+/// Makes `v` a zero-filled buffer of `len` floats, keeping its contents when the length is
+/// already `len`: for scratch planes whose non-data positions (padding) are never written, so
+/// they stay zero from one use to the next with the same layout.
+pub fn zeroed_once(v: &mut Vec<f32>, len: usize) {
+    if v.len() != len {
+        v.clear();
+        v.resize(len, 0.0);
+    }
+}
+
+/// Sums per-chunk `(weight gradient, bias gradient)` partials in chunk order (a fixed order,
+/// so the result does not depend on the thread count); zeros of the given sizes if none.
+pub fn sum_partials(
+    partials: Vec<(Vec<f32>, Vec<f32>)>,
+    wlen: usize,
+    blen: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut parts = partials.into_iter();
+    let (mut dw, mut db) = parts
+        .next()
+        .unwrap_or_else(|| (vec![0f32; wlen], vec![0f32; blen]));
+    for (pw, pb) in parts {
+        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += *b);
+        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += *b);
+    }
+    (dw, db)
+}
+
 /// Builds a candle error carrying the op name and a message.
 pub fn err(op: &str, msg: impl std::fmt::Display) -> Error {
     Error::Msg(format!("whittle-kernels {op}: {msg}"))

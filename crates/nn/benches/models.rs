@@ -211,25 +211,23 @@ fn main() -> Result<()> {
                 ratios.push((o.0 / t.0, o.1 / t.1));
             }
         }
-        let col = |v: &[(f64, f64)], i: usize| {
-            v.iter()
-                .map(|p| if i == 0 { p.0 } else { p.1 })
-                .collect::<Vec<_>>()
-        };
+        let unzip = |v: &[(f64, f64)]| -> (Vec<f64>, Vec<f64>) { v.iter().copied().unzip() };
+        let (ours_train, ours_infer) = unzip(&ours);
         println!(
             "bench {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
-            median(&col(&ours, 0)),
-            median(&col(&ours, 1))
+            median(&ours_train),
+            median(&ours_infer)
         );
         if theirs.is_empty() {
             continue;
         }
+        let (torch_train, torch_infer) = unzip(&theirs);
         println!(
             "torch {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
-            median(&col(&theirs, 0)),
-            median(&col(&theirs, 1))
+            median(&torch_train),
+            median(&torch_infer)
         );
-        let (rt, ri) = (col(&ratios, 0), col(&ratios, 1));
+        let (rt, ri) = unzip(&ratios);
         let range = |v: &[f64]| {
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(0.0, f64::max);
