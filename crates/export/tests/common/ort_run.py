@@ -1,6 +1,6 @@
 """Runs ONNX models in onnxruntime for the whittle-export tests.
 
-Usage: python3 ort_run.py manifest.json
+Usage: python3 ort_run.py manifest.json (written by runtimes.rs::onnxruntime_run)
 The manifest is a list of {"model", "input", "shape", "output"}: the input is raw
 little-endian float32 of the given shape; the first model output is written as raw float32.
 """
