@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use whittle_engine::{Cache, Plan, Registry, query};
-use whittle_report::{Constraints, Document, NodeRecord, Provenance};
+use whittle_report::{Constraints, Document, NodeRecord, Provenance, ReportOptions};
 
 /// The experiment's `[report]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +22,9 @@ struct ReportSection {
     max_peak_activation_bytes: Option<u64>,
     #[serde(default)]
     max_latency_ms: Option<f64>,
+    /// Also plot the search / prune outputs that a `finetune` stage refines.
+    #[serde(default)]
+    show_intermediate: bool,
     /// Axes to compare (informational; every axis with data is shown).
     #[serde(default)]
     #[allow(dead_code)]
@@ -138,7 +141,7 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
     }
     let text =
         std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
-    Ok(Document::new(
+    let mut doc = Document::new(
         Provenance {
             experiment: exp.name.clone(),
             description: exp.description.clone(),
@@ -160,7 +163,11 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
             max_latency_ms: section.max_latency_ms,
         },
         nodes,
-    ))
+    );
+    doc.options = ReportOptions {
+        show_intermediate: section.show_intermediate,
+    };
+    Ok(doc)
 }
 
 /// Writes `<dir>/<name>.md` and `<dir>/<name>/{*.svg, metrics.json}`; returns the Markdown path.
@@ -169,6 +176,20 @@ pub fn write(doc: &Document, dir: &Path) -> Result<PathBuf> {
     let folder = dir.join(&name);
     std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
     let rendered = whittle_report::render(doc, &name);
+    // Plots of an earlier render that this one no longer draws would linger beside it.
+    for entry in
+        std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?
+    {
+        let path = entry?.path();
+        let stale = path.extension().is_some_and(|e| e == "svg")
+            && !rendered
+                .files
+                .iter()
+                .any(|(f, _)| path.file_name().is_some_and(|n| n == f.as_str()));
+        if stale {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     for (file, text) in &rendered.files {
         write_atomic(&folder.join(file), text.as_bytes())?;
     }

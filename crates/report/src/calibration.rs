@@ -111,9 +111,29 @@ pub fn section(nodes: &[NodeRecord]) -> String {
                     num(r.get("est_energy_uj"), 2),
                 ]);
             }
-            md.push_str("Micro-controller estimates (cycles per MAC and energy per operation from the device profile):\n\n");
-            md.push_str(&t.render());
-            md.push('\n');
+            let fit = rows
+                .iter()
+                .filter(|r| {
+                    r.get("fits_flash").and_then(Value::as_bool) == Some(true)
+                        && r.get("fits_sram").and_then(Value::as_bool) == Some(true)
+                })
+                .count();
+            let mut devices: Vec<String> = Vec::new();
+            for r in rows {
+                let d = text(r.get("device"));
+                if !devices.contains(&d) {
+                    devices.push(d);
+                }
+            }
+            md.push_str(&format!(
+                "Micro-controller estimates (cycles per MAC and energy per operation from the device profile of {}): {fit} of {} network / format pairs fit both flash and SRAM.\n\n",
+                devices.join(", "),
+                rows.len()
+            ));
+            md.push_str(&crate::render::details(
+                &format!("Micro-controller estimates ({} rows)", rows.len()),
+                &t.render(),
+            ));
         }
     }
     md

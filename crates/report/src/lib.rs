@@ -2,13 +2,19 @@
 //! manifests (as [`model::Document`]), never models.
 
 pub mod calibration;
+mod channels;
 pub mod diff;
+mod distill;
+mod fronts;
+mod full;
+pub mod lineage;
 pub mod model;
 pub mod pareto;
 pub mod render;
 pub mod svg;
 pub mod table;
+pub mod warnings;
 
 pub use diff::{Diff, diff};
-pub use model::{Constraints, Document, ModelRow, NodeRecord, Provenance};
+pub use model::{Constraints, Document, ModelRow, NodeRecord, Provenance, ReportOptions};
 pub use render::{Rendered, render};

@@ -132,11 +132,23 @@ pub struct Constraints {
     pub max_latency_ms: Option<f64>,
 }
 
+/// How the experiment's `[report]` table asks the report to be drawn.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct ReportOptions {
+    /// Also plot the search / prune outputs that a `finetune` stage refines (hidden by
+    /// default: before fine-tuning they sit near chance accuracy).
+    pub show_intermediate: bool,
+}
+
 /// Everything in `metrics.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct Document {
     pub provenance: Provenance,
     pub constraints: Constraints,
+    /// Absent from `metrics.json` files written before it existed.
+    #[serde(default)]
+    pub options: ReportOptions,
     pub nodes: Vec<NodeRecord>,
     pub models: Vec<ModelRow>,
 }
@@ -176,6 +188,7 @@ impl Document {
         Document {
             provenance,
             constraints,
+            options: ReportOptions::default(),
             nodes,
             models,
         }

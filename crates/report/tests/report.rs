@@ -98,9 +98,10 @@ fn summary_tables_fronts_and_plots() {
     // Latency from the calibrate node joins the seed's fp32 row.
     assert!(md.contains("| 1.250 |"), "{md}");
     // The l1 point (20k params, 85 %) is dominated by pit (20k, 90.5 %): not on the P front.
+    // (Rows of the full tables carry the format column; the front tables do not.)
     let l1_row = md
         .lines()
-        .find(|l| l.starts_with("| `l1[ratio=0.5]`"))
+        .find(|l| l.starts_with("| `l1[ratio=0.5]` | l1 pruning | fp32 |"))
         .unwrap();
     assert!(
         l1_row.trim_end().ends_with("|  |"),
@@ -108,15 +109,41 @@ fn summary_tables_fronts_and_plots() {
     );
     let pit_row = md
         .lines()
-        .find(|l| l.starts_with("| `pit[lambda=1e-5]`"))
+        .find(|l| l.starts_with("| `pit[lambda=1e-5]` | PIT | fp32 |"))
         .unwrap();
     assert!(
-        pit_row.contains("| P M"),
-        "pit is on the params and MACs fronts: {pit_row}"
+        pit_row.contains("| P M B |"),
+        "pit is on the params, MACs and weight bytes fronts: {pit_row}"
+    );
+    // The compact front table against parameters: pit alone (it dominates the seed too).
+    assert!(md.contains("Pareto front (1 of 3 networks):"), "{md}");
+    assert!(
+        md.contains("| `pit[lambda=1e-5]` | PIT | 20,000 | 90.50 % | +0.50 |"),
+        "{md}"
+    );
+    // Best per method: the seed's accuracy is 90 %, so within 1 point means ≥ 89 %.
+    assert!(
+        md.contains("| l1 pruning | 1 | `l1[ratio=0.5]` 85.00 % | 20,000 | – | – | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| PIT | 1 | `pit[lambda=1e-5]` 90.50 % | 20,000 | `pit[lambda=1e-5]` 90.50 % | 20,000 | 1 |"),
+        "{md}"
+    );
+    // MACs order the networks as parameters do here: no repeated tables.
+    assert!(
+        md.contains("the same networks as against parameters."),
+        "{md}"
     );
     let names: Vec<&str> = r.files.iter().map(|f| f.0.as_str()).collect();
     assert!(names.contains(&"acc_vs_params.svg"));
-    assert!(names.contains(&"channels_pit_lambda_1e-5_.svg"));
+    assert!(names.contains(&"acc_vs_weight_bytes_formats.svg"));
+    assert!(names.contains(&"channels_PIT_seed.svg"), "{names:?}");
+    // The summary comes before the plots, the plots before the full tables.
+    let at = |s: &str| md.find(s).unwrap_or_else(|| panic!("{s} missing"));
+    assert!(at("## Summary") < at("## Pareto fronts"));
+    assert!(at("## Pareto fronts") < at("## Precision formats"));
+    assert!(at("## Precision formats") < at("## All networks"));
     // Deterministic.
     assert_eq!(render(&doc(0.905), "demo"), r);
 }
@@ -130,9 +157,19 @@ fn renders_as_github_markdown() {
         &mut out,
         Parser::new_ext(&r.markdown, Options::ENABLE_TABLES),
     );
-    // Architectures, pruning, precision, provenance tables.
-    assert_eq!(out.matches("<table>").count(), 4, "{out}");
+    // Front and best-per-method tables against parameters (MACs and weight bytes pick the same
+    // networks, latency has one network), the precision front and families, then collapsed:
+    // architectures, pruning, precision, and the provenance's nodes.
+    assert_eq!(out.matches("<table>").count(), 8, "{out}");
     assert!(out.contains("<img src=\"demo/acc_vs_params.svg\""));
+    // Markdown inside <details> is rendered (a blank line follows each <summary>).
+    let blocks: Vec<&str> = out.split("<details>").skip(1).collect();
+    assert_eq!(blocks.len(), 5, "{out}");
+    for b in blocks {
+        let b = b.split("</details>").next().unwrap();
+        assert!(b.contains("<table>") || b.contains("<img"), "{b}");
+        assert!(!b.contains("| ---"), "a table left as text: {b}");
+    }
     // Every table row has as many cells as its header.
     for table in out.split("<table>").skip(1) {
         let table = table.split("</table>").next().unwrap();
@@ -217,4 +254,154 @@ fn seed_sweeps_are_summarised_as_mean_and_std() {
     let md = render(&d, "x").markdown;
     // mean 0.82, sample std sqrt((0.0004 + 0.0004 + 0) / 2) = 0.02 → 2.00 points.
     assert!(md.contains("| `kd` | fp32 | 3 | 82.00 % | 2.00 |"), "{md}");
+}
+
+/// (x, y, w, h) of every legend entry, and the view box's width and height.
+fn legend_boxes(svg: &str) -> (Vec<[f64; 4]>, f64, f64) {
+    let nums = |s: &str| -> Vec<f64> { s.split(' ').map(|v| v.parse().unwrap()).collect() };
+    let vb = nums(
+        svg.split("viewBox=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap(),
+    );
+    let boxes = svg
+        .split("class=\"legend-entry\" data-bbox=\"")
+        .skip(1)
+        .map(|s| {
+            let v = nums(s.split('"').next().unwrap());
+            [v[0], v[1], v[2], v[3]]
+        })
+        .collect();
+    (boxes, vb[2], vb[3])
+}
+
+fn assert_legend_fits(svg: &str, entries: usize) {
+    let (boxes, w, h) = legend_boxes(svg);
+    assert_eq!(boxes.len(), entries);
+    for (i, a) in boxes.iter().enumerate() {
+        assert!(a[0] >= 0.0 && a[1] >= 0.0, "entry {i} starts inside: {a:?}");
+        assert!(
+            a[0] + a[2] <= w && a[1] + a[3] <= h,
+            "entry {i} {a:?} ends inside {w}×{h}"
+        );
+        for (j, b) in boxes.iter().enumerate().take(i) {
+            let apart = a[0] + a[2] <= b[0]
+                || b[0] + b[2] <= a[0]
+                || a[1] + a[3] <= b[1]
+                || b[1] + b[3] <= a[1];
+            assert!(apart, "legend entries {j} {b:?} and {i} {a:?} overlap");
+        }
+    }
+}
+
+#[test]
+fn plots_have_one_series_per_method_and_a_legend_that_fits() {
+    let r = render(&doc(0.905), "demo");
+    let svg = &r
+        .files
+        .iter()
+        .find(|f| f.0 == "acc_vs_params.svg")
+        .unwrap()
+        .1;
+    let series: Vec<&str> = svg
+        .split("<g class=\"series\" data-name=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+        .collect();
+    assert_eq!(series, ["trained", "PIT", "l1 pruning"]);
+    assert_legend_fits(svg, 3 + 1);
+    let prec = &r
+        .files
+        .iter()
+        .find(|f| f.0 == "acc_vs_weight_bytes_formats.svg")
+        .unwrap()
+        .1;
+    assert_eq!(prec.matches("<g class=\"series\"").count(), 2, "fp32, int8");
+
+    // Twelve series with long names (and many points): the picture widens and lengthens so
+    // that the legend stays inside, entries do not overlap, and the render is repeatable.
+    use whittle_report::svg::{Scatter, Series};
+    let plot = Scatter {
+        title: "t".into(),
+        x_label: "x".into(),
+        y_label: "y".into(),
+        log_x: true,
+        series: (0..12)
+            .map(|k| Series {
+                name: format!(
+                    "series {k} with a rather long method name {}",
+                    "x".repeat(k)
+                ),
+                points: vec![(1e3 * (k + 1) as f64, 50.0 + k as f64, format!("p{k}"))],
+                lines: vec![],
+            })
+            .collect(),
+        y_bounds: Some((0.0, 100.0)),
+        notes: vec![],
+    };
+    let svg = plot.render();
+    assert_eq!(svg.matches("<g class=\"series\"").count(), 12);
+    assert_legend_fits(&svg, 12 + 1);
+    assert_eq!(svg, plot.render());
+    let colours: std::collections::BTreeSet<&str> = svg
+        .split("<g class=\"series\"")
+        .skip(1)
+        .map(|s| {
+            s.split("fill=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(colours.len(), 12, "twelve distinct colours");
+}
+
+#[test]
+fn search_outputs_refined_by_a_finetune_are_plotted_only_when_asked() {
+    let mut d = doc(0.905);
+    let mut ft = node(
+        "pit_ft[lambda=1e-5]",
+        "finetune",
+        json!({}),
+        json!([{ "method": "pit", "arch": "tcn", "params": 20000, "macs": 900000, "weight_bytes": 80000, "test_accuracy": 0.91, "parent": "pit[lambda=1e-5]" }]),
+    );
+    ft.inputs = vec!["pit[lambda=1e-5]".into()];
+    d.nodes.push(ft);
+    let d = Document::new(d.provenance, d.constraints, d.nodes);
+    let labels = |d: &Document| -> Vec<String> {
+        let r = render(d, "demo");
+        let svg = &r
+            .files
+            .iter()
+            .find(|f| f.0 == "acc_vs_params.svg")
+            .unwrap()
+            .1;
+        svg.split("<title>")
+            .skip(1)
+            .map(|s| s.split(':').next().unwrap().to_string())
+            .collect()
+    };
+    // Series in order of first appearance: trained, pruning, then PIT (its first plotted row is last).
+    assert_eq!(labels(&d), ["seed", "l1[ratio=0.5]", "pit_ft[lambda=1e-5]"]);
+    let md = render(&d, "demo").markdown;
+    assert!(
+        md.contains("the 1 search / prune outputs that a `finetune` stage refines are left out"),
+        "{md}"
+    );
+    let mut shown = d.clone();
+    shown.options.show_intermediate = true;
+    assert_eq!(
+        labels(&shown),
+        [
+            "seed",
+            "pit[lambda=1e-5]",
+            "pit_ft[lambda=1e-5]",
+            "l1[ratio=0.5]"
+        ]
+    );
 }
