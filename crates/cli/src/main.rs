@@ -2,13 +2,17 @@
 //!
 //! Exit codes: 0 success, 1 a node failed (or was skipped because an input failed),
 //! 2 invalid experiment file or arguments, 130 interrupted.
+//! A closed standard output (`whittle status FILE | head -1`) ends a query command quietly,
+//! killed by SIGPIPE like `git log`; `run` and `resume` ignore it and finish (see `out`).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod out;
 mod report;
+
+use out::{errln, out, outln};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -110,14 +114,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove cache entries that no experiment references.
+    /// Remove cache entries, downloads and artifacts that no experiment references.
     ///
     /// Keeps the nodes of the files given, or of every `experiments/*.toml` under the current
-    /// directory; says how much it frees before removing.
+    /// directory, and the shared files they use (downloaded archives, teacher logits); says how
+    /// much it frees before removing.
     Gc {
         /// Experiment files whose nodes are kept.
         files: Vec<PathBuf>,
-        /// Only say what would be removed.
+        /// Only list what would be removed, each item with its size.
         #[arg(long)]
         dry_run: bool,
     },
@@ -143,15 +148,18 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
+        // On a write error it would report with `eprintln!`, which panics when stderr is a
+        // closed pipe; log lines that cannot be written are dropped instead (see `out`).
+        .log_internal_errors(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .init();
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
             if let Some(ee) = e.downcast_ref::<whittle_engine::ExperimentError>() {
-                eprintln!("error: {ee}");
+                errln!("error: {ee}");
             } else {
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
             }
             ExitCode::from(2)
         }
@@ -167,7 +175,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Cmd::Report { exp } => {
             let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
             let md = report::write(&report::document(&plan, &cache, None)?, &cli.reports)?;
-            println!("report: {}", md.display());
+            outln!("report: {}", md.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Diff { a, b, json } => {
@@ -176,9 +184,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let d =
                 whittle_report::diff(&a.display().to_string(), &da, &b.display().to_string(), &db);
             if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                outln!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                print!("{}", d.to_markdown());
+                out!("{}", d.to_markdown());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -186,18 +194,18 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
             let rows = query::status(&plan, &cache);
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 let w = rows.iter().map(|r| r.node.len()).max().unwrap_or(4);
                 for r in &rows {
-                    println!("{:<w$}  {}  {}", r.node, &r.key[..16], r.state);
+                    outln!("{:<w$}  {}  {}", r.node, &r.key[..16], r.state);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Why { exp, node } => {
             let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
-            println!("{}", query::why(&plan, &cache, &node)?);
+            outln!("{}", query::why(&plan, &cache, &node)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gc { files, dry_run } => gc(&files, dry_run, &cache, &registry),
@@ -211,6 +219,8 @@ fn run(
     resume: bool,
     reports: &Path,
 ) -> Result<ExitCode> {
+    // A run finishes its nodes even when nobody reads its output any more (see `out`).
+    out::keep_going();
     let plan: Plan = query::load_plan(&a.exp.file, &a.exp.sets, registry)?;
     let started = whittle_engine::cache::now_unix();
     if resume {
@@ -220,7 +230,7 @@ fn run(
             .filter(|r| matches!(r.state, NodeState::Partial | NodeState::Failed))
             .collect();
         if todo.is_empty() {
-            println!("nothing to resume: no node has saved state or a failed attempt");
+            outln!("nothing to resume: no node has saved state or a failed attempt");
         }
         for r in todo {
             let how = match (r.state, cache.checkpoints(&r.key).latest()) {
@@ -228,7 +238,7 @@ fn run(
                 (_, Some((step, _))) => format!("will resume from checkpoint {step}"),
                 _ => "will resume from its saved state".to_string(),
             };
-            println!("resume: {} ({}) {how}", r.node, &r.key[..12]);
+            outln!("resume: {} ({}) {how}", r.node, &r.key[..12]);
         }
     }
     let jobs = a.jobs.unwrap_or_else(|| {
@@ -245,16 +255,16 @@ fn run(
     };
     let summary = whittle_engine::run(&plan, cache, registry, &opts)?;
     if summary.skipped > 0 {
-        eprintln!(
+        errln!(
             "skipped {} node(s) downstream of a failure",
             summary.skipped
         );
     }
     for (node, err) in &summary.failures {
-        eprintln!("failed: {node}: {}", err.lines().next().unwrap_or(""));
+        errln!("failed: {node}: {}", err.lines().next().unwrap_or(""));
     }
     if summary.cancelled {
-        eprintln!(
+        errln!(
             "interrupted: {} node(s) not finished; their saved state is kept — run `whittle resume {}` to continue",
             summary.interrupted,
             a.exp.file.display()
@@ -264,11 +274,11 @@ fn run(
         // The report shows whatever completed, also when some node failed.
         match report::document(&plan, cache, Some(started)).and_then(|d| report::write(&d, reports))
         {
-            Ok(md) => println!("report: {}", md.display()),
-            Err(e) => eprintln!("report: not written: {e:#}"),
+            Ok(md) => outln!("report: {}", md.display()),
+            Err(e) => errln!("report: not written: {e:#}"),
         }
     }
-    println!("{}", summary.line());
+    outln!("{}", summary.line());
     Ok(if summary.cancelled {
         ExitCode::from(130)
     } else if summary.ok() {
@@ -282,12 +292,12 @@ fn install_ctrlc(cancel: CancelToken) {
     static HITS: AtomicUsize = AtomicUsize::new(0);
     let r = ctrlc::set_handler(move || {
         if HITS.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!(
+            errln!(
                 "\ninterrupt: letting running nodes save and stop (Ctrl-C again to exit at once)"
             );
             cancel.cancel();
         } else {
-            eprintln!("\ninterrupt: exiting now");
+            errln!("\ninterrupt: exiting now");
             std::process::exit(130);
         }
     });
@@ -315,7 +325,7 @@ fn gc(files: &[PathBuf], dry_run: bool, cache: &Cache, registry: &Registry) -> R
     } else {
         files.to_vec()
     };
-    let mut keep = HashSet::new();
+    let mut keep = query::References::default();
     for f in &files {
         let plan = query::load_plan(f, &[], registry).with_context(|| {
             format!(
@@ -323,24 +333,30 @@ fn gc(files: &[PathBuf], dry_run: bool, cache: &Cache, registry: &Registry) -> R
                 f.display()
             )
         })?;
-        keep.extend(plan.nodes.iter().map(|n| n.key.clone()));
+        keep.add(&plan, registry);
     }
     let plan = query::gc_plan(cache, &keep);
-    println!(
-        "gc: {} experiment file(s) reference {} node(s); {} cached entr(y/ies) kept; {} item(s) to remove, freeing {}",
+    outln!(
+        "gc: {} experiment file(s) reference {} node(s); {} cached entr(y/ies) and {} shared file(s) kept; {} item(s) to remove, freeing {}",
         files.len(),
-        keep.len(),
+        keep.keys.len(),
         plan.kept,
+        plan.kept_shared,
         plan.remove.len(),
         query::human_bytes(plan.bytes())
     );
     if dry_run {
-        for (p, b) in &plan.remove {
-            println!("would remove {} ({})", p.display(), query::human_bytes(*b));
+        for it in &plan.remove {
+            outln!(
+                "would remove {} ({}, {})",
+                it.path.display(),
+                query::human_bytes(it.bytes),
+                it.reason
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let freed = query::gc_apply(cache, &plan)?;
-    println!("gc: freed {}", query::human_bytes(freed));
+    outln!("gc: freed {}", query::human_bytes(freed));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! The content-addressed cache: `<cache>/entries/<key>/` (manifest.json + out/ + logs/),
 //! `<cache>/pending/<key>/` (work in progress: out/, checkpoints/, scratch/), per-key lock
-//! files in `<cache>/locks/`, corrupted entries moved to `<cache>/corrupt/`.
+//! files in `<cache>/locks/`, corrupted entries moved to `<cache>/corrupt/`, and the shared
+//! folders [`SHARED_DIRS`] whose files stage kinds read or write for several nodes (downloads,
+//! computed artifacts; see [`crate::StageKind::shared_files`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,6 +19,9 @@ use crate::hash::hash_tree;
 pub const MANIFEST: &str = "manifest.json";
 /// Marker left in a pending folder by a failed attempt (holds the error).
 pub const FAILED: &str = "failed.txt";
+/// Folders of the cache root holding files shared between nodes, named by
+/// [`crate::StageKind::shared_files`] relative to the root (`downloads/…`, `artifacts/…`).
+pub const SHARED_DIRS: [&str; 2] = ["downloads", "artifacts"];
 
 /// One input of a node as recorded in its manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +266,22 @@ impl Cache {
     /// Keys with a pending folder.
     pub fn pending_keys(&self) -> Vec<String> {
         list_names(&self.root.join("pending"))
+    }
+
+    /// Every item directly inside the shared folders, as a path relative to the root
+    /// (`downloads/<name>`), hidden temporaries included, sorted.
+    pub fn shared_items(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for d in SHARED_DIRS {
+            let names = std::fs::read_dir(self.root.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| format!("{d}/{}", e.file_name().to_string_lossy()));
+            v.extend(names);
+        }
+        v.sort();
+        v
     }
 
     /// Every completed entry's manifest.

@@ -13,6 +13,7 @@ pub mod command;
 pub mod experiment;
 pub mod hash;
 pub mod locate;
+pub mod memory;
 pub mod plan;
 pub mod progress;
 pub mod query;
@@ -26,8 +27,8 @@ pub use plan::{Node, Plan};
 pub use progress::Reporter;
 pub use query::{StatusRow, load_plan, manifests, status, why};
 pub use registry::Registry;
-pub use scheduler::{RunOptions, RunSummary, run};
+pub use scheduler::{RunOptions, RunSummary, run, run_with_budget};
 pub use stage::{
-    CancelToken, Checkpoints, ExpandContext, Expansion, InputArtifact, ParamError, Progress,
-    RunContext, StageKind, from_params,
+    CancelToken, Checkpoints, ExpandContext, Expansion, InputArtifact, MemoryNeed, ParamError,
+    Progress, RunContext, StageKind, from_params,
 };

@@ -1,10 +1,12 @@
 //! Read-only questions about an experiment against a cache, used by the CLI and the report:
-//! load + plan, node states (`status`), why a node would run (`why`), what `gc` may remove.
+//! load + plan, node states (`status`), why a node would run (`why`), what `gc` may remove
+//! (entries and saved state of keys no kept experiment has, and shared files — downloads,
+//! artifacts — that none of its nodes' kinds name).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -202,42 +204,143 @@ fn differences(
     d
 }
 
+/// What the experiments `gc` keeps refer to: node keys, and the shared files (relative to
+/// the cache root) that their nodes' kinds name ([`crate::StageKind::shared_files`]).
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    pub keys: HashSet<String>,
+    pub shared: HashSet<String>,
+}
+
+impl References {
+    /// Add every node of `plan`.
+    pub fn add(&mut self, plan: &Plan, registry: &Registry) {
+        for n in &plan.nodes {
+            self.keys.insert(n.key.clone());
+            let Some(kind) = registry.get(&n.kind) else {
+                continue;
+            };
+            let inputs: Vec<(&str, &str)> = n
+                .inputs
+                .iter()
+                .map(|&i| (plan.nodes[i].kind.as_str(), plan.nodes[i].key.as_str()))
+                .collect();
+            self.shared.extend(kind.shared_files(&n.params, &inputs));
+        }
+    }
+}
+
+/// Why `gc` removes an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcReason {
+    /// A completed entry no experiment references.
+    Entry,
+    /// Work in progress (saved state, a failed attempt) of a key no experiment references.
+    Pending,
+    /// Corrupted entries moved aside.
+    Corrupt,
+    /// A shared file (download, artifact) no referenced node names.
+    Shared,
+    /// A temporary in a shared folder older than [`STALE_TEMPORARY`], left by a killed run.
+    Temporary,
+}
+
+impl std::fmt::Display for GcReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GcReason::Entry => "unreferenced entry",
+            GcReason::Pending => "unreferenced saved state",
+            GcReason::Corrupt => "corrupted entries",
+            GcReason::Shared => "unreferenced shared file",
+            GcReason::Temporary => "stale temporary",
+        })
+    }
+}
+
+/// A temporary in a shared folder (`.download-…`, `.unpack-…`, `….tmp<pid>`) younger than
+/// this may belong to a run in progress and is left alone.
+pub const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// One item `gc` removes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcItem {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub reason: GcReason,
+    /// The node key whose lock must be free (entries and pending folders).
+    pub key: Option<String>,
+}
+
 /// What `gc` would remove.
 #[derive(Debug, Clone, Default)]
 pub struct GcPlan {
-    /// (path, bytes) of unreferenced entries, pending folders and quarantined entries.
-    pub remove: Vec<(PathBuf, u64)>,
+    /// Unreferenced entries, pending folders, quarantined entries, shared files, stale
+    /// temporaries.
+    pub remove: Vec<GcItem>,
     /// Referenced entries kept.
     pub kept: usize,
+    /// Referenced shared files kept.
+    pub kept_shared: usize,
 }
 
 impl GcPlan {
     pub fn bytes(&self) -> u64 {
-        self.remove.iter().map(|r| r.1).sum()
+        self.remove.iter().map(|r| r.bytes).sum()
     }
 }
 
-/// Everything in the cache not referenced by `keep` (node keys).
-pub fn gc_plan(cache: &Cache, keep: &HashSet<String>) -> GcPlan {
+/// A temporary name in a shared folder: hidden (`.download-…`, `.unpack-…`) or `*.tmp<…>`.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| ext.starts_with("tmp"))
+}
+
+/// Everything in the cache that `keep` does not reference.
+pub fn gc_plan(cache: &Cache, keep: &References) -> GcPlan {
     let mut plan = GcPlan::default();
+    let item = |path: PathBuf, reason, key: Option<String>| GcItem {
+        bytes: Cache::size_of(&path),
+        path,
+        reason,
+        key,
+    };
     for k in cache.entry_keys() {
-        if keep.contains(&k) {
+        if keep.keys.contains(&k) {
             plan.kept += 1;
         } else {
-            let p = cache.entry_dir(&k);
-            plan.remove.push((p.clone(), Cache::size_of(&p)));
+            plan.remove
+                .push(item(cache.entry_dir(&k), GcReason::Entry, Some(k)));
         }
     }
     for k in cache.pending_keys() {
-        if !keep.contains(&k) {
-            let p = cache.pending_dir(&k);
-            plan.remove.push((p.clone(), Cache::size_of(&p)));
+        if !keep.keys.contains(&k) {
+            plan.remove
+                .push(item(cache.pending_dir(&k), GcReason::Pending, Some(k)));
         }
     }
     let corrupt = cache.root().join("corrupt");
     if corrupt.exists() {
-        plan.remove
-            .push((corrupt.clone(), Cache::size_of(&corrupt)));
+        plan.remove.push(item(corrupt, GcReason::Corrupt, None));
+    }
+    let now = std::time::SystemTime::now();
+    for rel in cache.shared_items() {
+        let path = cache.root().join(&rel);
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        if is_temporary(name) {
+            let age = std::fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok());
+            if age.is_some_and(|a| a >= STALE_TEMPORARY) {
+                plan.remove.push(item(path, GcReason::Temporary, None));
+            }
+        } else if keep.shared.contains(&rel) {
+            plan.kept_shared += 1;
+        } else {
+            plan.remove.push(item(path, GcReason::Shared, None));
+        }
     }
     plan
 }
@@ -245,27 +348,35 @@ pub fn gc_plan(cache: &Cache, keep: &HashSet<String>) -> GcPlan {
 /// Remove what `plan` lists, skipping keys another run holds locked. Returns bytes freed.
 pub fn gc_apply(cache: &Cache, plan: &GcPlan) -> Result<u64> {
     let mut freed = 0;
-    for (p, bytes) in &plan.remove {
-        let key = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _lock = if key.len() == 64 {
-            match cache.try_lock(&key)? {
+    for it in &plan.remove {
+        let _lock = match &it.key {
+            Some(key) => match cache.try_lock(key)? {
                 Some(l) => Some(l),
                 None => {
-                    tracing::warn!("skipping {}: in use by another run", p.display());
+                    tracing::warn!("skipping {}: in use by another run", it.path.display());
                     continue;
                 }
-            }
-        } else {
-            None
+            },
+            None => None,
         };
-        std::fs::remove_dir_all(p)?;
-        if key.len() == 64 {
+        let is_dir = std::fs::symlink_metadata(&it.path).is_ok_and(|m| m.is_dir());
+        let removed = if is_dir {
+            std::fs::remove_dir_all(&it.path)
+        } else {
+            std::fs::remove_file(&it.path)
+        };
+        match removed {
+            Ok(()) => {}
+            // gone meanwhile (another gc, a run's own clean-up)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", it.path.display()));
+            }
+        }
+        if let Some(key) = &it.key {
             let _ = std::fs::remove_file(cache.root().join("locks").join(format!("{key}.lock")));
         }
-        freed += bytes;
+        freed += it.bytes;
     }
     Ok(freed)
 }
@@ -283,5 +394,20 @@ pub fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_temporary;
+
+    #[test]
+    fn temporaries_are_hidden_names_or_tmp_extensions() {
+        assert!(is_temporary(".download-x7Yq"));
+        assert!(is_temporary(".unpack-Ab3"));
+        // distill's `with_extension(format!("tmp{pid}"))`
+        assert!(is_temporary("teacher_logits-0123-4567.tmp4242"));
+        assert!(!is_temporary("teacher_logits-0123-4567.safetensors"));
+        assert!(!is_temporary("ab12-speech_commands.tmp.tar.gz"));
     }
 }

@@ -1,6 +1,8 @@
 //! The scheduler: runs a plan's nodes in topological order, independent nodes in parallel
-//! within a core budget, using cached entries where valid, resuming from saved state, and
-//! stopping only the descendants of a failed node.
+//! within a core budget and a memory budget (the kinds' estimates, see [`crate::memory`]),
+//! using cached entries where valid, resuming from saved state, and stopping only the
+//! descendants of a failed node. A node whose estimate alone exceeds the memory budget fails
+//! before it starts.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::mpsc;
 use anyhow::Result;
 
 use crate::cache::{Cache, InputRecord, Manifest, now_unix};
+use crate::memory::{Budget, LIMIT_VAR, budget, human};
 use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::registry::Registry;
@@ -70,12 +73,28 @@ enum St {
     Skipped,
 }
 
-/// Run `plan`: each node is cached, resumed, run, failed or skipped.
+/// Run `plan`: each node is cached, resumed, run, failed or skipped; the memory budget is
+/// read now ([`crate::memory::budget`]).
 pub fn run(
     plan: &Plan,
     cache: &Cache,
     registry: &Registry,
     opts: &RunOptions,
+) -> Result<RunSummary> {
+    let budget = budget()?;
+    if let Some(b) = &budget {
+        tracing::debug!("memory budget {} ({})", human(b.bytes), b.source);
+    }
+    run_with_budget(plan, cache, registry, opts, budget)
+}
+
+/// [`run`] with a given memory budget (`None`: no memory guard).
+pub fn run_with_budget(
+    plan: &Plan,
+    cache: &Cache,
+    registry: &Registry,
+    opts: &RunOptions,
+    budget: Option<Budget>,
 ) -> Result<RunSummary> {
     let n = plan.nodes.len();
     let jobs = opts.jobs.max(1);
@@ -94,6 +113,10 @@ pub fn run(
     let mut manifests: Vec<Option<Arc<Manifest>>> = vec![None; n];
     let mut summary = RunSummary::default();
     let mut free = jobs;
+    // bytes reserved by each node once it is ready (0: unknown, cached or no guard)
+    let mut need: Vec<Option<u64>> = vec![None; n];
+    let mut mem_free = budget.as_ref().map(|b| b.bytes);
+    let mut told_waiting = vec![false; n];
     let mut running = 0usize;
     let (tx, rx) = mpsc::channel::<(usize, usize, Outcome)>();
 
@@ -109,9 +132,6 @@ pub fn run(
                     if t > free && running > 0 {
                         continue;
                     }
-                    st[i] = St::Running;
-                    free = free.saturating_sub(t);
-                    running += 1;
                     let inputs: Vec<InputArtifact> = plan.nodes[i]
                         .inputs
                         .iter()
@@ -129,6 +149,53 @@ pub fn run(
                             }
                         })
                         .collect();
+                    if need[i].is_none() {
+                        let node = &plan.nodes[i];
+                        let estimate = match &budget {
+                            Some(_) if !cache.is_done(&node.key) => registry
+                                .get(&node.kind)
+                                .and_then(|k| k.memory(&node.params, &inputs)),
+                            _ => None,
+                        };
+                        if let (Some(e), Some(b)) = (&estimate, &budget) {
+                            if e.bytes > b.bytes {
+                                let msg = format!(
+                                    "stage `{}` (kind `{}`) needs an estimated {} of memory ({}), but only {} is available ({}); make the network or the batch size smaller, or set {LIMIT_VAR} if the estimate is wrong",
+                                    node.stage,
+                                    node.kind,
+                                    human(e.bytes),
+                                    e.detail,
+                                    human(b.bytes),
+                                    b.source
+                                );
+                                need[i] = Some(0);
+                                st[i] = St::Running;
+                                running += 1;
+                                let _ = tx.send((i, 0, Outcome::Failed(msg)));
+                                continue;
+                            }
+                        }
+                        need[i] = Some(estimate.map_or(0, |e| e.bytes));
+                    }
+                    let m = need[i].unwrap_or(0);
+                    if let Some(f) = mem_free {
+                        if m > f && running > 0 {
+                            if !told_waiting[i] {
+                                told_waiting[i] = true;
+                                opts.reporter.line(&format!(
+                                    "{} waits for memory: needs about {}, {} free",
+                                    plan.nodes[i].name,
+                                    human(m),
+                                    human(f)
+                                ));
+                            }
+                            continue;
+                        }
+                        mem_free = Some(f - m.min(f));
+                    }
+                    st[i] = St::Running;
+                    free = free.saturating_sub(t);
+                    running += 1;
                     let tx = tx.clone();
                     s.spawn(move || {
                         let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -152,6 +219,9 @@ pub fn run(
             let Ok((i, t, out)) = rx.recv() else { break };
             running -= 1;
             free += t;
+            if let Some(f) = &mut mem_free {
+                *f += need[i].unwrap_or(0);
+            }
             let node = &plan.nodes[i];
             let cancelled_node = matches!(out, Outcome::Cancelled);
             let ok = match out {

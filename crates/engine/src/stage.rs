@@ -83,6 +83,14 @@ pub struct ExpandContext<'a> {
     pub stage: &'a dyn Fn(&str) -> Option<(String, toml::Table)>,
 }
 
+/// A node's estimated peak memory: bytes and what they are made of (shown when it cannot fit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryNeed {
+    pub bytes: u64,
+    /// e.g. `weights 1.2 GiB, gradients …, activations at batch 100 …`.
+    pub detail: String,
+}
+
 /// What a stage kind implements. One module per kind; registered with the engine's registry.
 pub trait StageKind: Send + Sync {
     /// The `kind = "..."` name.
@@ -108,10 +116,28 @@ pub trait StageKind: Send + Sync {
     fn threads(&self, _resolved: &serde_json::Value) -> usize {
         1
     }
+    /// Estimated peak memory of a node of this kind, computed just before it starts, when its
+    /// inputs are complete (their metrics and folders readable). The scheduler never starts
+    /// nodes whose estimates together exceed the memory budget and fails a node whose
+    /// estimate alone does (see [`crate::memory`]). `None`: unknown, not counted.
+    fn memory(
+        &self,
+        _resolved: &serde_json::Value,
+        _inputs: &[InputArtifact],
+    ) -> Option<MemoryNeed> {
+        None
+    }
     /// Extra bytes that join the key, computed from outside the parameters (e.g. content hashes
     /// of files a command depends on, a device fingerprint). `dir` is the experiment file's folder.
     fn extra_key(&self, _resolved: &serde_json::Value, _dir: &Path) -> anyhow::Result<Vec<u8>> {
         Ok(Vec::new())
+    }
+    /// Files outside its entry that a node of this kind reads or writes and other nodes may
+    /// share: paths relative to the cache root, under one of [`crate::cache::SHARED_DIRS`]
+    /// (e.g. `downloads/<sha256>-archive.tar.gz`). `inputs` are the (kind, key) of its inputs
+    /// in order. `gc` keeps the files its referenced nodes name and removes the others.
+    fn shared_files(&self, _resolved: &serde_json::Value, _inputs: &[(&str, &str)]) -> Vec<String> {
+        Vec::new()
     }
     /// Run the node: read inputs, write outputs into `ctx.out_dir`, return metrics (a JSON object).
     fn run(&self, ctx: &RunContext) -> anyhow::Result<serde_json::Value>;

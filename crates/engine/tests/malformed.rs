@@ -156,3 +156,18 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// Writes every case of the table as a seed of the fuzz corpus (`just fuzz-seed`): the file
+/// `seed-malformed-NN.toml` in `$WHITTLE_FUZZ_SEEDS`, `--set` arguments as `#set` lines.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run by `just fuzz-seed`"]
+fn write_fuzz_seeds() {
+    let dir = std::env::var_os("WHITTLE_FUZZ_SEEDS").expect("WHITTLE_FUZZ_SEEDS is not set");
+    let dir = Path::new(&dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, (text, sets, ..)) in cases().into_iter().enumerate() {
+        let mut seed: String = sets.iter().map(|s| format!("#set {s}\n")).collect();
+        seed.push_str(&text);
+        std::fs::write(dir.join(format!("seed-malformed-{:02}.toml", i + 1)), seed).unwrap();
+    }
+}

@@ -5,8 +5,10 @@
 pub mod config;
 pub mod data;
 pub mod distill;
+pub mod divergence;
 pub mod graph;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -22,7 +24,7 @@ pub use graph::{Graph, LayerInfo, LayerKind};
 pub use model::Model;
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::ScheduleConfig;
-pub use train::{CheckpointSink, Hooks, TrainConfig, TrainResult, Trainable, train};
+pub use train::{CheckpointSink, Hooks, TrainConfig, TrainResult, Trainable, train, train_with};
 
 /// Fix the worker-thread count for candle, rayon and the kernels, once, at start-up (before
 /// any tensor work): delegates to [`whittle_kernels::init_threads`], which exports

@@ -4,6 +4,7 @@
 //! from which a killed run resumes to bit-identical final weights.
 
 use crate::data::{DataSet, Split, Targets};
+use crate::divergence::{Divergence, OnDivergence, check_chance, check_loss};
 use crate::loss::{self, LossKind};
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -116,6 +117,9 @@ pub enum TrainError {
     Cancelled { epoch: u64 },
     #[error("training diverged: loss {loss} at epoch {epoch}, batch {batch}")]
     Diverged { epoch: u64, batch: usize, loss: f64 },
+    /// Any sign of divergence, with [`OnDivergence::Fail`].
+    #[error("training {0}")]
+    Divergence(Divergence),
 }
 
 /// Loss and (for classification) accuracy of one pass over a split.
@@ -144,6 +148,9 @@ pub struct TrainResult {
     /// Validation metrics of the final weights.
     pub val: Option<Metrics>,
     pub test: Option<Metrics>,
+    /// The sign of divergence found (see [`crate::divergence`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<Divergence>,
 }
 
 /// Everything of a run that is not a tensor, saved in `state.json` of each checkpoint.
@@ -162,6 +169,14 @@ struct RunState {
     bad_epochs: u64,
     stopped_early: bool,
     history: Vec<EpochRecord>,
+    /// First batch loss of the run (before any update): the divergence tests' reference.
+    #[serde(default)]
+    initial_loss: Option<f64>,
+    /// Output classes (classifiers only), seen on the first batch.
+    #[serde(default)]
+    classes: Option<usize>,
+    #[serde(default)]
+    diverged: Option<Divergence>,
 }
 
 const STATE_FILE: &str = "state.json";
@@ -273,12 +288,28 @@ fn score(monitor: Monitor, m: &Metrics) -> Result<f64> {
     })
 }
 
-/// Train `model` in place on `data` and evaluate it on the test split.
+/// Train `model` in place on `data` and evaluate it on the test split. A non-finite loss is
+/// an error ([`TrainError::Diverged`]); other signs of divergence are only reported in
+/// [`TrainResult::diverged`] (see [`train_with`]).
 pub fn train(
     model: &dyn Trainable,
     data: &DataSet,
     cfg: &TrainConfig,
+    hooks: Hooks<'_>,
+) -> Result<TrainResult> {
+    train_with(model, data, cfg, hooks, OnDivergence::Report)
+}
+
+/// [`train`] with a choice of what a diverged run does. The tests run once per epoch (the
+/// per-batch loss is already on the host for the epoch mean): the mean training loss of each
+/// epoch against the first batch loss, and at the end the accuracy of the final weights on
+/// the validation split (the last epoch's training accuracy without one) against chance.
+pub fn train_with(
+    model: &dyn Trainable,
+    data: &DataSet,
+    cfg: &TrainConfig,
     mut hooks: Hooks<'_>,
+    on: OnDivergence,
 ) -> Result<TrainResult> {
     ensure!(
         cfg.epochs > 0 && cfg.batch_size > 0,
@@ -315,6 +346,9 @@ pub fn train(
         bad_epochs: 0,
         stopped_early: false,
         history: vec![],
+        initial_loss: None,
+        classes: None,
+        diverged: None,
     };
     let mut best: Option<HashMap<String, Tensor>> = None;
 
@@ -360,7 +394,8 @@ pub fn train(
     };
     let mut perm: Vec<u32> = (0..n as u32).collect();
     let mut epoch = run.completed_epochs;
-    while epoch < cfg.epochs && !run.stopped_early {
+    let stop_diverged = |run: &RunState| on == OnDivergence::Allow && run.diverged.is_some();
+    while epoch < cfg.epochs && !run.stopped_early && !stop_diverged(&run) {
         let lr = cfg.schedule.lr(cfg.lr, epoch);
         perm.sort_unstable();
         perm.shuffle(&mut rng);
@@ -371,17 +406,36 @@ pub fn train(
             let out = model.forward_t(&x, true)?;
             let (mut l, c) = batch_loss(cfg.loss, &out, &y)?;
             let task = l.to_scalar::<f32>()? as f64;
+            if run.initial_loss.is_none() {
+                run.initial_loss = Some(task);
+                run.classes = c.and_then(|_| out.dims().get(1).copied());
+            }
             if let Some(r) = model.regularizer()? {
                 l = (l + r)?;
             }
             let total = l.to_scalar::<f32>()? as f64;
             if !total.is_finite() {
-                return Err(TrainError::Diverged {
+                let d = Divergence::NonFinite {
                     epoch,
                     batch: b,
                     loss: total,
+                };
+                match on {
+                    OnDivergence::Report => {
+                        return Err(TrainError::Diverged {
+                            epoch,
+                            batch: b,
+                            loss: total,
+                        }
+                        .into());
+                    }
+                    OnDivergence::Fail => return Err(TrainError::Divergence(d).into()),
+                    // the step is not taken: the weights stay those before this batch
+                    OnDivergence::Allow => {
+                        run.diverged = Some(d);
+                        break;
+                    }
                 }
-                .into());
             }
             let grads = l.backward()?;
             opt.step(&grads, lr)?;
@@ -400,10 +454,22 @@ pub fn train(
                 });
             }
         }
+        if stop_diverged(&run) {
+            // the epoch was cut short: no record, no checkpoint
+            break;
+        }
         let train_m = Metrics {
             loss: sum / n as f64,
             accuracy: has_acc.then(|| correct as f64 / n as f64),
         };
+        if run.diverged.is_none() {
+            if let Some(d) = check_loss(epoch, train_m.loss, run.initial_loss.unwrap_or(0.0)) {
+                if on == OnDivergence::Fail {
+                    return Err(TrainError::Divergence(d).into());
+                }
+                run.diverged = Some(d);
+            }
+        }
         let val_m = match &data.val {
             Some(v) => Some(evaluate(model, v, cfg.loss, cfg.batch_size)?),
             None => None,
@@ -468,11 +534,29 @@ pub fn train(
         Some(t) => Some(evaluate(model, t, cfg.loss, cfg.batch_size)?),
         None => None,
     };
+    if run.diverged.is_none() {
+        let chance = match (&val, &data.val, run.history.last()) {
+            (Some(m), Some(v), Some(last)) => m.accuracy.map(|a| (a, "validation", v.len(), last)),
+            (None, _, Some(last)) => last.train.accuracy.map(|a| (a, "training", n, last)),
+            _ => None,
+        };
+        if let (Some((acc, split, samples, last)), Some(classes), Some(initial)) =
+            (chance, run.classes, run.initial_loss)
+        {
+            if let Some(d) = check_chance(acc, classes, split, samples, initial, last.train.loss) {
+                if on == OnDivergence::Fail {
+                    return Err(TrainError::Divergence(d).into());
+                }
+                run.diverged = Some(d);
+            }
+        }
+    }
     Ok(TrainResult {
         history: run.history,
         best_epoch,
         stopped_early: run.stopped_early,
         val,
         test,
+        diverged: run.diverged,
     })
 }

@@ -9,13 +9,13 @@
 use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
 use crate::model_spec::ModelSpec;
 use crate::recipe::Recipe;
-use crate::train::{fit, parse_with_recipe};
+use crate::train::{diverged_metrics, fit, parse_with_recipe};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use whittle_engine::{ParamError, RunContext, StageKind};
+use whittle_engine::{InputArtifact, MemoryNeed, ParamError, RunContext, StageKind};
 use whittle_nn::Model;
 use whittle_nn::data::Targets;
 use whittle_nn::distill::KdConfig;
@@ -70,6 +70,16 @@ fn logits(model: &Model, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// The file of the teacher's training-set logits, relative to the cache root (keyed by the
+/// teacher's and the data's node keys): what [`Distill::shared_files`] names for `gc`.
+pub fn teacher_logits_file(teacher_key: &str, data_key: &str) -> String {
+    format!(
+        "artifacts/teacher_logits-{}-{}.safetensors",
+        &teacher_key[..16.min(teacher_key.len())],
+        &data_key[..16.min(data_key.len())]
+    )
+}
+
 /// The teacher's training-set logits, from `<cache>/artifacts/` when already computed.
 fn teacher_logits(
     ctx: &RunContext,
@@ -77,12 +87,10 @@ fn teacher_logits(
     data_key: &str,
     compute: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let dir = crate::common::downloads_dir(ctx).with_file_name("artifacts");
-    let path = dir.join(format!(
-        "teacher_logits-{}-{}.safetensors",
-        &teacher_key[..16.min(teacher_key.len())],
-        &data_key[..16.min(data_key.len())]
-    ));
+    let downloads = crate::common::downloads_dir(ctx);
+    let root = downloads.parent().unwrap_or(&downloads);
+    let path = root.join(teacher_logits_file(teacher_key, data_key));
+    let dir = path.parent().unwrap_or(root).to_path_buf();
     if let Ok(m) = candle_core::safetensors::load(&path, &Device::Cpu) {
         if let Some(t) = m.get("logits") {
             tracing::debug!("teacher logits from {}", path.display());
@@ -143,6 +151,37 @@ impl StageKind for Distill {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// The teacher's logits: the first network input and the first `fetch` input, as `run`
+    /// picks them.
+    fn shared_files(&self, _resolved: &Value, inputs: &[(&str, &str)]) -> Vec<String> {
+        let first = |kinds: &[&str]| inputs.iter().find(|(k, _)| kinds.contains(k)).map(|i| i.1);
+        match (first(&NETWORK_KINDS), first(&["fetch"])) {
+            (Some(teacher), Some(data)) => vec![teacher_logits_file(teacher, data)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The student's training, next to the teacher evaluated in batches of 500, its logits on
+    /// the training rows, and the data a second time in the teacher's layout.
+    fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
+        let p: DistillParams = serde_json::from_value(resolved.clone()).ok()?;
+        let (shape, classes) = crate::memory::data_shape(inputs)?;
+        let student = p.student.config(&shape, classes).ok()?.build().ok()?;
+        let teacher = crate::memory::first_input_graph(inputs)?;
+        let logits = 4 * classes as u64 * crate::memory::train_rows(inputs);
+        Some(crate::memory::need(
+            &[
+                (
+                    "student",
+                    crate::memory::train_estimate(&student, &p.recipe),
+                    p.recipe.batch_size,
+                ),
+                ("teacher", whittle_nn::memory::inference(&teacher, 500), 500),
+            ],
+            2 * crate::memory::data_bytes(inputs) + logits,
+        ))
+    }
+
     fn run(&self, ctx: &RunContext) -> Result<Value> {
         let p: DistillParams = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
@@ -190,14 +229,16 @@ impl StageKind for Distill {
             row["temperature"] = json!(p.temperature);
             row["alpha"] = json!(p.alpha);
             row["seed"] = json!(seed);
-            Ok(json!({
+            let mut m = json!({
                 "models": [row],
                 "teacher_params": teacher.num_params(),
                 "test": result.test,
                 "val": result.val,
                 "best_epoch": result.best_epoch,
                 "history": result.history,
-            }))
+            });
+            diverged_metrics(&mut m, &result);
+            Ok(m)
         })
     }
 }

@@ -2,9 +2,11 @@
 //! features and normalisation) and stores them as `data.safetensors` + `dataset.json`.
 //! Every preprocessing parameter is part of the resolved parameters, so of the node key.
 
+use std::path::Path;
+
 use anyhow::Result;
 use serde_json::{Value, json};
-use whittle_data::FetchParams;
+use whittle_data::{DatasetSpec, FetchParams, source};
 use whittle_engine::{ParamError, RunContext, StageKind, from_params};
 
 pub struct Fetch;
@@ -28,6 +30,25 @@ impl StageKind for Fetch {
 
     fn threads(&self, _resolved: &Value) -> usize {
         2
+    }
+
+    /// The downloaded archive of a URL source (`downloads/<sha256>-<file name>`).
+    fn shared_files(&self, resolved: &Value, _inputs: &[(&str, &str)]) -> Vec<String> {
+        let Ok(p) = serde_json::from_value::<FetchParams>(resolved.clone()) else {
+            return Vec::new();
+        };
+        let (source, sha) = match &p.dataset {
+            DatasetSpec::SpeechCommands(d) => (&d.source, &d.sha256),
+            DatasetSpec::Cifar10(d) => (&d.source, &d.sha256),
+            DatasetSpec::SyntheticKws(_) | DatasetSpec::SyntheticImages(_) => return Vec::new(),
+        };
+        match sha {
+            Some(sha) if source::is_url(source) => {
+                let p = source::download_path(source, sha, Path::new("downloads"));
+                vec![p.to_string_lossy().into_owned()]
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn run(&self, ctx: &RunContext) -> Result<Value> {

@@ -5,11 +5,11 @@
 
 use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
 use crate::recipe::Recipe;
-use crate::train::{fit, parse_with_recipe};
+use crate::train::{diverged_metrics, fit, parse_with_recipe};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use whittle_engine::{ParamError, RunContext, StageKind};
+use whittle_engine::{InputArtifact, MemoryNeed, ParamError, RunContext, StageKind};
 use whittle_nn::Model;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -65,6 +65,12 @@ impl StageKind for Finetune {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
+        let p: Params = serde_json::from_value(resolved.clone()).ok()?;
+        let g = crate::memory::first_input_graph(inputs)?;
+        Some(crate::memory::training_need(&g, &p.recipe, inputs))
+    }
+
     fn run(&self, ctx: &RunContext) -> Result<Value> {
         let p: Params = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
@@ -99,14 +105,16 @@ impl StageKind for Finetune {
             }
             row["init"] = json!(p.own.init);
             row["stage"] = json!("finetune");
-            Ok(json!({
+            let mut m = json!({
                 "models": [row],
                 "test": result.test,
                 "val": result.val,
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
                 "history": result.history,
-            }))
+            });
+            diverged_metrics(&mut m, &result);
+            Ok(m)
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod finetune;
 pub mod latency;
 pub mod mcu;
+pub mod memory;
 pub mod model_spec;
 pub mod prune;
 pub mod quantize;

@@ -16,7 +16,7 @@ use crate::train::{fit, parse_with_recipe};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use whittle_engine::{ParamError, RunContext, StageKind};
+use whittle_engine::{InputArtifact, MemoryNeed, ParamError, RunContext, StageKind};
 use whittle_nn::Model;
 use whittle_nn::loss::LossKind;
 use whittle_nn::prune::fisher::{FisherConfig, FisherHooks, fisher_prune};
@@ -187,6 +187,27 @@ impl StageKind for Prune {
 
     fn threads(&self, resolved: &Value) -> usize {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
+    }
+
+    /// bn_gamma: its slimming training; fisher: training at its batch size (gradients and
+    /// optimizer steps); the others: evaluation of the input network.
+    fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
+        let p: Params = serde_json::from_value(resolved.clone()).ok()?;
+        let g = crate::memory::first_input_graph(inputs)?;
+        let data = crate::memory::data_bytes(inputs);
+        Some(match (&p.recipe, &p.fisher) {
+            (Some(r), _) => crate::memory::training_need(&g, r, inputs),
+            (None, Some(f)) => {
+                let slots = whittle_nn::memory::optimizer_slots(&f.optimizer);
+                let e = whittle_nn::memory::training(&g, f.batch_size, slots, false);
+                crate::memory::need(&[("", e, f.batch_size)], data)
+            }
+            (None, None) => {
+                let batch = Recipe::default().batch_size;
+                let e = whittle_nn::memory::inference(&g, batch);
+                crate::memory::need(&[("", e, batch)], data)
+            }
+        })
     }
 
     fn run(&self, ctx: &RunContext) -> Result<Value> {

@@ -10,7 +10,7 @@ use crate::common::{NETWORK_KINDS, load_data, model_row, peak_activation_elems, 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use whittle_engine::{ParamError, RunContext, StageKind, from_params};
+use whittle_engine::{InputArtifact, MemoryNeed, ParamError, RunContext, StageKind, from_params};
 use whittle_nn::Model;
 use whittle_nn::loss::LossKind;
 use whittle_nn::quant::{
@@ -189,6 +189,31 @@ impl StageKind for Quantize {
 
     fn threads(&self, resolved: &Value) -> usize {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(1) as usize
+    }
+
+    /// The largest input network: evaluated at batch 100, or with `qat` trained at the QAT
+    /// batch size; networks are quantized one after the other.
+    fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
+        let p: QuantizeParams = serde_json::from_value(resolved.clone()).ok()?;
+        let batch = if p.qat {
+            p.qat_batch_size.unwrap_or(QAT_BATCH)
+        } else {
+            100
+        };
+        let e = crate::memory::input_graphs(inputs)
+            .iter()
+            .map(|g| {
+                if p.qat {
+                    whittle_nn::memory::training(g, batch, 2, true)
+                } else {
+                    whittle_nn::memory::inference(g, batch)
+                }
+            })
+            .max_by_key(|e| e.total())?;
+        Some(crate::memory::need(
+            &[("largest network", e, batch)],
+            crate::memory::data_bytes(inputs),
+        ))
     }
 
     fn run(&self, ctx: &RunContext) -> Result<Value> {

@@ -1,6 +1,7 @@
 //! The training recipe keys shared by every stage that trains (train, finetune, search,
 //! distill): epochs, batch size, learning rate, optimizer, schedule, early stopping. Defaults
 //! are the KWS recipe of spec §2 (Adam lr 5e-4, wd 1e-4, ×0.2 at epochs 12 and 24, batch 100).
+//! `allow_divergence = true` lets a diverged training succeed (see [`Recipe::allow_divergence`]).
 
 use serde::{Deserialize, Serialize};
 use whittle_nn::loss::LossKind;
@@ -22,6 +23,19 @@ pub struct Recipe {
     pub monitor: Monitor,
     /// Keep the best-on-validation weights.
     pub keep_best: bool,
+    /// A training that diverges (non-finite loss, loss over 1000× the initial one, or final
+    /// accuracy at chance; see `whittle_nn::divergence`) fails its node unless this is true;
+    /// then the node succeeds with a `diverged` message in its metrics, which the report shows
+    /// as a warning. Left out of the resolved parameters when false, so existing keys (and an
+    /// explicit `false`) are unchanged; `true` is part of the key, because it decides whether
+    /// a diverged result exists at all (a cached diverged entry must not satisfy a stage that
+    /// would refuse it).
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_divergence: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for Recipe {
@@ -39,6 +53,7 @@ impl Default for Recipe {
             patience: None,
             monitor: Monitor::ValLoss,
             keep_best: true,
+            allow_divergence: false,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! PIT masks jointly on task loss + λ·cost (separate optimizers and learning rates, early stop
 //! on validation task loss), exports the physically smaller network (`Model::save` format)
 //! and reports it with per-layer before/after. The warm-up is an input, so a λ sweep shares it.
+//! A search whose history shows divergence (an epoch loss over 1000× the first epoch's, or a
+//! final validation accuracy at chance with a loss that did not fall) fails unless `allow_divergence = true`; a non-finite
+//! loss always fails (the search loop stops there).
 
 use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
 use crate::recipe::Recipe;
@@ -9,7 +12,7 @@ use crate::train::parse_with_recipe;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use whittle_engine::{ParamError, RunContext, StageKind};
+use whittle_engine::{InputArtifact, MemoryNeed, ParamError, RunContext, StageKind};
 use whittle_nn::pit::{Cost, PitModel, SearchConfig, search};
 use whittle_nn::train::evaluate;
 use whittle_nn::{Model, OptimizerConfig};
@@ -61,6 +64,38 @@ struct Params {
 }
 
 pub struct Search;
+
+/// The first sign of divergence in a per-epoch history: an epoch's mean training loss over
+/// [`whittle_nn::divergence::GROWTH`] × the first epoch's, or a last epoch at chance on the
+/// validation split (the training split without one) with a loss not below the first epoch's.
+pub fn history_divergence(
+    history: &[whittle_nn::train::EpochRecord],
+    classes: usize,
+    data: &whittle_nn::DataSet,
+) -> Option<whittle_nn::divergence::Divergence> {
+    use whittle_nn::divergence::{check_chance, check_loss};
+    let first = history.first()?.train.loss;
+    if let Some(d) = history
+        .iter()
+        .skip(1)
+        .find_map(|h| check_loss(h.epoch, h.train.loss, first))
+    {
+        return Some(d);
+    }
+    let last = history.last()?;
+    let (l, f) = (last.train.loss, first);
+    match (&last.val, &data.val) {
+        (Some(m), Some(v)) => check_chance(m.accuracy?, classes, "validation", v.len(), f, l),
+        _ => check_chance(
+            last.train.accuracy?,
+            classes,
+            "training",
+            data.train.len(),
+            f,
+            l,
+        ),
+    }
+}
 
 /// Test accuracy (eval mode) of a network on the test split, if there is one.
 pub fn test_accuracy(
@@ -119,6 +154,18 @@ impl StageKind for Search {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// The seed network's training, plus its masked weights (one more copy of the weights).
+    fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
+        let p: Params = serde_json::from_value(resolved.clone()).ok()?;
+        let g = crate::memory::first_input_graph(inputs)?;
+        let mut e = crate::memory::train_estimate(&g, &p.recipe);
+        e.weights = e.weights.saturating_mul(2);
+        Some(crate::memory::need(
+            &[("", e, p.recipe.batch_size)],
+            crate::memory::data_bytes(inputs),
+        ))
+    }
+
     fn run(&self, ctx: &RunContext) -> Result<Value> {
         let p: Params = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
@@ -127,6 +174,12 @@ impl StageKind for Search {
                 .with_context(|| format!("loading the seed network of `{}`", parent.node))?;
             let (data, _) = load_data(ctx, seed_model.config())?;
             let seed_row = model_row(&seed_model, "seed", None, None);
+            let classes = seed_model
+                .graph()
+                .nodes
+                .last()
+                .and_then(|n| n.out_shape.first().copied())
+                .unwrap_or(0);
             let pit = PitModel::new(seed_model, p.own.cost, p.own.lambda, p.own.time_masks)?;
             let cfg = SearchConfig {
                 epochs: p.recipe.epochs,
@@ -151,6 +204,13 @@ impl StageKind for Search {
                 ));
             };
             let result = search(&pit, &data, &cfg, &cancel, &mut progress)?;
+            let diverged = history_divergence(&result.history, classes, &data);
+            if let (Some(d), false) = (&diverged, p.recipe.allow_divergence) {
+                anyhow::bail!(
+                    "search {d}; set `allow_divergence = true` on stage `{}` to keep such a result",
+                    ctx.stage
+                );
+            }
             let masked_acc = test_accuracy(&pit, &data, &p.recipe)?;
             let layer_costs = pit.layer_costs()?;
             let (small, changes) = pit.export()?;
@@ -164,7 +224,7 @@ impl StageKind for Search {
             row["lambda"] = json!(p.own.lambda);
             row["cost"] = json!(p.own.cost);
             row["changes"] = json!(changes);
-            Ok(json!({
+            let mut m = json!({
                 "models": [row],
                 "seed": {"params": seed_row["params"], "macs": seed_row["macs"]},
                 "masked_test_accuracy": masked_acc,
@@ -173,7 +233,11 @@ impl StageKind for Search {
                 "history": result.history,
                 "cost_history": result.cost_history,
                 "layer_costs": layer_costs.iter().map(|c| json!({"name": c.name, "size": c.size, "macs": c.macs})).collect::<Vec<_>>(),
-            }))
+            });
+            if let Some(d) = diverged {
+                m["diverged"] = json!(d.to_string());
+            }
+            Ok(m)
         })
     }
 }

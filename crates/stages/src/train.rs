@@ -8,9 +8,10 @@ use crate::recipe::Recipe;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use whittle_engine::{ParamError, RunContext, StageKind, from_params};
+use whittle_engine::{InputArtifact, MemoryNeed, ParamError, RunContext, StageKind, from_params};
 use whittle_nn::Model;
-use whittle_nn::train::{Hooks, Progress};
+use whittle_nn::divergence::OnDivergence;
+use whittle_nn::train::{Hooks, Progress, TrainError};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +66,9 @@ struct Own {
 pub struct Train;
 
 /// Trains `model` with `recipe` in the node's context (checkpoints, cancellation, progress).
+/// A diverged training is an error naming the epoch and the loss (or the chance accuracy),
+/// unless the recipe says `allow_divergence`: then [`whittle_nn::TrainResult::diverged`]
+/// says what happened (see [`diverged_metrics`]).
 pub fn fit(
     ctx: &RunContext,
     model: &dyn whittle_nn::Trainable,
@@ -90,7 +94,28 @@ pub fn fit(
         cancel: Some(&cancel),
         progress: Some(&mut progress),
     };
-    whittle_nn::train(model, data, &recipe.train_config(seed), hooks)
+    let on = if recipe.allow_divergence {
+        OnDivergence::Allow
+    } else {
+        OnDivergence::Fail
+    };
+    whittle_nn::train_with(model, data, &recipe.train_config(seed), hooks, on).map_err(|e| {
+        match e.downcast_ref::<TrainError>() {
+            Some(TrainError::Divergence(d)) => anyhow::anyhow!(
+                "training {d}; set `allow_divergence = true` on stage `{}` to keep such a result",
+                ctx.stage
+            ),
+            _ => e,
+        }
+    })
+}
+
+/// Adds `"diverged": "<message>"` to a node's metrics when its training diverged (only
+/// possible with `allow_divergence`); the report lists it as a warning.
+pub fn diverged_metrics(metrics: &mut Value, result: &whittle_nn::TrainResult) {
+    if let Some(d) = &result.diverged {
+        metrics["diverged"] = json!(d.to_string());
+    }
 }
 
 impl StageKind for Train {
@@ -121,6 +146,13 @@ impl StageKind for Train {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
+        let p: TrainParams = serde_json::from_value(resolved.clone()).ok()?;
+        let (shape, classes) = crate::memory::data_shape(inputs)?;
+        let g = p.model.config(&shape, classes).ok()?.build().ok()?;
+        Some(crate::memory::training_need(&g, &p.recipe, inputs))
+    }
+
     fn run(&self, ctx: &RunContext) -> Result<Value> {
         let p: TrainParams = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
@@ -145,14 +177,16 @@ impl StageKind for Train {
             let acc = result.test.and_then(|m| m.accuracy);
             let mut row = model_row(&model, "train", None, acc);
             row["seed"] = json!(seed);
-            Ok(json!({
+            let mut m = json!({
                 "models": [row],
                 "test": result.test,
                 "val": result.val,
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
                 "history": result.history,
-            }))
+            });
+            diverged_metrics(&mut m, &result);
+            Ok(m)
         })
     }
 }
