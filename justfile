@@ -52,3 +52,14 @@ torch:
     python3 -m venv .venv-torch
     .venv-torch/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu || .venv-torch/bin/pip install torch
     .venv-torch/bin/python -c "import torch; print('torch', torch.__version__)"
+
+# Fuzz the experiment parser and validation (real stage registry) for SECS seconds (needs
+# `cargo install cargo-fuzz`; RUSTC_BOOTSTRAP lets a stable toolchain build it). Builds in
+# fuzz/target; new corpus entries and crashes stay in fuzz/ and are git-ignored.
+fuzz SECS="600" *ARGS:
+    RUSTC_BOOTSTRAP=1 cargo fuzz run experiment -- -max_total_time={{SECS}} {{ARGS}}
+
+# Write the fuzz seed corpus: the files under experiments/ and the malformed-file test table.
+fuzz-seed:
+    WHITTLE_FUZZ_SEEDS="$PWD/fuzz/corpus/experiment" cargo test -q -p whittle-engine --test malformed -- --ignored write_fuzz_seeds
+    for f in experiments/*.toml; do cp "$f" "fuzz/corpus/experiment/seed-$(basename "$f")"; done
