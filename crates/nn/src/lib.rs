@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod distill;
 pub mod graph;
+pub mod interp;
 pub mod loss;
 pub mod model;
 pub mod ops;

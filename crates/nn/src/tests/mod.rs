@@ -2,6 +2,7 @@
 
 mod counts;
 mod grads;
+mod interp;
 mod models;
 mod ops;
 mod optim;
