@@ -154,6 +154,15 @@ pub fn forward(
         x.dims()
     );
     ensure!(!graph.nodes.is_empty(), "graph has no nodes");
+    let has_dropout = graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Dropout { .. }));
+    let seed = if train && has_dropout {
+        dropout_seed(graph, t, x)?
+    } else {
+        0
+    };
     // A plain (non-Var) input: the first layer then skips its input gradient.
     let mut vals: Vec<Option<Tensor>> = vec![None; graph.nodes.len() + 1];
     vals[0] = Some(hook.input(x.detach())?);
@@ -179,6 +188,7 @@ pub fn forward(
         };
         let ctx = Ctx {
             train,
+            seed,
             relu: step.relu.is_some(),
             tensors: t,
         };
@@ -197,6 +207,7 @@ pub fn forward(
 pub fn eval_node(node: &Node, inputs: &[&Tensor], t: &dyn Tensors) -> Result<Tensor> {
     let ctx = Ctx {
         train: false,
+        seed: 0,
         relu: false,
         tensors: t,
     };
@@ -207,6 +218,8 @@ pub fn eval_node(node: &Node, inputs: &[&Tensor], t: &dyn Tensors) -> Result<Ten
 /// How [`apply`] runs a node.
 struct Ctx<'a> {
     train: bool,
+    /// Dropout seed of this pass (train mode).
+    seed: u64,
     /// Apply a ReLU in the same op.
     relu: bool,
     tensors: &'a dyn Tensors,
@@ -262,7 +275,123 @@ fn apply(
                 y
             }
         }
+        Op::Relu6 => ops::activation(a, ops::Act::Relu6)?,
+        Op::Sigmoid => ops::activation(a, ops::Act::Sigmoid)?,
+        Op::HardSigmoid => ops::activation(a, ops::Act::HardSigmoid)?,
+        Op::HardSwish => ops::activation(a, ops::Act::HardSwish)?,
+        Op::ChannelMul => {
+            let s = inputs[1];
+            let mut shape = s.dims().to_vec();
+            shape.resize(a.rank(), 1);
+            a.broadcast_mul(&s.reshape(shape)?)?
+        }
+        Op::Concat => Tensor::cat(inputs, 1)?,
+        Op::Narrow { start, len } => a.narrow(1, *start, *len)?.contiguous()?,
+        Op::ChannelShuffle { groups } => {
+            let dims = a.dims().to_vec();
+            let (n, c) = (dims[0], dims[1]);
+            let rest: usize = dims[2..].iter().product();
+            a.reshape((n, *groups, c / groups, rest))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape(dims)?
+        }
+        Op::MaxPool {
+            kernel,
+            stride,
+            padding,
+        } => pool(a, ops::PoolKind::Max, kernel, stride, padding)?,
+        Op::AvgPool {
+            kernel,
+            stride,
+            padding,
+        } => pool(a, ops::PoolKind::Avg, kernel, stride, padding)?,
+        Op::Dropout { p } if ctx.train && *p > 0.0 => {
+            let mask = dropout_mask(a.dims(), *p, ctx.seed ^ node_salt(&node.name))?;
+            a.mul(&mask)?
+        }
+        Op::Dropout { .. } => a.clone(),
+        Op::Flatten => a.flatten_from(1)?,
     })
+}
+
+/// 1-d or 2-d pooling through the kernels' 2-d op (1-d as height 1).
+fn pool(
+    a: &Tensor,
+    kind: ops::PoolKind,
+    kernel: &[usize],
+    stride: &[usize],
+    padding: &[(usize, usize)],
+) -> Result<Tensor> {
+    Ok(if kernel.len() == 1 {
+        let y = ops::pool2d(
+            &a.unsqueeze(2)?,
+            &ops::Pool2dCfg {
+                kind,
+                kernel: (1, kernel[0]),
+                stride: (1, stride[0]),
+                padding: ((0, 0), padding[0]),
+            },
+        )?;
+        y.squeeze(2)?
+    } else {
+        ops::pool2d(
+            a,
+            &ops::Pool2dCfg {
+                kind,
+                kernel: (kernel[0], kernel[1]),
+                stride: (stride[0], stride[1]),
+                padding: (padding[0], padding[1]),
+            },
+        )?
+    })
+}
+
+/// 64-bit FNV-1a of `bytes`, continuing from `h`.
+fn fnv(mut h: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+const FNV_START: u64 = 0xcbf29ce484222325;
+
+/// A per-node constant mixed into the dropout seed (so two dropout nodes draw differently).
+fn node_salt(name: &str) -> u64 {
+    fnv(FNV_START, name.bytes())
+}
+
+/// The dropout seed of one training forward pass: a hash of the input batch and of the first
+/// trainable tensor. Both are restored bit for bit on resume, and the weights change every
+/// step, so the masks are reproducible (same file, same seed → same bits) yet differ from step
+/// to step, without a counter to checkpoint.
+fn dropout_seed(graph: &Graph, t: &dyn Tensors, x: &Tensor) -> Result<u64> {
+    let bits = |t: &Tensor| -> Result<Vec<u8>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .collect())
+    };
+    let mut h = fnv(FNV_START, bits(x)?);
+    if let Some(first) = graph.param_specs().first() {
+        h = fnv(h, bits(t.get(&first.name)?)?);
+    }
+    Ok(h)
+}
+
+/// A keep mask scaled by 1/(1 − p): each element is 0 with probability p (ChaCha8 from `seed`).
+fn dropout_mask(dims: &[usize], p: f64, seed: u64) -> Result<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = dims.iter().product();
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let v: Vec<f32> = (0..n)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+        .collect();
+    Ok(Tensor::from_vec(v, dims, &candle_core::Device::Cpu)?)
 }
 
 /// Batch norm of `a` with scale `g` and shift `bt`: train mode normalises with the batch

@@ -149,6 +149,7 @@ fn node_type(node: &Node) -> &'static str {
         Op::Relu => "relu",
         Op::Add => "add",
         Op::GlobalAvgPool => "pool",
+        op => op.kind_name(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! pooling becomes GlobalAvgPool + Flatten (ONNX keeps the pooled spatial axes). Conv padding
 //! keeps its (begin, end) pairs, so causal TCNs export as they run; residual adds become Add.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use whittle_export::{Layer, Network, Tensor32};
 use whittle_nn::Model;
 use whittle_nn::graph::Op;
@@ -21,13 +21,16 @@ fn vec_of(model: &Model, name: &str) -> Result<Vec<f32>> {
 /// The export description of `model` under the name `name`.
 pub fn to_network(model: &Model, name: &str) -> Result<Network> {
     let g = model.graph();
-    let value = |v: usize| -> String {
-        if v == 0 {
-            "input".to_string()
-        } else {
-            g.nodes[v - 1].name.clone()
-        }
-    };
+    // Value names; a dropout (the identity at inference) passes its input's name on.
+    let mut names: Vec<String> = vec!["input".to_string()];
+    for node in &g.nodes {
+        let own = match node.op {
+            Op::Dropout { .. } => names[node.inputs[0]].clone(),
+            _ => node.name.clone(),
+        };
+        names.push(own);
+    }
+    let value = |v: usize| -> String { names[v].clone() };
     let mut layers = Vec::new();
     for node in &g.nodes {
         let input = value(node.inputs[0]);
@@ -94,6 +97,13 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
                     None
                 },
             }),
+            Op::Flatten => layers.push(Layer::Flatten { input, output }),
+            Op::Dropout { .. } => {}
+            op => bail!(
+                "export of `{name}`: node `{}` is a {} op, which the exporters (ONNX, C, reference) do not support yet",
+                node.name,
+                op.kind_name()
+            ),
         }
     }
     let mut shape = vec![1];
@@ -106,4 +116,32 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
     };
     net.shapes().context("exported network does not validate")?;
     Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whittle_nn::config::{MobileNetV2Config, ModelConfig};
+
+    #[test]
+    fn unsupported_ops_are_refused_naming_op_and_node() {
+        let m = Model::new(
+            ModelConfig::MobileNetV2(MobileNetV2Config {
+                input: [3, 8, 8],
+                classes: 3,
+                width: 4,
+                blocks: 3,
+                expand: 2,
+                se: false,
+                dropout: 0.2,
+            }),
+            0,
+        )
+        .unwrap();
+        let e = to_network(&m, "mbv2").unwrap_err().to_string();
+        assert!(
+            e.contains("`relu0`") && e.contains("relu6") && e.contains("mbv2"),
+            "{e}"
+        );
+    }
 }

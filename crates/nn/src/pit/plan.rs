@@ -97,7 +97,25 @@ pub fn plan(graph: &Graph, time_masks: bool) -> Result<Plan> {
                 );
                 vg[a]
             }
-            Op::Relu | Op::GlobalAvgPool => vg[a],
+            // Zero in, zero out per channel: a removed channel stays removed.
+            Op::Relu
+            | Op::Relu6
+            | Op::HardSwish
+            | Op::Dropout { .. }
+            | Op::GlobalAvgPool
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. } => vg[a],
+            Op::Sigmoid
+            | Op::HardSigmoid
+            | Op::ChannelMul
+            | Op::Concat
+            | Op::Narrow { .. }
+            | Op::ChannelShuffle { .. }
+            | Op::Flatten => bail!(
+                "PIT/pruning: node {} is a {} op, which channel masks do not support yet",
+                node.name,
+                node.op.kind_name()
+            ),
         };
     }
     // Compact roots.
