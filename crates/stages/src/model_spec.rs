@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use whittle_nn::ModelConfig;
 use whittle_nn::config::{
-    AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, ResNetConfig, StemConfig,
-    TcnConfig, TcnLayerConfig, TcnPadding,
+    AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, MobileNetV2Config,
+    ResNetConfig, StemConfig, TcnConfig, TcnLayerConfig, TcnPadding,
 };
 
 /// A network description in an experiment file.
@@ -39,6 +39,13 @@ pub enum ModelSpec {
         channels: usize,
         #[serde(default = "four")]
         blocks: usize,
+        /// `000`'s block (an extra 1×1 conv; 40,396 parameters at the defaults).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pointwise_extra: bool,
+        /// Dropout after the stem and before the pool; defaults to `000`'s [0.2, 0.4] with
+        /// `pointwise_extra`, else none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropout: Option<[f64; 2]>,
     },
     /// ResNet-8 (MLPerf Tiny IC) with widths (16, 32, 64)·`width`.
     #[serde(rename = "resnet8")]
@@ -51,6 +58,20 @@ pub enum ModelSpec {
         #[serde(default = "quarter")]
         alpha: f64,
     },
+    /// MobileNetV2 in `002`'s CIFAR layout: three subnetworks of `blocks / 3` inverted residual
+    /// blocks at widths (w, 2w, 4w), expansion `expand`, optional squeeze-and-excitation.
+    MobilenetV2 {
+        #[serde(default = "sixteen")]
+        width: usize,
+        #[serde(default = "nine")]
+        blocks: usize,
+        #[serde(default = "four")]
+        expand: usize,
+        #[serde(default)]
+        se: bool,
+        #[serde(default = "point_two")]
+        dropout: f64,
+    },
     /// FC auto-encoder; hidden widths default to MLPerf Tiny AD's.
     Autoencoder {
         #[serde(default)]
@@ -60,6 +81,15 @@ pub enum ModelSpec {
     Full { config: ModelConfig },
 }
 
+fn sixteen() -> usize {
+    16
+}
+fn nine() -> usize {
+    9
+}
+fn point_two() -> f64 {
+    0.2
+}
 fn c64() -> usize {
     64
 }
@@ -102,14 +132,46 @@ impl ModelSpec {
                     );
                 }
             }
-            ModelSpec::DsCnn { channels, blocks } => {
+            ModelSpec::DsCnn {
+                channels,
+                blocks,
+                dropout,
+                ..
+            } => {
                 if *channels == 0 || *blocks == 0 {
                     bail!("model: ds_cnn needs channels ≥ 1 and blocks ≥ 1");
+                }
+                if let Some(d) = dropout
+                    && d.iter().any(|p| !(0.0..1.0).contains(p))
+                {
+                    bail!("model: ds_cnn `dropout` values must be in [0, 1), got {d:?}");
                 }
             }
             ModelSpec::ResNet8 { width } | ModelSpec::MobilenetV1 { alpha: width } => {
                 if !(width.is_finite() && *width > 0.0 && *width <= 8.0) {
                     bail!("model: width multiplier must be in (0, 8], got {width}");
+                }
+            }
+            ModelSpec::MobilenetV2 {
+                width,
+                blocks,
+                expand,
+                dropout,
+                ..
+            } => {
+                if *width == 0 {
+                    bail!("model: mobilenet_v2 `width` must be ≥ 1");
+                }
+                if *blocks == 0 || blocks % 3 != 0 {
+                    bail!(
+                        "model: mobilenet_v2 `blocks` must be a positive multiple of 3 (three subnetworks of equal block count), got {blocks}"
+                    );
+                }
+                if *expand == 0 {
+                    bail!("model: mobilenet_v2 `expand` must be ≥ 1");
+                }
+                if !(0.0..1.0).contains(dropout) {
+                    bail!("model: mobilenet_v2 `dropout` must be in [0, 1), got {dropout}");
                 }
             }
             ModelSpec::Autoencoder { hidden } => {
@@ -135,6 +197,7 @@ impl ModelSpec {
             ModelSpec::DsCnn { .. } => "ds_cnn".into(),
             ModelSpec::ResNet8 { .. } => "resnet8".into(),
             ModelSpec::MobilenetV1 { .. } => "mobilenet_v1".into(),
+            ModelSpec::MobilenetV2 { .. } => "mobilenet_v2".into(),
             ModelSpec::Autoencoder { .. } => "autoencoder".into(),
         }
     }
@@ -187,8 +250,19 @@ impl ModelSpec {
                     ..TcnConfig::bench(*channels)
                 })
             }
-            ModelSpec::DsCnn { channels, blocks } => {
+            ModelSpec::DsCnn {
+                channels,
+                blocks,
+                pointwise_extra,
+                dropout,
+            } => {
                 let mut c = DsCnnConfig::reference();
+                c.pointwise_extra = *pointwise_extra;
+                c.dropout = dropout.unwrap_or(if *pointwise_extra {
+                    DsCnnConfig::thesis().dropout
+                } else {
+                    [0.0, 0.0]
+                });
                 c.input = image("ds_cnn")?;
                 c.classes = classes;
                 c.stem = StemConfig {
@@ -218,6 +292,21 @@ impl ModelSpec {
             ModelSpec::MobilenetV1 { alpha } => ModelConfig::MobileNetV1(
                 MobileNetV1Config::with_width(*alpha, image("mobilenet_v1")?, classes),
             ),
+            ModelSpec::MobilenetV2 {
+                width,
+                blocks,
+                expand,
+                se,
+                dropout,
+            } => ModelConfig::MobileNetV2(MobileNetV2Config {
+                input: image("mobilenet_v2")?,
+                classes,
+                width: *width,
+                blocks: *blocks,
+                expand: *expand,
+                se: *se,
+                dropout: *dropout,
+            }),
             ModelSpec::Autoencoder { hidden } => {
                 let mut c = AutoEncoderConfig::reference();
                 c.input = item_shape.iter().product();
@@ -237,6 +326,7 @@ pub fn arch_of(config: &ModelConfig) -> &'static str {
         ModelConfig::DsCnn(_) => "ds_cnn",
         ModelConfig::ResNet(_) => "resnet",
         ModelConfig::MobileNetV1(_) => "mobilenet_v1",
+        ModelConfig::MobileNetV2(_) => "mobilenet_v2",
         ModelConfig::AutoEncoder(_) => "autoencoder",
     }
 }
@@ -265,6 +355,8 @@ mod tests {
         let ds = ModelSpec::DsCnn {
             channels: 64,
             blocks: 4,
+            pointwise_extra: false,
+            dropout: None,
         }
         .config(&[49, 10], 12)
         .unwrap();
@@ -275,10 +367,51 @@ mod tests {
         assert!(
             ModelSpec::DsCnn {
                 channels: 8,
-                blocks: 1
+                blocks: 1,
+                pointwise_extra: false,
+                dropout: None,
             }
             .config(&[5], 3)
             .is_err()
         );
+    }
+
+    #[test]
+    fn mobilenet_v2_from_toml_matches_torch_ref_and_names_bad_keys() {
+        let spec: ModelSpec =
+            toml::from_str("arch = \"mobilenet_v2\"\nwidth = 16\nblocks = 9\nexpand = 4").unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.arch(), "mobilenet_v2");
+        let g = spec.config(&[3, 32, 32], 10).unwrap().build().unwrap();
+        assert_eq!((g.params(), g.macs()), (117_738, 18_866_816));
+        let se: ModelSpec = toml::from_str("arch = \"mobilenet_v2\"\nse = true").unwrap();
+        let g = se.config(&[3, 32, 32], 10).unwrap().build().unwrap();
+        assert_eq!(g.params(), 129_106);
+        for (text, key) in [
+            ("blocks = 8", "`blocks`"),
+            ("width = 0", "`width`"),
+            ("expand = 0", "`expand`"),
+            ("dropout = 1.0", "`dropout`"),
+        ] {
+            let spec: ModelSpec =
+                toml::from_str(&format!("arch = \"mobilenet_v2\"\n{text}")).unwrap();
+            let e = spec.validate().unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("mobilenet_v2"), "{text}: {e}");
+        }
+        let thesis: ModelSpec =
+            toml::from_str("arch = \"ds_cnn\"\npointwise_extra = true").unwrap();
+        thesis.validate().unwrap();
+        let ModelConfig::DsCnn(c) = thesis.config(&[49, 10], 12).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.dropout, [0.2, 0.4]);
+        assert_eq!(ModelConfig::DsCnn(c).build().unwrap().params(), 40_396);
+        let bad: ModelSpec = toml::from_str("arch = \"ds_cnn\"\ndropout = [0.2, 1.5]").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("`dropout`"), "{e}");
+        let e = toml::from_str::<ModelSpec>("arch = \"mobilenet_v2\"\nwidht = 8")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("widht"), "{e}");
     }
 }

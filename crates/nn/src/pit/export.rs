@@ -89,6 +89,10 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
             }
         }
         ModelConfig::DsCnn(c) => {
+            ensure!(
+                !c.pointwise_extra,
+                "export: PIT/pruned DS-CNNs with `pointwise_extra` are not supported yet"
+            );
             c.stem.channels = v.kept("conv0")?;
             for (i, b) in c.blocks.iter_mut().enumerate() {
                 b.channels = v.kept(&format!("blocks.{i}.pw"))?;
@@ -106,6 +110,9 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
                 s.mid_channels = v.kept(&format!("stacks.{i}.c1"))?;
                 s.channels = v.kept(&format!("stacks.{i}.c2"))?;
             }
+        }
+        ModelConfig::MobileNetV2(_) => {
+            bail!("export: PIT/pruned networks of arch mobilenet_v2 are not supported yet")
         }
         ModelConfig::AutoEncoder(c) => {
             for (i, h) in c.hidden.iter_mut().enumerate() {

@@ -1,9 +1,11 @@
 //! Unit tests of the crate, one file per concern.
 
+mod archs;
 mod counts;
 mod grads;
 mod interp;
 mod models;
+mod new_ops;
 mod ops;
 mod optim;
 mod training;
