@@ -673,7 +673,7 @@ fn build_ae(c: &AutoEncoderConfig) -> Result<Graph> {
 
 fn build_mobilenet_v2(c: &MobileNetV2Config) -> Result<Graph> {
     ensure!(
-        c.blocks >= 3 && c.blocks % 3 == 0,
+        c.blocks >= 3 && c.blocks.is_multiple_of(3),
         "MobileNetV2: `blocks` must be a positive multiple of 3 (three subnetworks of equal block count), got {}",
         c.blocks
     );

@@ -570,7 +570,7 @@ impl GraphBuilder {
             }
             Op::ChannelShuffle { groups } => {
                 ensure!(
-                    *groups >= 1 && first[0] % groups == 0,
+                    *groups >= 1 && first[0].is_multiple_of(*groups),
                     "channel_shuffle {name}: {} channels not divisible into {groups} groups",
                     first[0]
                 );

@@ -124,10 +124,8 @@ pub fn steps(graph: &Graph, train: bool, hook: &dyn Hook) -> Vec<Step> {
                     s.relu = Some(last + 1);
                 }
             }
-            Op::BatchNorm { .. } | Op::Add => {
-                if only_next(i, i + 1) && is_relu(i + 1) {
-                    s.relu = Some(i + 1);
-                }
+            Op::BatchNorm { .. } | Op::Add if only_next(i, i + 1) && is_relu(i + 1) => {
+                s.relu = Some(i + 1);
             }
             _ => {}
         }

@@ -310,12 +310,15 @@ impl ActQuant {
     }
 }
 
+/// Called with every value (id, tensor) before it is transformed.
+type Observe<'s> = dyn FnMut(usize, &Tensor) -> Result<()> + 's;
+
 /// Activation quantizers (and observers) as interpreter hooks: value v is transformed by
 /// `acts[v]` (0 = input, i + 1 = output of node i); a transformed or observed value is
 /// computed on its own (no fusion with its consumer).
 struct QuantHook<'a, 's> {
     acts: &'a [ActQuant],
-    seen: Option<&'s mut dyn FnMut(usize, &Tensor) -> Result<()>>,
+    seen: Option<&'s mut Observe<'s>>,
 }
 
 impl Hook for QuantHook<'_, '_> {

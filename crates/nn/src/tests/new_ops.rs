@@ -86,7 +86,8 @@ fn pointwise_activations_match_their_formulas_and_gradients() {
     let x = smooth_input(&[2, 3, 5], 1);
     let xv = vals(&x);
     let relu6 = |x: f32| x.clamp(0.0, 6.0);
-    let cases: Vec<(Op, Box<dyn Fn(f32) -> f32>)> = vec![
+    type Formula = Box<dyn Fn(f32) -> f32>;
+    let cases: Vec<(Op, Formula)> = vec![
         (Op::Relu6, Box::new(relu6)),
         (Op::Sigmoid, Box::new(|x: f32| 1.0 / (1.0 + (-x).exp()))),
         (
@@ -104,7 +105,7 @@ fn pointwise_activations_match_their_formulas_and_gradients() {
         for (a, b) in y.iter().zip(&xv) {
             assert!((a - f(*b)).abs() <= 1e-6, "{:?}: {a} vs {}", n.op, f(*b));
         }
-        check_grad(&n, &[x.clone()], 2e-3);
+        check_grad(&n, std::slice::from_ref(&x), 2e-3);
     }
     // Hand values: relu6(7) = 6, hard_sigmoid(0) = 0.5, hard_swish(1) = 4/6.
     let t = Tensor::new(&[[7f32, 0.0, 1.0]], &Device::Cpu).unwrap();
@@ -149,7 +150,7 @@ fn channel_mul_concat_narrow_shuffle_flatten_match_naive_and_gradients() {
     for b in 0..2 {
         assert_eq!(&y[b * 12..b * 12 + 12], &xv[b * 24 + 6..b * 24 + 18]);
     }
-    check_grad(&n, &[x.clone()], 2e-3);
+    check_grad(&n, std::slice::from_ref(&x), 2e-3);
     // Shuffle with 2 groups of 2: channel order 0, 2, 1, 3.
     let n = node_with(Op::ChannelShuffle { groups: 2 }, 1, &[4, 3, 2]);
     let y = vals(&run(&n, &[&x]));
@@ -160,7 +161,7 @@ fn channel_mul_concat_narrow_shuffle_flatten_match_naive_and_gradients() {
             assert_eq!(&y[o..o + 6], &xv[i..i + 6]);
         }
     }
-    check_grad(&n, &[x.clone()], 2e-3);
+    check_grad(&n, std::slice::from_ref(&x), 2e-3);
     let n = node_with(Op::Flatten, 1, &[24]);
     let y = run(&n, &[&x]);
     assert_eq!(y.dims(), [2, 24]);
@@ -252,7 +253,7 @@ fn max_and_average_pooling_match_naive_and_gradients() {
             for (a, b) in y.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-6, "{:?}: {a} vs {b}", n.op);
             }
-            check_grad(&n, &[x.clone()], 5e-3);
+            check_grad(&n, std::slice::from_ref(&x), 5e-3);
         }
     }
     // 1-d: kernel 3, stride 2, padding (1, 1) on (N, C, L).
@@ -289,7 +290,7 @@ fn max_and_average_pooling_match_naive_and_gradients() {
         for (a, b) in y.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-6, "{:?}: {a} vs {b}", n.op);
         }
-        check_grad(&n, &[x1.clone()], 5e-3);
+        check_grad(&n, std::slice::from_ref(&x1), 5e-3);
     }
     // Shape errors name the node.
     let mut b = GraphBuilder::new(vec![3, 4, 4]);
