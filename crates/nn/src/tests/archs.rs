@@ -216,7 +216,7 @@ fn thesis_dscnn_has_40396_parameters() {
 }
 
 #[test]
-fn pit_masks_a_mobilenet_v2_and_refuses_squeeze_excitation_by_name() {
+fn pit_masks_mobilenet_v2_with_and_without_squeeze_excitation() {
     use crate::pit::{Cost, PitModel};
     let m = Model::new(tiny_mbv2(false), 1).unwrap();
     let x = randn(&[4, 3, 8, 8], 2);
@@ -239,17 +239,50 @@ fn pit_masks_a_mobilenet_v2_and_refuses_squeeze_excitation_by_name() {
         .to_scalar()
         .unwrap();
     assert!(d < 1e-5, "{d}");
-    let e = PitModel::new(
-        Model::new(tiny_mbv2(true), 1).unwrap(),
-        Cost::Size,
-        1e-3,
-        false,
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(
-        e.contains("blocks.0.se.sigmoid") && e.contains("sigmoid"),
-        "{e}"
+    // With squeeze-and-excitation: the gate's producer shares the block's group.
+    let m = Model::new(tiny_mbv2(true), 1).unwrap();
+    let plain = m.forward(&x, false).unwrap();
+    let pit = PitModel::new(m, Cost::Size, 1e-3, false).unwrap();
+    let g = pit.model().graph();
+    let plan = pit.plan();
+    let id = |n: &str| g.nodes.iter().position(|x| x.name == n).unwrap() + 1;
+    assert_eq!(
+        plan.value_group[id("blocks.0.se.f2")],
+        plan.value_group[id("blocks.0.bpr")]
     );
+    assert_ne!(
+        plan.value_group[id("blocks.0.se.f1")],
+        plan.value_group[id("blocks.0.bpr")]
+    );
+    let d: f32 = (pit.forward(&x, false).unwrap() - plain)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(d < 1e-5, "{d}");
+    // Ops masks cannot follow are refused by name.
+    let mut b = crate::graph::GraphBuilder::new(vec![2, 4, 4]);
+    let conv = |b: &mut crate::graph::GraphBuilder, n: &str, c| {
+        b.conv(
+            n,
+            0,
+            c,
+            vec![1, 1],
+            vec![1, 1],
+            vec![(0, 0); 2],
+            vec![1, 1],
+            1,
+            true,
+        )
+        .unwrap()
+    };
+    let (c1, c2) = (conv(&mut b, "c1", 3), conv(&mut b, "c2", 2));
+    b.push("cat", Op::Concat, vec![c1, c2]).unwrap();
+    let e = crate::pit::plan::plan(&b.finish(), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("node cat") && e.contains("concat"), "{e}");
 }
