@@ -2,9 +2,11 @@
 //! writers consume: value 0 is `input`, node outputs keep the node names, global average
 //! pooling becomes GlobalAvgPool + Flatten (ONNX keeps the pooled spatial axes). Conv padding
 //! keeps its (begin, end) pairs, so causal TCNs export as they run; residual adds become Add.
+//! Every other op has its export layer (activations, channel multiply, concat, narrow,
+//! channel shuffle, max/avg pooling, flatten); dropout, the identity at inference, is dropped.
 
-use anyhow::{Context, Result, bail};
-use whittle_export::{Layer, Network, Tensor32};
+use anyhow::{Context, Result};
+use whittle_export::{Activation, Layer, Network, PoolKind, Tensor32};
 use whittle_nn::Model;
 use whittle_nn::graph::Op;
 
@@ -99,11 +101,68 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
             }),
             Op::Flatten => layers.push(Layer::Flatten { input, output }),
             Op::Dropout { .. } => {}
-            op => bail!(
-                "export of `{name}`: node `{}` is a {} op, which the exporters (ONNX, C, reference) do not support yet",
-                node.name,
-                op.kind_name()
-            ),
+            Op::Relu6 => layers.push(Layer::Activation {
+                act: Activation::Relu6,
+                input,
+                output,
+            }),
+            Op::Sigmoid => layers.push(Layer::Activation {
+                act: Activation::Sigmoid,
+                input,
+                output,
+            }),
+            Op::HardSigmoid => layers.push(Layer::Activation {
+                act: Activation::HardSigmoid,
+                input,
+                output,
+            }),
+            Op::HardSwish => layers.push(Layer::Activation {
+                act: Activation::HardSwish,
+                input,
+                output,
+            }),
+            // The scales are (N, C) in nn as in the export (batch 1).
+            Op::ChannelMul => layers.push(Layer::ChannelMul {
+                x: input,
+                s: value(node.inputs[1]),
+                output,
+            }),
+            Op::Concat => layers.push(Layer::Concat {
+                inputs: node.inputs.iter().map(|&v| value(v)).collect(),
+                output,
+            }),
+            Op::Narrow { start, len } => layers.push(Layer::Narrow {
+                input,
+                output,
+                start: *start,
+                len: *len,
+            }),
+            Op::ChannelShuffle { groups } => layers.push(Layer::ChannelShuffle {
+                input,
+                output,
+                groups: *groups,
+            }),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => layers.push(Layer::Pool {
+                kind: if matches!(node.op, Op::MaxPool { .. }) {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
+                input,
+                output,
+                kernel: kernel.clone(),
+                stride: stride.clone(),
+                padding: padding.clone(),
+            }),
         }
     }
     let mut shape = vec![1];
@@ -116,32 +175,4 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
     };
     net.shapes().context("exported network does not validate")?;
     Ok(net)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use whittle_nn::config::{MobileNetV2Config, ModelConfig};
-
-    #[test]
-    fn unsupported_ops_are_refused_naming_op_and_node() {
-        let m = Model::new(
-            ModelConfig::MobileNetV2(MobileNetV2Config {
-                input: [3, 8, 8],
-                classes: 3,
-                width: 4,
-                blocks: 3,
-                expand: 2,
-                se: false,
-                dropout: 0.2,
-            }),
-            0,
-        )
-        .unwrap();
-        let e = to_network(&m, "mbv2").unwrap_err().to_string();
-        assert!(
-            e.contains("`relu0`") && e.contains("relu6") && e.contains("mbv2"),
-            "{e}"
-        );
-    }
 }
