@@ -2,6 +2,7 @@
 //! a [`Graph`]. Every per-layer channel count, kernel size and dilation is explicit, so pruned
 //! and searched networks are instances of the same builders as the reference models.
 
+use crate::arch::node_list::NodeListConfig;
 use crate::graph::{Graph, GraphBuilder, Op};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,9 @@ pub enum ModelConfig {
     MobileNetV2(MobileNetV2Config),
     #[serde(rename = "autoencoder")]
     AutoEncoder(AutoEncoderConfig),
+    /// A network written node by node ([`crate::arch::node_list`]).
+    #[serde(rename = "graph")]
+    Graph(NodeListConfig),
 }
 
 fn yes() -> bool {
@@ -415,6 +419,7 @@ impl ModelConfig {
             ModelConfig::Tcn(c) => build_tcn(c)?,
             ModelConfig::ResNet(c) => build_resnet(c)?,
             ModelConfig::AutoEncoder(c) => build_ae(c)?,
+            ModelConfig::Graph(c) => c.build()?,
         };
         Ok(g)
     }
@@ -428,6 +433,7 @@ impl ModelConfig {
             ModelConfig::ResNet(c) => c.input.to_vec(),
             ModelConfig::Tcn(c) => vec![c.input_channels, c.input_len],
             ModelConfig::AutoEncoder(c) => vec![c.input],
+            ModelConfig::Graph(c) => c.input.clone(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! models, masked (PIT) layers, the training loop and quantization emulation.
 //! It does not know the engine: training takes a small checkpoint-sink trait.
 
+pub mod arch;
 pub mod config;
 pub mod data;
 pub mod distill;

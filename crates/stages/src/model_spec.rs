@@ -1,11 +1,14 @@
 //! How an experiment names a network to train: a short form per architecture
 //! (`model = { arch = "tcn", channels = 64, dilations = [1, 1, 2, 2, 4, 4, 8] }`) whose input
 //! shape and class count come from the data set at run time, or a full nn configuration
-//! (`model = { arch = "full", config = { arch = "tcn", … } }`) for any per-layer shape.
+//! (`model = { arch = "full", config = { arch = "tcn", … } }`) for any per-layer shape, or a
+//! network written node by node (`model = { arch = "graph", nodes = [...] }`).
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+use whittle_engine::ParamError;
 use whittle_nn::ModelConfig;
+use whittle_nn::arch::node_list::{NodeError, NodeListConfig, parse_nodes};
 use whittle_nn::config::{
     AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, MobileNetV2Config,
     ResNetConfig, StemConfig, TcnConfig, TcnLayerConfig, TcnPadding,
@@ -77,6 +80,9 @@ pub enum ModelSpec {
         #[serde(default)]
         hidden: Option<Vec<usize>>,
     },
+    /// A network written node by node (`nodes = [{ name, op, inputs, … }, …]`, see
+    /// [`whittle_nn::arch::node_list`]); input shape and class count come from the data.
+    Graph { nodes: Vec<serde_json::Value> },
     /// A complete nn configuration (every layer explicit); input shape and classes included.
     Full { config: ModelConfig },
 }
@@ -182,11 +188,20 @@ impl ModelSpec {
                     bail!("model: autoencoder hidden widths must be ≥ 1");
                 }
             }
+            ModelSpec::Graph { nodes } => {
+                parse_nodes(nodes)?;
+            }
             ModelSpec::Full { config } => {
                 config.build()?;
             }
         }
         Ok(())
+    }
+
+    /// [`ModelSpec::validate`] as a stage parameter error at `key` (e.g. `model`): a node-list
+    /// error points at its node and key (`model.nodes.3.inputs`).
+    pub fn validate_at(&self, key: &str) -> Result<(), ParamError> {
+        self.validate().map_err(|e| param_error(&e, key))
     }
 
     /// Short architecture name for reports.
@@ -199,6 +214,7 @@ impl ModelSpec {
             ModelSpec::MobilenetV1 { .. } => "mobilenet_v1".into(),
             ModelSpec::MobilenetV2 { .. } => "mobilenet_v2".into(),
             ModelSpec::Autoencoder { .. } => "autoencoder".into(),
+            ModelSpec::Graph { .. } => "graph".into(),
         }
     }
 
@@ -218,6 +234,17 @@ impl ModelSpec {
         let w = |c: usize, f: f64| ((c as f64 * f).round() as usize).max(1);
         Ok(match self {
             ModelSpec::Full { config } => config.clone(),
+            ModelSpec::Graph { nodes } => {
+                let input = match item_shape {
+                    [h, w] => vec![1, *h, *w],
+                    s => s.to_vec(),
+                };
+                ModelConfig::Graph(NodeListConfig {
+                    input,
+                    classes,
+                    nodes: parse_nodes(nodes)?,
+                })
+            }
             ModelSpec::Tcn {
                 channels,
                 kernel,
@@ -328,6 +355,19 @@ pub fn arch_of(config: &ModelConfig) -> &'static str {
         ModelConfig::MobileNetV1(_) => "mobilenet_v1",
         ModelConfig::MobileNetV2(_) => "mobilenet_v2",
         ModelConfig::AutoEncoder(_) => "autoencoder",
+        ModelConfig::Graph(_) => "graph",
+    }
+}
+
+/// A model error as a stage parameter error under `key`; a node-list error keeps its path.
+pub fn param_error(e: &anyhow::Error, key: &str) -> ParamError {
+    match e.downcast_ref::<NodeError>() {
+        Some(n) => {
+            let mut path = vec![key.to_string(), "nodes".into()];
+            path.extend(n.at.iter().cloned());
+            ParamError::new(path, n.message.clone())
+        }
+        None => ParamError::new([key], format!("{e:#}")),
     }
 }
 

@@ -114,6 +114,9 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
         ModelConfig::MobileNetV2(_) => {
             bail!("export: PIT/pruned networks of arch mobilenet_v2 are not supported yet")
         }
+        ModelConfig::Graph(_) => {
+            bail!("export: PIT/pruned networks of arch graph are not supported yet")
+        }
         ModelConfig::AutoEncoder(c) => {
             for (i, h) in c.hidden.iter_mut().enumerate() {
                 *h = v.kept(&format!("fcs.{i}"))?;

@@ -69,7 +69,7 @@ fn mobilenet_v2_counts_match_torch_ref() {
 }
 
 /// Class k (of 3) brightens colour plane k.
-fn images(n: usize, seed: u64) -> Split {
+pub(super) fn images(n: usize, seed: u64) -> Split {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (c, h, w) = (3, 8, 8);

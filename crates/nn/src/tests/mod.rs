@@ -5,6 +5,7 @@ mod counts;
 mod grads;
 mod interp;
 mod models;
+mod node_list;
 mod new_ops;
 mod ops;
 mod optim;
