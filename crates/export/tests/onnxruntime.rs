@@ -1,5 +1,6 @@
-//! Loads the ONNX exports (float and int8 QDQ) of every test network (`common::all`) in onnxruntime (via
-//! `tests/ort_run.py`) and compares them with the Rust reference evaluator on the same input.
+//! Loads the ONNX exports (float and int8 QDQ) of every test network (`common::all`) in
+//! onnxruntime (via `tests/ort_run.py`) and compares them with the Rust reference evaluator
+//! on the same input.
 //! Needs `python3 -m pip install onnxruntime numpy`; set WHITTLE_SKIP_ONNX=1 to skip.
 
 mod common;
