@@ -2,6 +2,7 @@
 //! a [`Graph`]. Every per-layer channel count, kernel size and dilation is explicit, so pruned
 //! and searched networks are instances of the same builders as the reference models.
 
+use crate::arch::cifar::{McunetConfig, ShuffleNetV1Config, ShuffleNetV2Config, WrnConfig};
 use crate::arch::node_list::NodeListConfig;
 use crate::graph::{Graph, GraphBuilder, Op};
 use anyhow::{Result, ensure};
@@ -24,6 +25,14 @@ pub enum ModelConfig {
     /// A network written node by node ([`crate::arch::node_list`]).
     #[serde(rename = "graph")]
     Graph(NodeListConfig),
+    /// WRN-d-k ([`crate::arch::cifar`]).
+    Wrn(WrnConfig),
+    #[serde(rename = "shufflenet_v1")]
+    ShuffleNetV1(ShuffleNetV1Config),
+    #[serde(rename = "shufflenet_v2")]
+    ShuffleNetV2(ShuffleNetV2Config),
+    /// An explicit list of inverted residual blocks (also `002`'s MnasNet).
+    Mcunet(McunetConfig),
 }
 
 fn yes() -> bool {
@@ -258,9 +267,55 @@ pub struct MobileNetV1Config {
     pub blocks: Vec<DsBlockConfig>,
     #[serde(default)]
     pub bias: bool,
+    /// Squeeze-and-excitation with reduction `se` at the end of every stride-1 block (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub se: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl MobileNetV1Config {
+    /// `002`'s CIFAR layout: stem 3×3 with 16 channels at stride 1, then three subnetworks of
+    /// `blocks / 3` depthwise-separable blocks at widths (w, 2w, 4w), stride 2 in the first
+    /// block of the second and third; `se` as in [`MobileNetV1Config::se`].
+    pub fn cifar(
+        width: usize,
+        blocks: usize,
+        se: usize,
+        input: [usize; 3],
+        classes: usize,
+    ) -> Result<Self> {
+        ensure!(
+            blocks >= 3 && blocks.is_multiple_of(3),
+            "MobileNetV1: `blocks` must be a positive multiple of 3 (three subnetworks of equal block count), got {blocks}"
+        );
+        ensure!(width > 0, "MobileNetV1: `width` must be ≥ 1");
+        Ok(Self {
+            input,
+            classes,
+            stem: StemConfig {
+                channels: 16,
+                kernel: [3, 3],
+                stride: 1,
+                padding: [1, 1],
+            },
+            blocks: (0..blocks)
+                .map(|k| {
+                    let (i, j) = (k / (blocks / 3), k % (blocks / 3));
+                    DsBlockConfig {
+                        channels: width << i,
+                        kernel: [3, 3],
+                        stride: if i > 0 && j == 0 { 2 } else { 1 },
+                    }
+                })
+                .collect(),
+            bias: false,
+            se,
+        })
+    }
+
     /// The standard 13-block MobileNetV1 with width multiplier `alpha` (channels
     /// max(1, round(c·alpha))); `alpha = 0.25` on 3×96×96, 2 classes is the VWW reference.
     pub fn with_width(alpha: f64, input: [usize; 3], classes: usize) -> Self {
@@ -298,6 +353,7 @@ impl MobileNetV1Config {
                 })
                 .collect(),
             bias: false,
+            se: 0,
         }
     }
 }
@@ -404,7 +460,7 @@ impl ModelConfig {
                 &c.blocks,
                 c.bias,
                 "DS-CNN",
-                (c.pointwise_extra, c.dropout),
+                (c.pointwise_extra, c.dropout, 0),
             )?,
             ModelConfig::MobileNetV1(c) => build_separable(
                 &c.input,
@@ -413,13 +469,17 @@ impl ModelConfig {
                 &c.blocks,
                 c.bias,
                 "MobileNetV1",
-                (false, [0.0, 0.0]),
+                (false, [0.0, 0.0], c.se),
             )?,
             ModelConfig::MobileNetV2(c) => build_mobilenet_v2(c)?,
             ModelConfig::Tcn(c) => build_tcn(c)?,
             ModelConfig::ResNet(c) => build_resnet(c)?,
             ModelConfig::AutoEncoder(c) => build_ae(c)?,
             ModelConfig::Graph(c) => c.build()?,
+            ModelConfig::Wrn(c) => c.build()?,
+            ModelConfig::ShuffleNetV1(c) => c.build()?,
+            ModelConfig::ShuffleNetV2(c) => c.build()?,
+            ModelConfig::Mcunet(c) => c.build()?,
         };
         Ok(g)
     }
@@ -434,12 +494,17 @@ impl ModelConfig {
             ModelConfig::Tcn(c) => vec![c.input_channels, c.input_len],
             ModelConfig::AutoEncoder(c) => vec![c.input],
             ModelConfig::Graph(c) => c.input.clone(),
+            ModelConfig::Wrn(c) => c.input.to_vec(),
+            ModelConfig::ShuffleNetV1(c) => c.input.to_vec(),
+            ModelConfig::ShuffleNetV2(c) => c.input.to_vec(),
+            ModelConfig::Mcunet(c) => c.input.to_vec(),
         }
     }
 }
 
-/// `(pointwise_extra, [stem dropout, head dropout])` of a DS-CNN.
-type SeparableExtras = (bool, [f64; 2]);
+/// `(pointwise_extra, [stem dropout, head dropout])` of a DS-CNN and the squeeze-and-excitation
+/// reduction of a MobileNetV1 (0: none).
+type SeparableExtras = (bool, [f64; 2], usize);
 
 fn build_separable(
     input: &[usize; 3],
@@ -448,7 +513,7 @@ fn build_separable(
     blocks: &[DsBlockConfig],
     bias: bool,
     what: &str,
-    (extra, dropout): SeparableExtras,
+    (extra, dropout, se): SeparableExtras,
 ) -> Result<Graph> {
     ensure!(
         classes > 0 && stem.channels > 0,
@@ -528,6 +593,9 @@ fn build_separable(
             )?;
             x = b.bn(&format!("blocks.{i}.pw2_bn"), x)?;
             x = b.relu(&format!("blocks.{i}.pw2_relu"), x)?;
+        }
+        if se > 0 && blk.stride == 1 {
+            x = crate::arch::cifar::squeeze_excite(&mut b, &format!("blocks.{i}"), x, se)?;
         }
     }
     if dropout[1] > 0.0 {

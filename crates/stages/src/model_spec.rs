@@ -8,6 +8,9 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use whittle_engine::ParamError;
 use whittle_nn::ModelConfig;
+use whittle_nn::arch::cifar::{
+    IrBlockConfig, McunetConfig, ShuffleNetV1Config, ShuffleNetV2Config, WrnConfig,
+};
 use whittle_nn::arch::node_list::{NodeError, NodeListConfig, parse_nodes};
 use whittle_nn::config::{
     AutoEncoderConfig, DsBlockConfig, DsCnnConfig, MobileNetV1Config, MobileNetV2Config,
@@ -56,10 +59,75 @@ pub enum ModelSpec {
         #[serde(default = "one_f")]
         width: f64,
     },
-    /// MobileNetV1 with width multiplier `alpha`.
+    /// MobileNetV1 with width multiplier `alpha`, or with `layout = "cifar"` `002`'s CIFAR
+    /// layout: `blocks` (15) depthwise-separable blocks in three subnetworks at widths (w, 2w,
+    /// 4w) for `width` w (32). `se = r`: squeeze-and-excitation at the end of stride-1 blocks.
     MobilenetV1 {
         #[serde(default = "quarter")]
         alpha: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layout: Option<V1Layout>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blocks: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        se: Option<usize>,
+    },
+    /// WRN-`depth`-`widen` (`002`'s CIFAR WideResNet; 40-4 with SE was its distillation
+    /// teacher).
+    Wrn {
+        #[serde(default = "forty")]
+        depth: usize,
+        #[serde(default = "two_f")]
+        widen: f64,
+        #[serde(default)]
+        se: usize,
+    },
+    /// `002`'s MnasNet: its CIFAR MobileNetV2 with 5×5 depthwise kernels in subnetworks 2–3
+    /// (but their last block) and half the expansion in the first block.
+    Mnasnet {
+        #[serde(default = "sixteen")]
+        width: usize,
+        #[serde(default = "nine")]
+        blocks: usize,
+        #[serde(default = "four")]
+        expand: usize,
+        #[serde(default)]
+        se: usize,
+        #[serde(default = "point_two")]
+        dropout: f64,
+    },
+    /// ShuffleNetV2 in `002`'s layout (channel split, concat, shuffle).
+    ShufflenetV2 {
+        #[serde(default = "c64")]
+        width: usize,
+        #[serde(default = "twelve")]
+        blocks: usize,
+        #[serde(default)]
+        se: usize,
+    },
+    /// ShuffleNetV1 in `002`'s layout (grouped 1×1 convs + shuffle; `002` chose 2 groups).
+    ShufflenetV1 {
+        #[serde(default = "eighty")]
+        width: usize,
+        #[serde(default = "nine")]
+        blocks: usize,
+        #[serde(default = "two")]
+        groups: usize,
+        #[serde(default)]
+        se: usize,
+    },
+    /// An explicit list of inverted residual blocks (MCUNet-style): `blocks = [{ expand,
+    /// kernel, stride, channels, se }, …]` after a 3×3 stem of `stem` channels.
+    Mcunet {
+        #[serde(default = "sixteen")]
+        stem: usize,
+        #[serde(default = "one")]
+        stem_stride: usize,
+        blocks: Vec<IrBlockConfig>,
+        #[serde(default)]
+        dropout: f64,
     },
     /// MobileNetV2 in `002`'s CIFAR layout: three subnetworks of `blocks / 3` inverted residual
     /// blocks at widths (w, 2w, 4w), expansion `expand`, optional squeeze-and-excitation.
@@ -87,6 +155,31 @@ pub enum ModelSpec {
     Full { config: ModelConfig },
 }
 
+/// MobileNetV1 block layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V1Layout {
+    /// The 13 blocks of the paper, scaled by `alpha`.
+    Imagenet,
+    /// `002`'s three subnetworks at widths (w, 2w, 4w).
+    Cifar,
+}
+
+fn forty() -> usize {
+    40
+}
+fn two_f() -> f64 {
+    2.0
+}
+fn twelve() -> usize {
+    12
+}
+fn eighty() -> usize {
+    80
+}
+fn one() -> usize {
+    1
+}
 fn sixteen() -> usize {
     16
 }
@@ -153,10 +246,41 @@ impl ModelSpec {
                     bail!("model: ds_cnn `dropout` values must be in [0, 1), got {d:?}");
                 }
             }
-            ModelSpec::ResNet8 { width } | ModelSpec::MobilenetV1 { alpha: width } => {
+            ModelSpec::ResNet8 { width } => {
                 if !(width.is_finite() && *width > 0.0 && *width <= 8.0) {
                     bail!("model: width multiplier must be in (0, 8], got {width}");
                 }
+            }
+            ModelSpec::MobilenetV1 {
+                alpha,
+                layout,
+                width,
+                blocks,
+                ..
+            } => {
+                if !(alpha.is_finite() && *alpha > 0.0 && *alpha <= 8.0) {
+                    bail!("model: width multiplier must be in (0, 8], got {alpha}");
+                }
+                let cifar = *layout == Some(V1Layout::Cifar);
+                if !cifar && (width.is_some() || blocks.is_some()) {
+                    bail!(
+                        "model: mobilenet_v1 `width` and `blocks` belong to `layout = \"cifar\"`; the ImageNet layout scales with `alpha`"
+                    );
+                }
+                if cifar && *alpha != quarter() {
+                    bail!(
+                        "model: mobilenet_v1 `alpha` scales the ImageNet layout; `layout = \"cifar\"` takes `width`"
+                    );
+                }
+                self.config(&[3, 32, 32], 10)?.build()?;
+            }
+            ModelSpec::Wrn { .. }
+            | ModelSpec::Mnasnet { .. }
+            | ModelSpec::ShufflenetV1 { .. }
+            | ModelSpec::ShufflenetV2 { .. }
+            | ModelSpec::Mcunet { .. } => {
+                // Every key is checked by the builder; 32×32 fits every stride of the layout.
+                self.config(&[3, 32, 32], 10)?.build()?;
             }
             ModelSpec::MobilenetV2 {
                 width,
@@ -212,6 +336,11 @@ impl ModelSpec {
             ModelSpec::DsCnn { .. } => "ds_cnn".into(),
             ModelSpec::ResNet8 { .. } => "resnet8".into(),
             ModelSpec::MobilenetV1 { .. } => "mobilenet_v1".into(),
+            ModelSpec::Wrn { .. } => "wrn".into(),
+            ModelSpec::Mnasnet { .. } => "mnasnet".into(),
+            ModelSpec::ShufflenetV1 { .. } => "shufflenet_v1".into(),
+            ModelSpec::ShufflenetV2 { .. } => "shufflenet_v2".into(),
+            ModelSpec::Mcunet { .. } => "mcunet".into(),
             ModelSpec::MobilenetV2 { .. } => "mobilenet_v2".into(),
             ModelSpec::Autoencoder { .. } => "autoencoder".into(),
             ModelSpec::Graph { .. } => "graph".into(),
@@ -316,9 +445,85 @@ impl ModelSpec {
                 }
                 ModelConfig::ResNet(c)
             }
-            ModelSpec::MobilenetV1 { alpha } => ModelConfig::MobileNetV1(
-                MobileNetV1Config::with_width(*alpha, image("mobilenet_v1")?, classes),
-            ),
+            ModelSpec::MobilenetV1 {
+                alpha,
+                layout,
+                width,
+                blocks,
+                se,
+            } => {
+                let input = image("mobilenet_v1")?;
+                let mut c = if *layout == Some(V1Layout::Cifar) {
+                    MobileNetV1Config::cifar(
+                        width.unwrap_or(32),
+                        blocks.unwrap_or(15),
+                        0,
+                        input,
+                        classes,
+                    )?
+                } else {
+                    MobileNetV1Config::with_width(*alpha, input, classes)
+                };
+                c.se = se.unwrap_or(0);
+                ModelConfig::MobileNetV1(c)
+            }
+            ModelSpec::Wrn { depth, widen, se } => ModelConfig::Wrn(WrnConfig {
+                input: image("wrn")?,
+                classes,
+                depth: *depth,
+                widen: *widen,
+                se: *se,
+            }),
+            ModelSpec::Mnasnet {
+                width,
+                blocks,
+                expand,
+                se,
+                dropout,
+            } => ModelConfig::Mcunet(McunetConfig::mnasnet(
+                image("mnasnet")?,
+                classes,
+                *width,
+                *blocks,
+                *expand,
+                *se,
+                *dropout,
+            )?),
+            ModelSpec::ShufflenetV2 { width, blocks, se } => {
+                ModelConfig::ShuffleNetV2(ShuffleNetV2Config {
+                    input: image("shufflenet_v2")?,
+                    classes,
+                    width: *width,
+                    blocks: *blocks,
+                    se: *se,
+                })
+            }
+            ModelSpec::ShufflenetV1 {
+                width,
+                blocks,
+                groups,
+                se,
+            } => ModelConfig::ShuffleNetV1(ShuffleNetV1Config {
+                input: image("shufflenet_v1")?,
+                classes,
+                width: *width,
+                blocks: *blocks,
+                groups: *groups,
+                se: *se,
+            }),
+            ModelSpec::Mcunet {
+                stem,
+                stem_stride,
+                blocks,
+                dropout,
+            } => ModelConfig::Mcunet(McunetConfig {
+                input: image("mcunet")?,
+                classes,
+                stem: *stem,
+                stem_stride: *stem_stride,
+                blocks: blocks.clone(),
+                dropout: *dropout,
+            }),
             ModelSpec::MobilenetV2 {
                 width,
                 blocks,
@@ -356,6 +561,10 @@ pub fn arch_of(config: &ModelConfig) -> &'static str {
         ModelConfig::MobileNetV2(_) => "mobilenet_v2",
         ModelConfig::AutoEncoder(_) => "autoencoder",
         ModelConfig::Graph(_) => "graph",
+        ModelConfig::Wrn(_) => "wrn",
+        ModelConfig::ShuffleNetV1(_) => "shufflenet_v1",
+        ModelConfig::ShuffleNetV2(_) => "shufflenet_v2",
+        ModelConfig::Mcunet(_) => "mcunet",
     }
 }
 

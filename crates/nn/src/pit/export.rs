@@ -99,6 +99,10 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
             }
         }
         ModelConfig::MobileNetV1(c) => {
+            ensure!(
+                c.se == 0,
+                "export: PIT/pruned MobileNetV1s with squeeze-and-excitation are not supported yet"
+            );
             c.stem.channels = v.kept("conv0")?;
             for (i, b) in c.blocks.iter_mut().enumerate() {
                 b.channels = v.kept(&format!("blocks.{i}.pw"))?;
@@ -114,8 +118,12 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
         ModelConfig::MobileNetV2(_) => {
             bail!("export: PIT/pruned networks of arch mobilenet_v2 are not supported yet")
         }
-        ModelConfig::Graph(_) => {
-            bail!("export: PIT/pruned networks of arch graph are not supported yet")
+        ModelConfig::Graph(_)
+        | ModelConfig::Wrn(_)
+        | ModelConfig::ShuffleNetV1(_)
+        | ModelConfig::ShuffleNetV2(_)
+        | ModelConfig::Mcunet(_) => {
+            bail!("export: PIT/pruned networks of this architecture are not supported yet")
         }
         ModelConfig::AutoEncoder(c) => {
             for (i, h) in c.hidden.iter_mut().enumerate() {

@@ -1,6 +1,7 @@
 //! Unit tests of the crate, one file per concern.
 
 mod archs;
+mod cifar_archs;
 mod counts;
 mod grads;
 mod interp;
