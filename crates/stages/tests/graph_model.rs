@@ -286,3 +286,79 @@ fn the_readme_example_parses_and_builds() {
             .any(|n| n.name == "blk1.add" && n.inputs == [8, 6])
     );
 }
+
+/// A scratch folder removed on drop.
+struct Scratch(std::path::PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_text(model: &str) -> (whittle_engine::RunSummary, Scratch) {
+    let t = format!(
+        r#"[experiment]
+name = "g"
+seed = 1
+
+[stages.data]
+kind = "fetch"
+dataset = {{ kind = "synthetic_images", train_per_class = 2, val_per_class = 1, test_per_class = 1 }}
+
+[stages.net]
+kind = "train"
+inputs = ["data"]
+epochs = 1
+batch_size = 10
+threads = 1
+
+[stages.net.model]
+arch = "graph"
+{model}
+"#
+    );
+    let dir = Scratch(std::env::temp_dir().join(format!(
+        "whittle-graph-{}-{}",
+        std::process::id(),
+        blake3::hash(model.as_bytes()).to_hex()
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let reg = whittle_stages::registry();
+    let exp = Experiment::parse(&dir.0.join("g.toml"), t, &[], &reg).unwrap();
+    let plan = Plan::build(exp, &reg).unwrap();
+    let cache = whittle_engine::Cache::new(dir.0.join("cache"));
+    let opts = whittle_engine::RunOptions {
+        jobs: 2,
+        cancel: whittle_engine::CancelToken::default(),
+        reporter: whittle_engine::Reporter::Log,
+    };
+    let s = whittle_engine::run(&plan, &cache, &reg, &opts).unwrap();
+    (s, dir)
+}
+
+/// Input shape and class count come from the data (3×32×32, 10 classes); a shape error found
+/// only then fails the node with a message naming node and key.
+#[test]
+fn a_written_network_trains_through_the_train_stage() {
+    let (s, _d) = run_text(
+        r#"nodes = [
+  { name = "c1", op = "conv", c_out = 4, kernel = [3, 3], stride = [2, 2], padding = "same" },
+  { name = "b1", op = "batch_norm" }, { name = "r1", op = "hard_swish" },
+  { name = "mp", op = "max_pool", kernel = [2, 2] },
+  { name = "pool", op = "global_avg_pool" }, { name = "fc", op = "linear" },
+]"#,
+    );
+    assert_eq!((s.ran, s.failed), (2, 0), "{:?}", s.failures);
+    let (s, _d) = run_text(
+        r#"nodes = [
+  { name = "c1", op = "conv", c_out = 4, kernel = [40, 3] },
+  { name = "pool", op = "global_avg_pool" }, { name = "fc", op = "linear" },
+]"#,
+    );
+    assert_eq!(s.failed, 1, "{s:?}");
+    let msg = &s.failures[0].1;
+    assert!(
+        msg.contains("node `c1`: kernel [40, 3]") && msg.contains("larger than its input [32, 32]"),
+        "{msg}"
+    );
+}

@@ -366,13 +366,13 @@ fn check_values(n: &NodeConfig) -> Result<(), NodeError> {
     let name = &n.name;
     let bad = |key: &str, m: String| Err(err(&n.origin, Some(key), format!("node `{name}`: {m}")));
     let nd = n.kernel.as_ref().map(Vec::len);
-    if let Some(k) = &n.kernel {
-        if !(1..=2).contains(&k.len()) || k.contains(&0) {
-            return bad(
-                "kernel",
-                format!("`kernel` must be 1 or 2 sizes ≥ 1 (1-d or 2-d), got {k:?}"),
-            );
-        }
+    if let Some(k) = &n.kernel
+        && (!(1..=2).contains(&k.len()) || k.contains(&0))
+    {
+        return bad(
+            "kernel",
+            format!("`kernel` must be 1 or 2 sizes ≥ 1 (1-d or 2-d), got {k:?}"),
+        );
     }
     for (key, v) in [("stride", &n.stride), ("dilation", &n.dilation)] {
         if let Some(v) = v
