@@ -325,7 +325,13 @@ impl ModelSpec {
     /// [`ModelSpec::validate`] as a stage parameter error at `key` (e.g. `model`): a node-list
     /// error points at its node and key (`model.nodes.3.inputs`).
     pub fn validate_at(&self, key: &str) -> Result<(), ParamError> {
-        self.validate().map_err(|e| param_error(&e, key))
+        self.validate().map_err(|e| {
+            let mut p = param_error(&e, key);
+            if matches!(self, ModelSpec::Full { .. }) && p.path.len() > 1 {
+                p.path.insert(1, "config".into());
+            }
+            p
+        })
     }
 
     /// Short architecture name for reports.

@@ -66,7 +66,7 @@ fn cases() -> Vec<(Vec<&'static str>, usize, &'static str, &'static str)> {
             vec![c1, r#"{ name = "r", op = "relu", inputs = ["c2"] }"#, FC],
             1,
             "inputs",
-            "node `r`: unknown input `c2`; expected `input` or one of: c1",
+            "node `r`: unknown input `c2`; expected `input` or an earlier node: c1",
         ),
         // 4. a forward reference (no cycle)
         (
@@ -127,7 +127,7 @@ fn cases() -> Vec<(Vec<&'static str>, usize, &'static str, &'static str)> {
             vec![r#"{ name = "c1", op = "conv", kernel = [3, 3] }"#, FC],
             0,
             "{ name",
-            "node `c1`: a conv node needs `c_out` (only the output node may leave it out",
+            "node `c1`: a conv node needs `c_out` (only a final linear may leave it out",
         ),
         // 11. an out-of-range value
         (
@@ -174,7 +174,14 @@ fn cases() -> Vec<(Vec<&'static str>, usize, &'static str, &'static str)> {
             "{ name",
             "node `c1` has no `op`",
         ),
-        // 16. `input` is reserved
+        // 16. an output that cannot be a class vector, known without the data
+        (
+            vec![c1],
+            0,
+            "op = ",
+            "node `c1` is the output, but a conv gives a (C, …) map, not a vector of class scores",
+        ),
+        // 17. `input` is reserved
         (
             vec![r#"{ name = "input", op = "relu" }"#, FC],
             0,
@@ -213,6 +220,29 @@ fn malformed_node_lists_are_located_at_the_node_and_key() {
             i + 1
         );
     }
+}
+
+/// A full configuration of arch `graph` is held to the same rules, located under `config`.
+#[test]
+fn a_full_graph_configuration_is_located_under_config() {
+    let t = HEAD.replace(
+        "arch = \"graph\"\n",
+        "arch = \"full\"\nconfig = { arch = \"graph\", input = [3, 8, 8], classes = 3, nodes = [\n",
+    ) + "{ name = \"a\", op = \"relu\" },\n{ name = \"a\", op = \"flatten\" },\n{ name = \"fc\", op = \"linear\" }] }\n";
+    let e = plan(t.clone()).unwrap_err();
+    // `config = {` is the line after the head, node 0 the next, the duplicate node 1 after it.
+    let line = HEAD.lines().count() + 3;
+    let src = t.lines().nth(line - 1).unwrap();
+    assert_eq!(
+        (e.line, e.col),
+        (Some(line), Some(src.find("name").unwrap() + 1)),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("`model.config.nodes.1.name`: duplicate node name `a`"),
+        "{e}"
+    );
 }
 
 #[test]

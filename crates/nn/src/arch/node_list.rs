@@ -1,9 +1,8 @@
 //! A network written node by node (`arch = "graph"` in an experiment file). Each node has a
 //! `name`, an `op`, the names of its `inputs` (default: the node before it, or `input` for the
 //! first node) and the op's own keys; `c_in` is always inferred from the input's shape. The
-//! last node is the output and must give one score per class: a final `linear` (or `conv`)
-//! may leave `c_out` out, or write `c_out = "classes"` anywhere, for the class count of the
-//! data. An entry `{ repeat = n, nodes = [...] }` stands for its nodes n times, with `{i}` in
+//! last node is the output and must give one score per class: a final `linear` may leave
+//! `c_out` out, and any `c_out` may be `"classes"`, for the class count of the data. An entry `{ repeat = n, nodes = [...] }` stands for its nodes n times, with `{i}` in
 //! names and inputs replaced by 0, 1, …, n − 1 and `{in}` by the node before that repetition.
 //!
 //! [`parse_nodes`] checks everything that needs no data (ops, keys and their values, names,
@@ -137,7 +136,18 @@ pub struct NodeConfig {
     pub momentum: Option<f64>,
     /// Where the node was written, under `nodes` (not part of the configuration).
     #[serde(skip)]
-    pub origin: Vec<String>,
+    pub origin: Origin,
+}
+
+/// The path under `nodes` a node was written at; equal to every other (it only places
+/// messages, so two configurations differing in it alone are the same network).
+#[derive(Clone, Debug, Default)]
+pub struct Origin(pub Vec<String>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A node-list error: the path under `nodes` of what is wrong (`["3", "inputs"]`; empty for
@@ -356,7 +366,7 @@ fn parse_node(at: &[String], v: &Value) -> Result<NodeConfig, NodeError> {
     }
     let mut node: NodeConfig = serde_json::from_value(v.clone())
         .map_err(|e| err(at, None, format!("node `{name}`: {e}")))?;
-    node.origin = at.to_vec();
+    node.origin = Origin(at.to_vec());
     check_values(&node)?;
     Ok(node)
 }
@@ -364,7 +374,8 @@ fn parse_node(at: &[String], v: &Value) -> Result<NodeConfig, NodeError> {
 /// Value checks of one node that need no shapes.
 fn check_values(n: &NodeConfig) -> Result<(), NodeError> {
     let name = &n.name;
-    let bad = |key: &str, m: String| Err(err(&n.origin, Some(key), format!("node `{name}`: {m}")));
+    let bad =
+        |key: &str, m: String| Err(err(&n.origin.0, Some(key), format!("node `{name}`: {m}")));
     let nd = n.kernel.as_ref().map(Vec::len);
     if let Some(k) = &n.kernel
         && (!(1..=2).contains(&k.len()) || k.contains(&0))
@@ -459,14 +470,14 @@ fn check_structure(nodes: &mut [NodeConfig]) -> Result<(), NodeError> {
     for (i, n) in nodes.iter().enumerate() {
         if n.name == "input" {
             return Err(err(
-                &n.origin,
+                &n.origin.0,
                 Some("name"),
                 "`input` names the network input; a node cannot be called so".into(),
             ));
         }
         if let Some(&j) = first.get(&n.name) {
             return Err(err(
-                &n.origin,
+                &n.origin.0,
                 Some("name"),
                 format!(
                     "duplicate node name `{}` (also node #{j} of the expanded list)",
@@ -486,7 +497,13 @@ fn check_structure(nodes: &mut [NodeConfig]) -> Result<(), NodeError> {
             }];
         }
         let n = &nodes[i];
-        let at = |m: String| err(&n.origin, Some("inputs"), format!("node `{}`: {m}", n.name));
+        let at = |m: String| {
+            err(
+                &n.origin.0,
+                Some("inputs"),
+                format!("node `{}`: {m}", n.name),
+            )
+        };
         for x in &n.inputs {
             if x == "input" {
                 continue;
@@ -507,14 +524,14 @@ fn check_structure(nodes: &mut [NodeConfig]) -> Result<(), NodeError> {
                     });
                 }
                 None => {
-                    let before: Vec<&str> = nodes[..i].iter().map(|m| m.name.as_str()).collect();
+                    let before: Vec<&str> = nodes[i.saturating_sub(12)..i]
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect();
                     return Err(at(format!(
-                        "unknown input `{x}`; expected `input`{}{}",
-                        if before.is_empty() {
-                            ""
-                        } else {
-                            " or one of: "
-                        },
+                        "unknown input `{x}`; expected `input` or an earlier node{}{}{}",
+                        if before.is_empty() { "" } else { ": " },
+                        if i > 12 { "…, " } else { "" },
                         before.join(", ")
                     )));
                 }
@@ -529,21 +546,38 @@ fn check_structure(nodes: &mut [NodeConfig]) -> Result<(), NodeError> {
         if !ok {
             return Err(at(format!("`{}` takes {want}, got {k}", op_entry(n.op).0)));
         }
-        let needs_c_out = matches!(n.op, OpKind::Conv | OpKind::Linear)
-            && n.c_out.is_none()
-            && i != last
-            && n.groups != Some(Count::Word("depthwise".into()));
+        let needs_c_out = n.c_out.is_none()
+            && match n.op {
+                OpKind::Conv => n.groups != Some(Count::Word("depthwise".into())),
+                OpKind::Linear => i != last,
+                _ => false,
+            };
         if needs_c_out {
             return Err(err(
-                &n.origin,
+                &n.origin.0,
                 None,
                 format!(
-                    "node `{}`: a {} node needs `c_out` (only the output node may leave it out for the class count)",
+                    "node `{}`: a {} node needs `c_out` (only a final linear may leave it out for the class count)",
                     n.name,
                     op_entry(n.op).0
                 ),
             ));
         }
+    }
+    let out = &nodes[last];
+    if matches!(
+        out.op,
+        OpKind::Conv | OpKind::MaxPool | OpKind::AvgPool | OpKind::ChannelMul
+    ) {
+        return Err(err(
+            &out.origin.0,
+            Some("op"),
+            format!(
+                "node `{}` is the output, but a {} gives a (C, …) map, not a vector of class scores; end with a global_avg_pool or flatten and a linear",
+                out.name,
+                op_entry(out.op).0
+            ),
+        ));
     }
     Ok(())
 }
@@ -601,8 +635,8 @@ impl NodeListConfig {
     pub fn build(&self) -> Result<Graph, NodeError> {
         let mut nodes = self.nodes.clone();
         for (i, n) in nodes.iter_mut().enumerate() {
-            if n.origin.is_empty() {
-                n.origin = vec![i.to_string()];
+            if n.origin.0.is_empty() {
+                n.origin = Origin(vec![i.to_string()]);
             }
             check_values(n)?;
         }
@@ -625,14 +659,14 @@ impl NodeListConfig {
             let op = self.lower(n, &b, &ins, i == last)?;
             let v = b
                 .push(&n.name, op, ins)
-                .map_err(|e| err(&n.origin, None, format!("node `{}`: {e:#}", n.name)))?;
+                .map_err(|e| err(&n.origin.0, None, format!("node `{}`: {e:#}", n.name)))?;
             ids.insert(&n.name, v);
         }
         let g = b.finish();
         let out = &g.nodes[last];
         if out.out_shape != [self.classes] {
             return Err(err(
-                &nodes[last].origin,
+                &nodes[last].origin.0,
                 None,
                 format!(
                     "node `{}` is the output and gives shape {:?}; it must give a vector of the {} classes (end with a `linear` whose `c_out` is left out or \"classes\")",
@@ -651,7 +685,8 @@ impl NodeListConfig {
         last: bool,
     ) -> Result<Op, NodeError> {
         let name = &n.name;
-        let fail = |key: &str, m: String| err(&n.origin, Some(key), format!("node `{name}`: {m}"));
+        let fail =
+            |key: &str, m: String| err(&n.origin.0, Some(key), format!("node `{name}`: {m}"));
         let x = b.shape(ins[0]).to_vec();
         let src = &n.inputs[0];
         let count = |c: &Option<Count>, default: Option<usize>| -> Result<usize, NodeError> {
@@ -706,11 +741,7 @@ impl NodeListConfig {
                     Some(Count::Word(_)) => c_in,
                     None => 1,
                 };
-                let default = if depthwise {
-                    Some(c_in)
-                } else {
-                    last.then_some(self.classes)
-                };
+                let default = depthwise.then_some(c_in);
                 let c_out = count(&n.c_out, default)?;
                 if !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
                     return Err(fail(

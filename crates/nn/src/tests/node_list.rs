@@ -167,17 +167,17 @@ fn shape_errors_name_the_node_and_key() {
             "node `sum`: add of `a` [4, 6, 6] and `b` [4, 8, 8]: the shapes differ",
         ),
         (
-            json!([{ "name": "g", "op": "conv", "c_out": 4, "kernel": [1, 1], "groups": 2 }]),
+            json!([{ "name": "g", "op": "conv", "c_out": 4, "kernel": [1, 1], "groups": 2 }, { "name": "pool", "op": "global_avg_pool" }, { "name": "fc", "op": "linear" }]),
             &["0", "groups"],
             "node `g`: 2 groups do not divide the channels (3 in from `input`, 4 out)",
         ),
         (
-            json!([{ "name": "k", "op": "conv", "c_out": 3, "kernel": [9, 9] }]),
+            json!([{ "name": "k", "op": "conv", "c_out": 3, "kernel": [9, 9] }, { "name": "pool", "op": "global_avg_pool" }, { "name": "fc", "op": "linear" }]),
             &["0", "kernel"],
             "is larger than its input [8, 8]",
         ),
         (
-            json!([{ "name": "k1", "op": "conv", "c_out": 3, "kernel": [3] }]),
+            json!([{ "name": "k1", "op": "conv", "c_out": 3, "kernel": [3] }, { "name": "pool", "op": "global_avg_pool" }, { "name": "fc", "op": "linear" }]),
             &["0", "kernel"],
             "a 1-d conv needs a (C, L) input; `input` gives shape [3, 8, 8]",
         ),
@@ -189,7 +189,9 @@ fn shape_errors_name_the_node_and_key() {
         (
             json!([
                 { "name": "p", "op": "global_avg_pool" },
-                { "name": "m", "op": "channel_mul", "inputs": ["input", "input"] }
+                { "name": "m", "op": "channel_mul", "inputs": ["input", "input"] },
+                { "name": "pool2", "op": "global_avg_pool" },
+                { "name": "fc", "op": "linear" }
             ]),
             &["1", "inputs"],
             "it needs a (C, …) input and a [C] vector",
@@ -216,11 +218,19 @@ fn shape_errors_name_the_node_and_key() {
             "node `fc` is the output and gives shape [5]",
         ),
         (
-            json!([{ "name": "mp", "op": "max_pool", "kernel": [2, 2], "padding": 2 }]),
+            json!([{ "name": "mp", "op": "max_pool", "kernel": [2, 2], "padding": 2 }, { "name": "pool", "op": "global_avg_pool" }, { "name": "fc", "op": "linear" }]),
             &["0", "padding"],
             "must be smaller than the kernel",
         ),
     ];
+    // An output that can never be a vector is refused before any shape is known.
+    let e = parse_nodes(&[json!({ "name": "c", "op": "conv", "c_out": 3, "kernel": [1, 1] })])
+        .unwrap_err();
+    assert_eq!(e.at, ["0", "op"]);
+    assert!(
+        e.message
+            .contains("is the output, but a conv gives a (C, …) map")
+    );
     for (nodes, at, msg) in cases {
         let c = NodeListConfig {
             input: vec![3, 8, 8],
