@@ -392,3 +392,16 @@ fn a_written_network_trains_through_the_train_stage() {
         "{msg}"
     );
 }
+
+/// 1-d items feed a vector network (an MLP) as they are.
+#[test]
+fn vector_items_feed_a_written_mlp() {
+    let spec: ModelSpec = toml::from_str(
+        "arch = \"graph\"\nnodes = [{ name = \"h\", op = \"linear\", c_out = 8 }, { name = \"r\", op = \"relu\" }, { name = \"out\", op = \"linear\" }]",
+    )
+    .unwrap();
+    spec.validate().unwrap();
+    let g = spec.config(&[20], 4).unwrap().build().unwrap();
+    // h 20·8 + 8 = 168, out 8·4 + 4 = 36.
+    assert_eq!((g.input_shape.clone(), g.params()), (vec![20], 168 + 36));
+}
