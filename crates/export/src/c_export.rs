@@ -2,7 +2,7 @@
 //! activation scales/zero points, a tensor and a layer table, and a portable C99 reference
 //! int8 inference function (`<name>_run`) for micro-controller projects.
 
-use crate::network::{Layer, Network, require_folded};
+use crate::network::{Activation, Layer, Network, PoolKind, require_folded};
 use crate::quant::{Int8Params, quantize_bias, quantize_weights};
 use anyhow::{Context, Result, ensure};
 use std::collections::BTreeMap;
@@ -10,7 +10,24 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Layer op codes in the generated layer table (`<NAME>_OP_*`).
-const OPS: [&str; 6] = ["CONV", "RELU", "ADD", "GAP", "FLATTEN", "LINEAR"];
+const OPS: [&str; 16] = [
+    "CONV",
+    "RELU",
+    "ADD",
+    "GAP",
+    "FLATTEN",
+    "LINEAR",
+    "RELU6",
+    "SIGMOID",
+    "HARD_SIGMOID",
+    "HARD_SWISH",
+    "CHANNEL_MUL",
+    "CONCAT",
+    "NARROW",
+    "SHUFFLE",
+    "MAX_POOL",
+    "AVG_POOL",
+];
 
 struct CTensor {
     c: usize,
@@ -74,6 +91,7 @@ pub fn write_c(
         let out = index[layer.output()];
         let (ti, to) = (&tensors[in0], &tensors[out]);
         // k_h, k_w, stride_h, stride_w, pad_h, pad_w, pad_h_end, pad_w_end, dil_h, dil_w
+        let none = ([0; 10], 1);
         let (op, geo, wts) = match layer {
             Layer::Conv {
                 weight,
@@ -111,16 +129,85 @@ pub fn write_c(
                         dilation[1],
                     ]
                 };
-                (0, (g, *groups), Some((weight, bias)))
+                ("CONV", (g, *groups), Some((weight, bias)))
             }
-            Layer::Linear { weight, bias, .. } => {
-                (5, ([1, 1, 1, 1, 0, 0, 0, 0, 1, 1], 1), Some((weight, bias)))
+            Layer::Linear { weight, bias, .. } => (
+                "LINEAR",
+                ([1, 1, 1, 1, 0, 0, 0, 0, 1, 1], 1),
+                Some((weight, bias)),
+            ),
+            Layer::Relu { .. } => ("RELU", none, None),
+            Layer::Add { .. } => ("ADD", none, None),
+            Layer::GlobalAvgPool { .. } => ("GAP", none, None),
+            Layer::Flatten { .. } => ("FLATTEN", none, None),
+            Layer::Activation { act, .. } => (
+                match act {
+                    Activation::Relu6 => "RELU6",
+                    Activation::Sigmoid => "SIGMOID",
+                    Activation::HardSigmoid => "HARD_SIGMOID",
+                    Activation::HardSwish => "HARD_SWISH",
+                },
+                none,
+                None,
+            ),
+            Layer::ChannelMul { .. } => ("CHANNEL_MUL", none, None),
+            Layer::Concat { .. } => ("CONCAT", none, None),
+            Layer::Narrow { .. } => ("NARROW", none, None),
+            Layer::ChannelShuffle { groups, .. } => ("SHUFFLE", ([0; 10], *groups), None),
+            Layer::Pool {
+                kind,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let g = if kernel.len() == 1 {
+                    [
+                        1,
+                        kernel[0],
+                        1,
+                        stride[0],
+                        0,
+                        padding[0].0,
+                        0,
+                        padding[0].1,
+                        1,
+                        1,
+                    ]
+                } else {
+                    [
+                        kernel[0],
+                        kernel[1],
+                        stride[0],
+                        stride[1],
+                        padding[0].0,
+                        padding[1].0,
+                        padding[0].1,
+                        padding[1].1,
+                        1,
+                        1,
+                    ]
+                };
+                let op = match kind {
+                    PoolKind::Max => "MAX_POOL",
+                    PoolKind::Avg => "AVG_POOL",
+                };
+                (op, (g, 1), None)
             }
-            Layer::Relu { .. } => (1, ([0; 10], 1), None),
-            Layer::Add { .. } => (2, ([0; 10], 1), None),
-            Layer::GlobalAvgPool { .. } => (3, ([0; 10], 1), None),
-            Layer::Flatten { .. } => (4, ([0; 10], 1), None),
             Layer::BatchNorm { .. } => unreachable!("checked by require_folded"),
+        };
+        let start = match layer {
+            Layer::Narrow { start, .. } => *start,
+            _ => 0,
+        };
+        let list = if let Layer::Concat { inputs, .. } = layer {
+            let idx: Vec<usize> = inputs.iter().map(|n| index[n.as_str()]).collect();
+            array(&mut data, "int", &format!("{name}_in{i}"), &idx, |v| {
+                v.to_string()
+            });
+            format!("{}, {name}_in{i}", idx.len())
+        } else {
+            "0, 0".to_string()
         };
         let ptrs = if let Some((weight, bias)) = wts {
             let cout = weight.shape[0];
@@ -142,8 +229,8 @@ pub fn write_c(
         };
         let (g, groups) = geo;
         rows.push(format!(
-            "    {{ {up}_OP_{}, {in0}, {in1}, {out}, {}, {}, {}, {}, {}, {}, {}, {groups}, {ptrs} }}, /* {} -> {} */",
-            OPS[op], ti.c, ti.h, ti.w, to.c, to.h, to.w,
+            "    {{ {up}_OP_{op}, {in0}, {in1}, {out}, {}, {}, {}, {}, {}, {}, {}, {groups}, {ptrs}, {start}, {list} }}, /* {} -> {} */",
+            ti.c, ti.h, ti.w, to.c, to.h, to.w,
             g.map(|v| v.to_string()).join(", "),
             comment(&ins.join(" + ")), comment(layer.output())
         ));
@@ -210,7 +297,23 @@ pub fn write_c(
     )?;
     writeln!(
         h,
-        " * weight (Cout, Cin/groups, k_h, k_w) int8, bias int32 with scale in_scale * w_scale[c]. */"
+        " * weight (Cout, Cin/groups, k_h, k_w) int8, bias int32 with scale in_scale * w_scale[c]."
+    )?;
+    writeln!(
+        h,
+        " * MAX_POOL / AVG_POOL use the same geometry (dilation 1; the average divides by k_h * k_w,"
+    )?;
+    writeln!(
+        h,
+        " * padded zeros included); CHANNEL_MUL multiplies channel c of in0 by element c of in1;"
+    )?;
+    writeln!(
+        h,
+        " * SHUFFLE uses `groups`; NARROW copies channels start .. start + out_c; CONCAT joins the"
+    )?;
+    writeln!(
+        h,
+        " * n_in tensors of in_list along the channels. Every other op requantizes element-wise. */"
     )?;
     writeln!(
         h,
@@ -222,7 +325,7 @@ pub fn write_c(
     )?;
     writeln!(
         h,
-        "    const int8_t *weight;\n    const int32_t *bias;\n    const float *w_scale;\n}} {name}_layer_t;\n"
+        "    const int8_t *weight;\n    const int32_t *bias;\n    const float *w_scale;\n    int start, n_in;\n    const int *in_list;\n}} {name}_layer_t;\n"
     )?;
     writeln!(
         h,
@@ -410,6 +513,54 @@ static void @N@_conv(const @N@_layer_t *L, const int8_t *x, const @N@_tensor_t *
     }
 }
 
+static double @N@_dq(int8_t q, const @N@_tensor_t *t) {
+    return (double)(q - t->zero_point) * t->scale;
+}
+
+/* ReLU6, sigmoid, hard sigmoid relu6(v + 3) / 6 and hard swish v * relu6(v + 3) / 6. */
+static double @N@_act(int op, double v) {
+    double r;
+    switch (op) {
+    case @U@_OP_RELU6:
+        return v < 0 ? 0 : (v > 6 ? 6 : v);
+    case @U@_OP_SIGMOID:
+        return 1.0 / (1.0 + exp(-v));
+    default:
+        r = v + 3;
+        r = (r < 0 ? 0 : (r > 6 ? 6 : r)) / 6;
+        return op == @U@_OP_HARD_SWISH ? v * r : r;
+    }
+}
+
+static void @N@_pool(const @N@_layer_t *L, const int8_t *x, const @N@_tensor_t *tx, int8_t *y,
+                      const @N@_tensor_t *ty) {
+    int c, oy, ox, ky, kx;
+    for (c = 0; c < L->out_c; ++c) {
+        for (oy = 0; oy < L->out_h; ++oy) {
+            for (ox = 0; ox < L->out_w; ++ox) {
+                int32_t sum = 0;
+                int best = -129;
+                for (ky = 0; ky < L->k_h; ++ky) {
+                    int iy = oy * L->stride_h + ky - L->pad_h;
+                    if (iy < 0 || iy >= L->in_h) continue;
+                    for (kx = 0; kx < L->k_w; ++kx) {
+                        int ix = ox * L->stride_w + kx - L->pad_w;
+                        int8_t q;
+                        if (ix < 0 || ix >= L->in_w) continue;
+                        q = x[(c * L->in_h + iy) * L->in_w + ix];
+                        sum += q - tx->zero_point;
+                        if (q > best) best = q;
+                    }
+                }
+                y[(c * L->out_h + oy) * L->out_w + ox] =
+                    L->op == @U@_OP_MAX_POOL
+                        ? @N@_requant(@N@_dq((int8_t)best, tx), ty)
+                        : @N@_requant((double)sum * tx->scale / (L->k_h * L->k_w), ty);
+            }
+        }
+    }
+}
+
 void @N@_run(const int8_t *input, int8_t *output, int8_t *arena) {
     int l, i;
     memcpy(arena + @N@_tensors[0].offset, input, @U@_INPUT_SIZE);
@@ -449,6 +600,49 @@ void @N@_run(const int8_t *input, int8_t *output, int8_t *arena) {
         }
         case @U@_OP_FLATTEN:
             for (i = 0; i < n; ++i) y[i] = @N@_requant((double)(x[i] - tx->zero_point) * tx->scale, ty);
+            break;
+        case @U@_OP_RELU6:
+        case @U@_OP_SIGMOID:
+        case @U@_OP_HARD_SIGMOID:
+        case @U@_OP_HARD_SWISH:
+            for (i = 0; i < n; ++i) y[i] = @N@_requant(@N@_act(L->op, @N@_dq(x[i], tx)), ty);
+            break;
+        case @U@_OP_CHANNEL_MUL: {
+            const @N@_tensor_t *ts = &@N@_tensors[L->in1];
+            const int8_t *s = arena + ts->offset;
+            int hw = tx->h * tx->w;
+            for (i = 0; i < n; ++i)
+                y[i] = @N@_requant(@N@_dq(x[i], tx) * @N@_dq(s[i / hw], ts), ty);
+            break;
+        }
+        case @U@_OP_CONCAT: {
+            int k, off = 0;
+            for (k = 0; k < L->n_in; ++k) {
+                const @N@_tensor_t *tk = &@N@_tensors[L->in_list[k]];
+                const int8_t *xk = arena + tk->offset;
+                int nk = tk->c * tk->h * tk->w;
+                for (i = 0; i < nk; ++i) y[off + i] = @N@_requant(@N@_dq(xk[i], tk), ty);
+                off += nk;
+            }
+            break;
+        }
+        case @U@_OP_NARROW: {
+            const int8_t *src = x + L->start * tx->h * tx->w;
+            for (i = 0; i < n; ++i) y[i] = @N@_requant(@N@_dq(src[i], tx), ty);
+            break;
+        }
+        case @U@_OP_SHUFFLE: {
+            int g, j, hw = tx->h * tx->w, cg = tx->c / L->groups;
+            for (g = 0; g < L->groups; ++g)
+                for (j = 0; j < cg; ++j)
+                    for (i = 0; i < hw; ++i)
+                        y[(j * L->groups + g) * hw + i] =
+                            @N@_requant(@N@_dq(x[(g * cg + j) * hw + i], tx), ty);
+            break;
+        }
+        case @U@_OP_MAX_POOL:
+        case @U@_OP_AVG_POOL:
+            @N@_pool(L, x, tx, y, ty);
             break;
         default:
             break;

@@ -12,7 +12,7 @@ pub mod reference;
 mod safetensors_io;
 
 pub use c_export::write_c;
-pub use network::{Layer, Network, Tensor32, fold_batchnorm};
+pub use network::{Activation, Layer, Network, PoolKind, Tensor32, fold_batchnorm};
 pub use onnx::{write_onnx, write_onnx_qdq};
 pub use quant::{ActQuant, Int8Params};
 pub use safetensors_io::{read_safetensors, write_safetensors};

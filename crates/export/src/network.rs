@@ -1,7 +1,10 @@
 //! The layer-level description of a feed-forward network that every writer consumes, with
-//! validation and shape inference (batch size 1, NCHW / NCL layouts as in ONNX).
+//! validation and shape inference (batch size 1, NCHW / NCL layouts as in ONNX): convolution,
+//! batch norm, linear, ReLU and other activations, residual add, channel multiply
+//! (squeeze-and-excitation), concat, narrow, channel shuffle, max/avg/global pooling, flatten.
 
 use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A dense row-major f32 tensor.
@@ -22,6 +25,52 @@ impl Tensor32 {
         );
         Ok(Self { shape, data })
     }
+}
+
+/// A pointwise activation other than ReLU (definitions as in `whittle_kernels`' `Act`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `relu6(x + 3) / 6` (= clamp(x/6 + 1/2, 0, 1), ONNX HardSigmoid with α = 1/6, β = 1/2).
+    HardSigmoid,
+    /// `x · relu6(x + 3) / 6`.
+    HardSwish,
+}
+
+impl Activation {
+    /// f(x), the definition every writer reproduces.
+    pub fn f(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::HardSigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        }
+    }
+
+    /// Short name (`relu6`, `sigmoid`, `hard_sigmoid`, `hard_swish`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu6 => "relu6",
+            Activation::Sigmoid => "sigmoid",
+            Activation::HardSigmoid => "hard_sigmoid",
+            Activation::HardSwish => "hard_swish",
+        }
+    }
+}
+
+/// Which pooling of [`Layer::Pool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    /// Maximum over the window; padded positions never win (as if −∞).
+    Max,
+    /// Mean over the full window, padded zeros included (`count_include_pad = 1`).
+    Avg,
 }
 
 /// One node of a feed-forward graph; tensors are referred to by name.
@@ -78,6 +127,47 @@ pub enum Layer {
         weight: Tensor32,
         bias: Option<Vec<f32>>,
     },
+    /// Pointwise ReLU6, sigmoid, hard sigmoid or hard swish.
+    Activation {
+        act: Activation,
+        input: String,
+        output: String,
+    },
+    /// y = x · s per channel (squeeze-and-excitation): x (1, C, ...), s (1, C).
+    ChannelMul {
+        x: String,
+        s: String,
+        output: String,
+    },
+    /// The inputs joined along axis 1 (equal other dimensions).
+    Concat {
+        inputs: Vec<String>,
+        output: String,
+    },
+    /// Channels `start .. start + len` (axis 1) of the input.
+    Narrow {
+        input: String,
+        output: String,
+        start: usize,
+        len: usize,
+    },
+    /// ShuffleNet's channel shuffle: channels viewed as (groups, C/groups) and transposed,
+    /// so output channel j·groups + g is input channel g·(C/groups) + j.
+    ChannelShuffle {
+        input: String,
+        output: String,
+        groups: usize,
+    },
+    /// 1-D or 2-D max or average pooling; `kernel`, `stride`, `padding` (begin, end) have
+    /// one entry per spatial axis (floor output size, like ONNX `ceil_mode = 0`).
+    Pool {
+        kind: PoolKind,
+        input: String,
+        output: String,
+        kernel: Vec<usize>,
+        stride: Vec<usize>,
+        padding: Vec<(usize, usize)>,
+    },
 }
 
 impl Layer {
@@ -85,7 +175,13 @@ impl Layer {
     pub fn inputs(&self) -> Vec<&str> {
         match self {
             Layer::Add { a, b, .. } => vec![a, b],
+            Layer::ChannelMul { x, s, .. } => vec![x, s],
+            Layer::Concat { inputs, .. } => inputs.iter().map(String::as_str).collect(),
             Layer::Conv { input, .. }
+            | Layer::Activation { input, .. }
+            | Layer::Narrow { input, .. }
+            | Layer::ChannelShuffle { input, .. }
+            | Layer::Pool { input, .. }
             | Layer::BatchNorm { input, .. }
             | Layer::Relu { input, .. }
             | Layer::GlobalAvgPool { input, .. }
@@ -103,7 +199,13 @@ impl Layer {
             | Layer::Add { output, .. }
             | Layer::GlobalAvgPool { output, .. }
             | Layer::Flatten { output, .. }
-            | Layer::Linear { output, .. } => output,
+            | Layer::Linear { output, .. }
+            | Layer::Activation { output, .. }
+            | Layer::ChannelMul { output, .. }
+            | Layer::Concat { output, .. }
+            | Layer::Narrow { output, .. }
+            | Layer::ChannelShuffle { output, .. }
+            | Layer::Pool { output, .. } => output,
         }
     }
 
@@ -117,6 +219,19 @@ impl Layer {
             Layer::GlobalAvgPool { .. } => "global_avg_pool",
             Layer::Flatten { .. } => "flatten",
             Layer::Linear { .. } => "linear",
+            Layer::Activation { act, .. } => act.name(),
+            Layer::ChannelMul { .. } => "channel_mul",
+            Layer::Concat { .. } => "concat",
+            Layer::Narrow { .. } => "narrow",
+            Layer::ChannelShuffle { .. } => "channel_shuffle",
+            Layer::Pool {
+                kind: PoolKind::Max,
+                ..
+            } => "max_pool",
+            Layer::Pool {
+                kind: PoolKind::Avg,
+                ..
+            } => "avg_pool",
         }
     }
 }
@@ -227,7 +342,7 @@ fn params_finite(layer: &Layer) -> bool {
 }
 
 fn layer_shape(layer: &Layer, ins: &[Vec<usize>]) -> Result<Vec<usize>> {
-    let x = &ins[0];
+    let x = ins.first().context("the layer has no input tensors")?;
     Ok(match layer {
         Layer::Conv {
             weight,
@@ -346,6 +461,82 @@ fn layer_shape(layer: &Layer, ins: &[Vec<usize>]) -> Result<Vec<usize>> {
                 );
             }
             vec![1, weight.shape[0]]
+        }
+        Layer::Activation { .. } => x.clone(),
+        Layer::ChannelMul { .. } => {
+            ensure!(
+                x.len() >= 3 && ins[1] == [1, x[1]],
+                "scales of shape {:?} do not fit input {x:?} (need (1, C) for (1, C, ...))",
+                ins[1]
+            );
+            x.clone()
+        }
+        Layer::Concat { .. } => {
+            ensure!(x.len() >= 2, "input shape {x:?} has no channel axis");
+            let mut out = x.clone();
+            out[1] = 0;
+            for s in ins {
+                ensure!(
+                    s.len() == x.len() && s[2..] == x[2..],
+                    "input shapes {x:?} and {s:?} differ beyond the channel axis"
+                );
+                out[1] += s[1];
+            }
+            out
+        }
+        Layer::Narrow { start, len, .. } => {
+            ensure!(
+                x.len() >= 2 && *len >= 1 && start + len <= x[1],
+                "channels {start}..{} do not fit input {x:?}",
+                start + len
+            );
+            let mut out = x.clone();
+            out[1] = *len;
+            out
+        }
+        Layer::ChannelShuffle { groups, .. } => {
+            ensure!(
+                x.len() >= 2 && *groups >= 1 && x[1] % groups == 0,
+                "input {x:?}: channels not divisible into {groups} groups"
+            );
+            x.clone()
+        }
+        Layer::Pool {
+            kind,
+            kernel,
+            stride,
+            padding,
+            ..
+        } => {
+            let sp = kernel.len();
+            ensure!(
+                (sp == 1 || sp == 2) && stride.len() == sp && padding.len() == sp,
+                "kernel {kernel:?}, stride {stride:?}, padding {padding:?} need 1 or 2 entries each"
+            );
+            ensure!(
+                x.len() == sp + 2,
+                "input shape {x:?} does not have {sp} spatial axes like kernel {kernel:?}"
+            );
+            let mut out = vec![1, x[1]];
+            for a in 0..sp {
+                ensure!(
+                    *kind == PoolKind::Avg
+                        || (padding[a].0 < kernel[a] && padding[a].1 < kernel[a]),
+                    "max pooling padding {:?} must be smaller than the kernel {}",
+                    padding[a],
+                    kernel[a]
+                );
+                let o = conv_out_len(x[2 + a], kernel[a], stride[a], padding[a], 1).with_context(
+                    || {
+                        format!(
+                            "spatial axis {a}: input {} too short for window {}, stride {}, padding {:?} (all must be ≥ 1 except padding)",
+                            x[2 + a], kernel[a], stride[a], padding[a]
+                        )
+                    },
+                )?;
+                out.push(o);
+            }
+            out
         }
     })
 }

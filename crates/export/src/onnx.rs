@@ -1,7 +1,14 @@
 //! ONNX writers (opset 13): float graphs, and int8 graphs as QuantizeLinear/DequantizeLinear
 //! pairs (weights per output channel symmetric, biases int32, activations per tensor affine).
+//! Every layer of an int8 graph reads dequantized inputs and its float output goes through
+//! QuantizeLinear → DequantizeLinear, the usual QDQ form that runtimes fuse into integer
+//! kernels where they have one. Layer mapping: ReLU6 is Clip(0, 6); hard sigmoid is
+//! HardSigmoid(α = 1/6, β = 1/2); hard swish is x · HardSigmoid(x) (ONNX HardSwish needs
+//! opset 14); channel multiply is Mul with the scales reshaped to (1, C, 1, …); narrow is
+//! Slice on axis 1; channel shuffle is Reshape → Transpose → Reshape; max / average pooling
+//! are MaxPool / AveragePool (count_include_pad = 1).
 
-use crate::network::{Layer, Network, require_folded};
+use crate::network::{Activation, Layer, Network, PoolKind, require_folded};
 use crate::onnx_proto::*;
 use crate::quant::{Int8Params, quantize_bias, quantize_weights};
 use anyhow::{Context, Result};
@@ -126,6 +133,104 @@ pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
                 inputs.extend(b);
                 g.node("Gemm", &node_name, inputs, &raw, vec![int("transB", 1)]);
             }
+            Layer::Activation { act, .. } => match act {
+                Activation::Relu6 => {
+                    let (lo, hi) = (format!("{out}/min"), format!("{out}/max"));
+                    g.init_f32(&lo, &[], &[0.0]);
+                    g.init_f32(&hi, &[], &[6.0]);
+                    let inputs = vec![ins[0].clone(), lo, hi];
+                    g.node("Clip", &node_name, inputs, &raw, vec![]);
+                }
+                Activation::Sigmoid => g.node("Sigmoid", &node_name, ins, &raw, vec![]),
+                Activation::HardSigmoid => {
+                    g.node("HardSigmoid", &node_name, ins, &raw, hard_sigmoid_attrs())
+                }
+                Activation::HardSwish => {
+                    let hs = format!("{out}/hard_sigmoid");
+                    let x = ins[0].clone();
+                    g.node("HardSigmoid", &hs, ins, &hs, hard_sigmoid_attrs());
+                    g.node("Mul", &node_name, vec![x, hs], &raw, vec![]);
+                }
+            },
+            Layer::ChannelMul { x, s, .. } => {
+                // s (1, C) → (1, C, 1, …) to broadcast over the spatial axes of x.
+                let mut dims = vec![1i64, shapes[s][1] as i64];
+                dims.resize(shapes[x].len(), 1);
+                let shape = format!("{out}/scale_shape");
+                g.init_i64(&shape, &dims);
+                let s4 = format!("{out}/scales");
+                g.node(
+                    "Reshape",
+                    &format!("{node_name}/reshape"),
+                    vec![ins[1].clone(), shape],
+                    &s4,
+                    vec![],
+                );
+                g.node("Mul", &node_name, vec![ins[0].clone(), s4], &raw, vec![]);
+            }
+            Layer::Concat { .. } => g.node("Concat", &node_name, ins, &raw, vec![int("axis", 1)]),
+            Layer::Narrow { start, len, .. } => {
+                let mut inputs = vec![ins[0].clone()];
+                for (n, v) in [("starts", *start), ("ends", start + len), ("axes", 1)] {
+                    let name = format!("{out}/{n}");
+                    g.init_i64(&name, &[v as i64]);
+                    inputs.push(name);
+                }
+                g.node("Slice", &node_name, inputs, &raw, vec![]);
+            }
+            Layer::ChannelShuffle { input, groups, .. } => {
+                // (1, C, rest…) → (1, g, C/g, Π rest) → swap axes 1, 2 → (1, C, rest…).
+                let xs = &shapes[input];
+                let rest: usize = xs[2..].iter().product();
+                let split = [1, *groups, xs[1] / groups, rest].map(|v| v as i64);
+                let back: Vec<i64> = xs.iter().map(|&v| v as i64).collect();
+                let (s1, s2) = (format!("{out}/split_shape"), format!("{out}/shape"));
+                g.init_i64(&s1, &split);
+                g.init_i64(&s2, &back);
+                let (a, b) = (format!("{out}/grouped"), format!("{out}/transposed"));
+                g.node(
+                    "Reshape",
+                    &format!("{node_name}/split"),
+                    vec![ins[0].clone(), s1],
+                    &a,
+                    vec![],
+                );
+                g.node(
+                    "Transpose",
+                    &format!("{node_name}/transpose"),
+                    vec![a],
+                    &b,
+                    vec![ints("perm", vec![0, 2, 1, 3])],
+                );
+                g.node("Reshape", &node_name, vec![b, s2], &raw, vec![]);
+            }
+            Layer::Pool {
+                kind,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let pads: Vec<i64> = padding
+                    .iter()
+                    .map(|p| p.0)
+                    .chain(padding.iter().map(|p| p.1))
+                    .map(|v| v as i64)
+                    .collect();
+                let mut attrs = vec![
+                    ints("kernel_shape", kernel.iter().map(|&v| v as i64).collect()),
+                    ints("strides", stride.iter().map(|&v| v as i64).collect()),
+                    ints("pads", pads),
+                ];
+                let op = match kind {
+                    PoolKind::Max => "MaxPool",
+                    PoolKind::Avg => {
+                        attrs.push(int("count_include_pad", 1));
+                        "AveragePool"
+                    }
+                };
+                g.node(op, &node_name, ins, &raw, attrs);
+            }
         }
         if let Some(p) = q {
             g.qdq_act(&raw, &out, &out, p)?;
@@ -193,6 +298,11 @@ impl Builder {
     fn init_f32(&mut self, name: &str, dims: &[usize], v: &[f32]) {
         let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.init(name, dims, FLOAT, raw);
+    }
+
+    fn init_i64(&mut self, name: &str, v: &[i64]) {
+        let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.init(name, &[v.len()], INT64, raw);
     }
 
     /// QuantizeLinear(src) → `{dst}/q` → DequantizeLinear → `dst`, with the parameters of `tensor`.
@@ -273,6 +383,19 @@ impl Builder {
         );
         Ok((wn, Some(bn)))
     }
+}
+
+/// HardSigmoid(x) = max(0, min(1, αx + β)) with α = 1/6, β = 1/2, i.e. relu6(x + 3) / 6.
+fn hard_sigmoid_attrs() -> Vec<AttributeProto> {
+    [("alpha", 1.0f32 / 6.0), ("beta", 0.5)]
+        .into_iter()
+        .map(|(name, f)| AttributeProto {
+            name: name.into(),
+            r#type: ATTR_FLOAT,
+            f,
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn int(name: &str, i: i64) -> AttributeProto {

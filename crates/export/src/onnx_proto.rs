@@ -78,6 +78,7 @@ pub struct AttributeProto {
 pub const FLOAT: i32 = 1;
 pub const INT8: i32 = 3;
 pub const INT32: i32 = 6;
+pub const INT64: i32 = 7;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {

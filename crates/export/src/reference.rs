@@ -1,8 +1,12 @@
 //! Naive reference evaluator of a [`Network`] (direct loops): the definition of the layer
 //! semantics, in float or with int8 fake quantization (the numbers the exported files must
-//! reproduce).
+//! reproduce). In int8 mode every layer reads the dequantized values of its inputs, computes
+//! in float and quantizes its output with the output's own parameters (ReLU6 is thus a clamp
+//! of the int8 grid, sigmoid / hard swish a dequantize → f32 → requantize, concat and the
+//! data-movement ops a requantization to the output's scale); only the weighted layers
+//! quantize their weights and biases.
 
-use crate::network::{Layer, Network};
+use crate::network::{Layer, Network, PoolKind};
 use crate::quant::{Int8Params, quantize_bias, quantize_weights};
 use anyhow::{Context, Result, ensure};
 use std::collections::BTreeMap;
@@ -125,6 +129,68 @@ pub fn run_all(
                     .map(|r| b[r] + (0..i).map(|c| w[r * i + c] * x[c]).sum::<f32>())
                     .collect()
             }
+            Layer::Activation { act, .. } => x.iter().map(|&v| act.f(v)).collect(),
+            Layer::ChannelMul { s, .. } => {
+                let sv = &vals[s.as_str()];
+                let per: usize = xs[2..].iter().product();
+                x.iter().enumerate().map(|(i, v)| v * sv[i / per]).collect()
+            }
+            Layer::Concat { inputs, .. } => {
+                // Batch 1: the channel blocks are contiguous, one input after the other.
+                inputs
+                    .iter()
+                    .flat_map(|n| vals[n.as_str()].iter().copied())
+                    .collect()
+            }
+            Layer::Narrow { start, len, .. } => {
+                let per: usize = xs[2..].iter().product();
+                x[start * per..(start + len) * per].to_vec()
+            }
+            Layer::ChannelShuffle { groups, .. } => {
+                let per: usize = xs[2..].iter().product();
+                let cg = xs[1] / groups;
+                let mut y = vec![0f32; x.len()];
+                for g in 0..*groups {
+                    for j in 0..cg {
+                        let (src, dst) = ((g * cg + j) * per, (j * groups + g) * per);
+                        y[dst..dst + per].copy_from_slice(&x[src..src + per]);
+                    }
+                }
+                y
+            }
+            Layer::Pool {
+                kind,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let two = |v: &[usize], d| {
+                    if v.len() == 1 {
+                        [d, v[0]]
+                    } else {
+                        [v[0], v[1]]
+                    }
+                };
+                let (h, w) = if kernel.len() == 1 {
+                    (1, xs[2])
+                } else {
+                    (xs[2], xs[3])
+                };
+                let pads = if padding.len() == 1 {
+                    [(0, 0), padding[0]]
+                } else {
+                    [padding[0], padding[1]]
+                };
+                pool2d(
+                    x,
+                    [xs[1], h, w],
+                    *kind,
+                    two(kernel, 1),
+                    two(stride, 1),
+                    pads,
+                )
+            }
         };
         let name = layer.output();
         vals.insert(name.to_string(), fake(name, y)?);
@@ -201,4 +267,149 @@ fn conv2d(
         }
     }
     y
+}
+
+/// Max or average pooling of (C, H, W); windows start `pads[a].0` before the input, padded
+/// positions count as zeros in the average and never win the max.
+fn pool2d(
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    kind: PoolKind,
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [(ph, ph_end), (pw, pw_end)]: [(usize, usize); 2],
+) -> Vec<f32> {
+    let oh = (h + ph + ph_end - kh) / sh + 1;
+    let ow = (w + pw + pw_end - kw) / sw + 1;
+    let mut y = Vec::with_capacity(c * oh * ow);
+    for ch in 0..c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
+                for ky in 0..kh {
+                    let iy = (oy * sh + ky) as isize - ph as isize;
+                    for kx in 0..kw {
+                        let ix = (ox * sw + kx) as isize - pw as isize;
+                        if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let v = x[(ch * h + iy as usize) * w + ix as usize];
+                        sum += v;
+                        max = max.max(v);
+                    }
+                }
+                y.push(match kind {
+                    PoolKind::Max => max,
+                    PoolKind::Avg => sum / (kh * kw) as f32,
+                });
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Activation;
+
+    fn l(input: &str, output: &str) -> (String, String) {
+        (input.into(), output.into())
+    }
+
+    /// x (1, 4, 2, 2) holds −6, −5, …, 9: channel c is [4c − 6, 4c − 5; 4c − 4, 4c − 3].
+    #[test]
+    fn new_ops_by_hand() {
+        let pool = |kind, (input, output): (String, String)| Layer::Pool {
+            kind,
+            input,
+            output,
+            kernel: vec![2, 2],
+            stride: vec![1, 1],
+            padding: vec![(1, 0), (0, 0)],
+        };
+        let act = |act, (input, output): (String, String)| Layer::Activation { act, input, output };
+        let net = Network {
+            name: "ops".into(),
+            input: ("x".into(), vec![1, 4, 2, 2]),
+            output: "cm".into(),
+            layers: vec![
+                Layer::ChannelShuffle {
+                    input: "x".into(),
+                    output: "sh".into(),
+                    groups: 2,
+                },
+                Layer::Narrow {
+                    input: "x".into(),
+                    output: "nr".into(),
+                    start: 1,
+                    len: 2,
+                },
+                Layer::Concat {
+                    inputs: vec!["nr".into(), "x".into()],
+                    output: "cat".into(),
+                },
+                pool(PoolKind::Avg, l("x", "ap")),
+                pool(PoolKind::Max, l("x", "mp")),
+                act(Activation::Relu6, l("x", "r6")),
+                Layer::GlobalAvgPool {
+                    input: "x".into(),
+                    output: "gap".into(),
+                },
+                Layer::Flatten {
+                    input: "gap".into(),
+                    output: "fl".into(),
+                },
+                act(Activation::HardSigmoid, l("fl", "hsig")),
+                act(Activation::HardSwish, l("fl", "hsw")),
+                act(Activation::Sigmoid, l("fl", "sig")),
+                Layer::ChannelMul {
+                    x: "x".into(),
+                    s: "hsig".into(),
+                    output: "cm".into(),
+                },
+            ],
+        };
+        let x: Vec<f32> = (0..16).map(|i| i as f32 - 6.0).collect();
+        let shapes = net.shapes().unwrap();
+        assert_eq!(shapes["cat"], [1, 6, 2, 2]);
+        assert_eq!(shapes["ap"], [1, 4, 2, 1]);
+        let v = run_all(&net, &x, None).unwrap();
+        let ch = |c: usize| x[4 * c..4 * c + 4].to_vec();
+        assert_eq!(v["sh"], [ch(0), ch(2), ch(1), ch(3)].concat());
+        assert_eq!(v["nr"], x[4..12]);
+        assert_eq!(v["cat"], [&x[4..12], &x[..]].concat());
+        // Window rows (pad, row 0) then (row 0, row 1): padded zeros count in the average,
+        // never win the max (channel 0 is negative).
+        assert_eq!(
+            &v["ap"][..2],
+            [(-6.0 - 5.0) / 4.0, (-6.0 - 5.0 - 4.0 - 3.0) / 4.0]
+        );
+        assert_eq!(&v["mp"][..4], [-5.0, -3.0, -1.0, 1.0]);
+        assert_eq!(v["r6"][..4], [0.0; 4]);
+        assert_eq!(v["r6"][12..], [6.0; 4]);
+        // Channel means −4.5, −0.5, 3.5, 7.5; hard sigmoid clamp((m + 3) / 6, 0, 1).
+        assert_eq!(v["fl"], [-4.5, -0.5, 3.5, 7.5]);
+        assert_eq!(v["hsig"], [0.0, 2.5 / 6.0, 1.0, 1.0]);
+        assert_eq!(v["hsw"], [0.0, -0.5 * 2.5 / 6.0, 3.5, 7.5]);
+        assert!((v["sig"][1] - 1.0 / (1.0 + 0.5f32.exp())).abs() < 1e-7);
+        let want: Vec<f32> = (0..16).map(|i| x[i] * v["hsig"][i / 4]).collect();
+        assert_eq!(v["cm"], want);
+        assert_eq!(v["cm"][..4], [0.0; 4]);
+        // Max pooling with padding ≥ the kernel is refused, naming the layer.
+        let mut bad = net.clone();
+        bad.layers[4] = Layer::Pool {
+            kind: PoolKind::Max,
+            input: "x".into(),
+            output: "mp".into(),
+            kernel: vec![2, 2],
+            stride: vec![1, 1],
+            padding: vec![(2, 0), (0, 0)],
+        };
+        let e = format!("{:#}", bad.shapes().unwrap_err());
+        assert!(
+            e.contains("layer 4 (max_pool)") && e.contains("smaller than the kernel"),
+            "{e}"
+        );
+    }
 }

@@ -1,9 +1,9 @@
 //! safetensors weights + JSON architecture: `<name>.safetensors` holds every parameter as f32
 //! under `layers.<i>.<param>`, `<name>.json` describes the graph and names those tensors
-//! (conv padding per axis: `p` when symmetric, `[begin, end]` otherwise).
+//! (conv and pool padding per axis: `p` when symmetric, `[begin, end]` otherwise).
 //! [`read_safetensors`] loads both back into the same [`Network`].
 
-use crate::network::{Layer, Network, Tensor32};
+use crate::network::{Activation, Layer, Network, PoolKind, Tensor32};
 use anyhow::{Context, Result, ensure};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,39 @@ enum ArchLayer {
         weight: String,
         bias: Option<String>,
     },
+    Activation {
+        function: Activation,
+        input: String,
+        output: String,
+    },
+    ChannelMul {
+        x: String,
+        s: String,
+        output: String,
+    },
+    Concat {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Narrow {
+        input: String,
+        output: String,
+        start: usize,
+        len: usize,
+    },
+    ChannelShuffle {
+        input: String,
+        output: String,
+        groups: usize,
+    },
+    Pool {
+        kind: PoolKind,
+        input: String,
+        output: String,
+        kernel: Vec<usize>,
+        stride: Vec<usize>,
+        padding: Vec<ArchPad>,
+    },
 }
 
 /// Writes `<dir>/<name>.safetensors` and `<dir>/<name>.json`; returns their paths.
@@ -182,6 +215,48 @@ pub fn write_safetensors(net: &Network, dir: &Path, name: &str) -> Result<(PathB
             Layer::Add { a, b, output } => ArchLayer::Add { a, b, output },
             Layer::GlobalAvgPool { input, output } => ArchLayer::GlobalAvgPool { input, output },
             Layer::Flatten { input, output } => ArchLayer::Flatten { input, output },
+            Layer::Activation { act, input, output } => ArchLayer::Activation {
+                function: act,
+                input,
+                output,
+            },
+            Layer::ChannelMul { x, s, output } => ArchLayer::ChannelMul { x, s, output },
+            Layer::Concat { inputs, output } => ArchLayer::Concat { inputs, output },
+            Layer::Narrow {
+                input,
+                output,
+                start,
+                len,
+            } => ArchLayer::Narrow {
+                input,
+                output,
+                start,
+                len,
+            },
+            Layer::ChannelShuffle {
+                input,
+                output,
+                groups,
+            } => ArchLayer::ChannelShuffle {
+                input,
+                output,
+                groups,
+            },
+            Layer::Pool {
+                kind,
+                input,
+                output,
+                kernel,
+                stride,
+                padding,
+            } => ArchLayer::Pool {
+                kind,
+                input,
+                output,
+                kernel,
+                stride,
+                padding: padding.into_iter().map(ArchPad::from).collect(),
+            },
         });
     }
     let arch = Arch {
@@ -306,6 +381,52 @@ pub fn read_safetensors(dir: &Path, name: &str) -> Result<Network> {
             ArchLayer::Add { a, b, output } => Layer::Add { a, b, output },
             ArchLayer::GlobalAvgPool { input, output } => Layer::GlobalAvgPool { input, output },
             ArchLayer::Flatten { input, output } => Layer::Flatten { input, output },
+            ArchLayer::Activation {
+                function,
+                input,
+                output,
+            } => Layer::Activation {
+                act: function,
+                input,
+                output,
+            },
+            ArchLayer::ChannelMul { x, s, output } => Layer::ChannelMul { x, s, output },
+            ArchLayer::Concat { inputs, output } => Layer::Concat { inputs, output },
+            ArchLayer::Narrow {
+                input,
+                output,
+                start,
+                len,
+            } => Layer::Narrow {
+                input,
+                output,
+                start,
+                len,
+            },
+            ArchLayer::ChannelShuffle {
+                input,
+                output,
+                groups,
+            } => Layer::ChannelShuffle {
+                input,
+                output,
+                groups,
+            },
+            ArchLayer::Pool {
+                kind,
+                input,
+                output,
+                kernel,
+                stride,
+                padding,
+            } => Layer::Pool {
+                kind,
+                input,
+                output,
+                kernel,
+                stride,
+                padding: padding.into_iter().map(<(usize, usize)>::from).collect(),
+            },
         });
     }
     let net = Network {

@@ -1,5 +1,6 @@
-//! Compiles the C export of three small int8 networks with the system C compiler, runs it on
-//! a fixed input and compares with the Rust fake-quant reference (a few int8 steps, same argmax).
+//! Compiles the C export of every test network (`common::all`: CNNs, TCNs, MobileNet and
+//! ShuffleNet blocks, pooling) with the system C compiler, runs it on a fixed input and
+//! compares with the Rust fake-quant reference (a few int8 steps, same argmax).
 
 mod common;
 

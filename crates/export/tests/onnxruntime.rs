@@ -1,4 +1,4 @@
-//! Runs the ONNX exports (float and int8 QDQ) of the shared test networks in tract
+//! Runs the ONNX exports (float and int8 QDQ) of every test network (`common::all`) in tract
 //! (in-process, pure Rust) and compares them with the Rust reference evaluator on the same
 //! input. The same files also go through onnxruntime when python3 can import it (an extra
 //! cross-check; skipped with one line otherwise).

@@ -16,6 +16,8 @@
 //! - [`channel_affine`]: per-channel `x·scale + shift` (optionally ReLU'd) in one pass: eval-mode
 //!   batch norm.
 //! - [`relu`], [`global_avg_pool`]: one-pass forward and backward.
+//! - [`activation`]: ReLU6, sigmoid, hard sigmoid, hard swish with a one-pass backward.
+//! - [`pool2d`]: max and average pooling with kernel, stride and padding, and their backward.
 //!
 //! Usage notes for callers:
 //! - Call [`init_threads`] once at start-up, before any candle or kernel work: it fixes the rayon
@@ -27,6 +29,7 @@
 //!   only and reduce partial sums in a fixed order: outputs and gradients are bit-identical run
 //!   to run and for any thread count.
 
+mod act;
 mod affine;
 mod bn;
 mod conv;
@@ -37,15 +40,18 @@ mod depthwise_flat;
 mod direct;
 mod geom;
 mod im2col;
+mod pool;
 mod relu;
 mod rowmap;
 mod simd;
 mod threads;
 mod util;
 
+pub use act::{Act, activation};
 pub use affine::channel_affine;
 pub use bn::{batch_norm_relu_train, batch_norm_train};
 pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv1d_act, conv2d, conv2d_act};
+pub use pool::{Pool2dCfg, PoolKind, pool_out, pool2d};
 pub use relu::{add_relu, global_avg_pool, relu};
 pub use threads::init_threads;
 

@@ -1,4 +1,5 @@
 //! Model-level throughput benchmark (`cargo bench -p whittle-nn`): DS-CNN, TCN-64 and ResNet-8
+//! (and, as arguments, MobileNetV2 `mbv2` / `mbv2_se`)
 //! at batch 100 with 2 threads, training (forward + cross-entropy + backward + AdamW step) and
 //! inference samples/s, one `bench <model> train_samples_per_s=<x> infer_samples_per_s=<y>`
 //! line per model; then, when PyTorch is importable, runs `../shared/bench/torch_ref.py` on the
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
-use whittle_nn::config::{DsCnnConfig, ModelConfig, ResNetConfig, TcnConfig};
+use whittle_nn::config::{DsCnnConfig, MobileNetV2Config, ModelConfig, ResNetConfig, TcnConfig};
 use whittle_nn::optim::{Optimizer, OptimizerConfig};
 use whittle_nn::{Model, loss};
 
@@ -30,13 +31,21 @@ fn model_config(name: &str) -> Result<(ModelConfig, usize)> {
     Ok(match name {
         "dscnn" => (ModelConfig::DsCnn(DsCnnConfig::reference()), 12),
         "resnet8" => (ModelConfig::ResNet(ResNetConfig::resnet8()), 10),
+        "mbv2" => (
+            ModelConfig::MobileNetV2(MobileNetV2Config::reference(false)),
+            10,
+        ),
+        "mbv2_se" => (
+            ModelConfig::MobileNetV2(MobileNetV2Config::reference(true)),
+            10,
+        ),
         n if n.starts_with("tcn") => {
             let ch: usize = n[3..]
                 .parse()
                 .with_context(|| format!("bad model name {n}"))?;
             (ModelConfig::Tcn(TcnConfig::bench(ch)), 12)
         }
-        n => anyhow::bail!("unknown model {n} (dscnn, tcn64, resnet8, tcnN)"),
+        n => anyhow::bail!("unknown model {n} (dscnn, tcn64, resnet8, tcnN, mbv2, mbv2_se)"),
     })
 }
 

@@ -2,7 +2,9 @@
 //! a [`Graph`]. Every per-layer channel count, kernel size and dilation is explicit, so pruned
 //! and searched networks are instances of the same builders as the reference models.
 
-use crate::graph::{Graph, GraphBuilder};
+use crate::arch::cifar::{McunetConfig, ShuffleNetV1Config, ShuffleNetV2Config, WrnConfig};
+use crate::arch::node_list::NodeListConfig;
+use crate::graph::{Graph, GraphBuilder, Op};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +18,21 @@ pub enum ModelConfig {
     ResNet(ResNetConfig),
     #[serde(rename = "mobilenet_v1")]
     MobileNetV1(MobileNetV1Config),
+    #[serde(rename = "mobilenet_v2")]
+    MobileNetV2(MobileNetV2Config),
     #[serde(rename = "autoencoder")]
     AutoEncoder(AutoEncoderConfig),
+    /// A network written node by node ([`crate::arch::node_list`]).
+    #[serde(rename = "graph")]
+    Graph(NodeListConfig),
+    /// WRN-d-k ([`crate::arch::cifar`]).
+    Wrn(WrnConfig),
+    #[serde(rename = "shufflenet_v1")]
+    ShuffleNetV1(ShuffleNetV1Config),
+    #[serde(rename = "shufflenet_v2")]
+    ShuffleNetV2(ShuffleNetV2Config),
+    /// An explicit list of inverted residual blocks (also `002`'s MnasNet).
+    Mcunet(McunetConfig),
 }
 
 fn yes() -> bool {
@@ -66,6 +81,21 @@ pub struct DsCnnConfig {
     /// Conv biases (PyTorch default true; redundant before BN but counted in the 24 k).
     #[serde(default = "yes")]
     pub bias: bool,
+    /// The thesis-era (`000`) block: depthwise → pointwise 1×1 → BN → ReLU → extra 1×1 → BN →
+    /// ReLU (no batch norm between the depthwise and the pointwise conv).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pointwise_extra: bool,
+    /// Dropout after the stem's ReLU and before the pool (training only; `000`: 0.2 and 0.4).
+    #[serde(default, skip_serializing_if = "no_dropout")]
+    pub dropout: [f64; 2],
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn no_dropout(d: &[f64; 2]) -> bool {
+    d == &[0.0, 0.0]
 }
 
 impl DsCnnConfig {
@@ -88,6 +118,18 @@ impl DsCnnConfig {
                 })
                 .collect(),
             bias: true,
+            pointwise_extra: false,
+            dropout: [0.0, 0.0],
+        }
+    }
+
+    /// The thesis DS-CNN of `000` (40,396 parameters): the reference with the extra 1×1 conv
+    /// per block and dropout 0.2 / 0.4.
+    pub fn thesis() -> Self {
+        Self {
+            pointwise_extra: true,
+            dropout: [0.2, 0.4],
+            ..Self::reference()
         }
     }
 }
@@ -225,9 +267,55 @@ pub struct MobileNetV1Config {
     pub blocks: Vec<DsBlockConfig>,
     #[serde(default)]
     pub bias: bool,
+    /// Squeeze-and-excitation with reduction `se` at the end of every stride-1 block (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub se: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl MobileNetV1Config {
+    /// `002`'s CIFAR layout: stem 3×3 with 16 channels at stride 1, then three subnetworks of
+    /// `blocks / 3` depthwise-separable blocks at widths (w, 2w, 4w), stride 2 in the first
+    /// block of the second and third; `se` as in [`MobileNetV1Config::se`].
+    pub fn cifar(
+        width: usize,
+        blocks: usize,
+        se: usize,
+        input: [usize; 3],
+        classes: usize,
+    ) -> Result<Self> {
+        ensure!(
+            blocks >= 3 && blocks.is_multiple_of(3),
+            "MobileNetV1: `blocks` must be a positive multiple of 3 (three subnetworks of equal block count), got {blocks}"
+        );
+        ensure!(width > 0, "MobileNetV1: `width` must be ≥ 1");
+        Ok(Self {
+            input,
+            classes,
+            stem: StemConfig {
+                channels: 16,
+                kernel: [3, 3],
+                stride: 1,
+                padding: [1, 1],
+            },
+            blocks: (0..blocks)
+                .map(|k| {
+                    let (i, j) = (k / (blocks / 3), k % (blocks / 3));
+                    DsBlockConfig {
+                        channels: width << i,
+                        kernel: [3, 3],
+                        stride: if i > 0 && j == 0 { 2 } else { 1 },
+                    }
+                })
+                .collect(),
+            bias: false,
+            se,
+        })
+    }
+
     /// The standard 13-block MobileNetV1 with width multiplier `alpha` (channels
     /// max(1, round(c·alpha))); `alpha = 0.25` on 3×96×96, 2 classes is the VWW reference.
     pub fn with_width(alpha: f64, input: [usize; 3], classes: usize) -> Self {
@@ -265,6 +353,72 @@ impl MobileNetV1Config {
                 })
                 .collect(),
             bias: false,
+            se: 0,
+        }
+    }
+}
+
+/// MobileNetV2 in `002`'s CIFAR layout (the `MobileNetV2` of `torch_ref.py`): stem conv 3×3
+/// (16 channels, stride 1) → BN → ReLU6; three subnetworks of `blocks / 3` inverted residual
+/// blocks at widths (w, 2w, 4w), stride 2 in the first block of subnetworks 2 and 3, expansion 1
+/// in the very first block; global average pool, dropout, FC. A block: 1×1 expand → BN → ReLU6
+/// (absent at expansion 1), depthwise 3×3 → BN → ReLU6, linear 1×1 projection → BN, then with
+/// `se` in stride-1 blocks squeeze-and-excitation (pool → FC C→C/2 → ReLU → FC → sigmoid →
+/// channel multiply), then the identity skip when stride is 1 and the channels match.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileNetV2Config {
+    #[serde(default = "cifar_input")]
+    pub input: [usize; 3],
+    #[serde(default = "ten")]
+    pub classes: usize,
+    /// Width w of the first subnetwork.
+    #[serde(default = "sixteen")]
+    pub width: usize,
+    /// Total number of inverted residual blocks (a multiple of 3).
+    #[serde(default = "nine")]
+    pub blocks: usize,
+    /// Expansion factor of every block but the first.
+    #[serde(default = "four")]
+    pub expand: usize,
+    /// Squeeze-and-excitation (reduction 2) in stride-1 blocks.
+    #[serde(default)]
+    pub se: bool,
+    /// Dropout before the classifier.
+    #[serde(default = "dropout_02")]
+    pub dropout: f64,
+}
+
+fn cifar_input() -> [usize; 3] {
+    [3, 32, 32]
+}
+fn ten() -> usize {
+    10
+}
+fn sixteen() -> usize {
+    16
+}
+fn nine() -> usize {
+    9
+}
+fn four() -> usize {
+    4
+}
+fn dropout_02() -> f64 {
+    0.2
+}
+
+impl MobileNetV2Config {
+    /// `torch_ref.py`'s `mbv2` (w 16, 9 blocks, expansion 4; `se` gives `mbv2_se`).
+    pub fn reference(se: bool) -> Self {
+        Self {
+            input: cifar_input(),
+            classes: 10,
+            width: 16,
+            blocks: 9,
+            expand: 4,
+            se,
+            dropout: 0.2,
         }
     }
 }
@@ -299,9 +453,15 @@ impl ModelConfig {
     /// Lower the configuration to a shape-checked graph.
     pub fn build(&self) -> Result<Graph> {
         let g = match self {
-            ModelConfig::DsCnn(c) => {
-                build_separable(&c.input, c.classes, &c.stem, &c.blocks, c.bias, "DS-CNN")?
-            }
+            ModelConfig::DsCnn(c) => build_separable(
+                &c.input,
+                c.classes,
+                &c.stem,
+                &c.blocks,
+                c.bias,
+                "DS-CNN",
+                (c.pointwise_extra, c.dropout, 0),
+            )?,
             ModelConfig::MobileNetV1(c) => build_separable(
                 &c.input,
                 c.classes,
@@ -309,10 +469,17 @@ impl ModelConfig {
                 &c.blocks,
                 c.bias,
                 "MobileNetV1",
+                (false, [0.0, 0.0], c.se),
             )?,
+            ModelConfig::MobileNetV2(c) => build_mobilenet_v2(c)?,
             ModelConfig::Tcn(c) => build_tcn(c)?,
             ModelConfig::ResNet(c) => build_resnet(c)?,
             ModelConfig::AutoEncoder(c) => build_ae(c)?,
+            ModelConfig::Graph(c) => c.build()?,
+            ModelConfig::Wrn(c) => c.build()?,
+            ModelConfig::ShuffleNetV1(c) => c.build()?,
+            ModelConfig::ShuffleNetV2(c) => c.build()?,
+            ModelConfig::Mcunet(c) => c.build()?,
         };
         Ok(g)
     }
@@ -322,12 +489,22 @@ impl ModelConfig {
         match self {
             ModelConfig::DsCnn(c) => c.input.to_vec(),
             ModelConfig::MobileNetV1(c) => c.input.to_vec(),
+            ModelConfig::MobileNetV2(c) => c.input.to_vec(),
             ModelConfig::ResNet(c) => c.input.to_vec(),
             ModelConfig::Tcn(c) => vec![c.input_channels, c.input_len],
             ModelConfig::AutoEncoder(c) => vec![c.input],
+            ModelConfig::Graph(c) => c.input.clone(),
+            ModelConfig::Wrn(c) => c.input.to_vec(),
+            ModelConfig::ShuffleNetV1(c) => c.input.to_vec(),
+            ModelConfig::ShuffleNetV2(c) => c.input.to_vec(),
+            ModelConfig::Mcunet(c) => c.input.to_vec(),
         }
     }
 }
+
+/// `(pointwise_extra, [stem dropout, head dropout])` of a DS-CNN and the squeeze-and-excitation
+/// reduction of a MobileNetV1 (0: none).
+type SeparableExtras = (bool, [f64; 2], usize);
 
 fn build_separable(
     input: &[usize; 3],
@@ -336,11 +513,18 @@ fn build_separable(
     blocks: &[DsBlockConfig],
     bias: bool,
     what: &str,
+    (extra, dropout, se): SeparableExtras,
 ) -> Result<Graph> {
     ensure!(
         classes > 0 && stem.channels > 0,
         "{what}: classes and stem channels must be > 0"
     );
+    for (k, p) in ["stem", "head"].iter().zip(dropout) {
+        ensure!(
+            (0.0..1.0).contains(&p),
+            "{what}: `dropout` ({k}) must be in [0, 1), got {p}"
+        );
+    }
     let mut b = GraphBuilder::new(input.to_vec());
     let s = stem.stride;
     let pad = vec![
@@ -360,6 +544,9 @@ fn build_separable(
     )?;
     x = b.bn("bn0", x)?;
     x = b.relu("relu0", x)?;
+    if dropout[0] > 0.0 {
+        x = b.op("dropout0", Op::Dropout { p: dropout[0] }, x)?;
+    }
     for (i, blk) in blocks.iter().enumerate() {
         let c = b.channels(x);
         let p = vec![same_pad(blk.kernel[0], 1), same_pad(blk.kernel[1], 1)];
@@ -375,8 +562,10 @@ fn build_separable(
             c,
             bias,
         )?;
-        x = b.bn(&format!("blocks.{i}.dw_bn"), x)?;
-        x = b.relu(&format!("blocks.{i}.dw_relu"), x)?;
+        if !extra {
+            x = b.bn(&format!("blocks.{i}.dw_bn"), x)?;
+            x = b.relu(&format!("blocks.{i}.dw_relu"), x)?;
+        }
         x = b.conv(
             &format!("blocks.{i}.pw"),
             x,
@@ -390,6 +579,27 @@ fn build_separable(
         )?;
         x = b.bn(&format!("blocks.{i}.pw_bn"), x)?;
         x = b.relu(&format!("blocks.{i}.pw_relu"), x)?;
+        if extra {
+            x = b.conv(
+                &format!("blocks.{i}.pw2"),
+                x,
+                blk.channels,
+                vec![1, 1],
+                vec![1, 1],
+                vec![(0, 0); 2],
+                vec![1, 1],
+                1,
+                bias,
+            )?;
+            x = b.bn(&format!("blocks.{i}.pw2_bn"), x)?;
+            x = b.relu(&format!("blocks.{i}.pw2_relu"), x)?;
+        }
+        if se > 0 && blk.stride == 1 {
+            x = crate::arch::cifar::squeeze_excite(&mut b, &format!("blocks.{i}"), x, se)?;
+        }
+    }
+    if dropout[1] > 0.0 {
+        x = b.op("dropout", Op::Dropout { p: dropout[1] }, x)?;
     }
     x = b.pool("pool", x)?;
     b.linear("fc", x, classes, true)?;
@@ -532,5 +742,82 @@ fn build_ae(c: &AutoEncoderConfig) -> Result<Graph> {
         x = b.relu(&format!("relus.{i}"), x)?;
     }
     b.linear("out", x, c.input, true)?;
+    Ok(b.finish())
+}
+
+fn build_mobilenet_v2(c: &MobileNetV2Config) -> Result<Graph> {
+    ensure!(
+        c.blocks >= 3 && c.blocks.is_multiple_of(3),
+        "MobileNetV2: `blocks` must be a positive multiple of 3 (three subnetworks of equal block count), got {}",
+        c.blocks
+    );
+    ensure!(c.width > 0, "MobileNetV2: `width` must be > 0");
+    ensure!(c.expand > 0, "MobileNetV2: `expand` must be > 0");
+    ensure!(c.classes > 0, "MobileNetV2: `classes` must be > 0");
+    ensure!(
+        (0.0..1.0).contains(&c.dropout),
+        "MobileNetV2: `dropout` must be in [0, 1), got {}",
+        c.dropout
+    );
+    let mut b = GraphBuilder::new(c.input.to_vec());
+    let conv = |b: &mut GraphBuilder, name: &str, x, c_out, k: usize, s: usize, groups| {
+        let p = (k - 1) / 2;
+        b.conv(
+            name,
+            x,
+            c_out,
+            vec![k, k],
+            vec![s, s],
+            vec![(p, p); 2],
+            vec![1, 1],
+            groups,
+            false,
+        )
+    };
+    let mut x = conv(&mut b, "conv0", 0, 16, 3, 1, 1)?;
+    x = b.bn("bn0", x)?;
+    x = b.op("relu0", Op::Relu6, x)?;
+    let mut k = 0;
+    for (i, width) in [c.width, 2 * c.width, 4 * c.width].into_iter().enumerate() {
+        for j in 0..c.blocks / 3 {
+            let stride = if i > 0 && j == 0 { 2 } else { 1 };
+            let e = if i == 0 && j == 0 { 1 } else { c.expand };
+            let n = |l: &str| format!("blocks.{k}.{l}");
+            let inp = x;
+            let cin = b.channels(inp);
+            let h = cin * e;
+            let mut y = inp;
+            if e != 1 {
+                y = conv(&mut b, &n("ex"), y, h, 1, 1, 1)?;
+                y = b.bn(&n("bex"), y)?;
+                y = b.op(&n("ex_relu"), Op::Relu6, y)?;
+            }
+            y = conv(&mut b, &n("dw"), y, h, 3, stride, h)?;
+            y = b.bn(&n("bdw"), y)?;
+            y = b.op(&n("dw_relu"), Op::Relu6, y)?;
+            y = conv(&mut b, &n("pr"), y, width, 1, 1, 1)?;
+            y = b.bn(&n("bpr"), y)?;
+            if c.se && stride == 1 {
+                let r = (width / 2).max(1);
+                let mut s = b.pool(&n("se.pool"), y)?;
+                s = b.linear(&n("se.f1"), s, r, true)?;
+                s = b.relu(&n("se.relu"), s)?;
+                s = b.linear(&n("se.f2"), s, width, true)?;
+                s = b.op(&n("se.sigmoid"), Op::Sigmoid, s)?;
+                y = b.push(&n("se.mul"), Op::ChannelMul, vec![y, s])?;
+            }
+            x = if stride == 1 && cin == width {
+                b.add(&n("add"), inp, y)?
+            } else {
+                y
+            };
+            k += 1;
+        }
+    }
+    x = b.pool("pool", x)?;
+    if c.dropout > 0.0 {
+        x = b.op("dropout", Op::Dropout { p: c.dropout }, x)?;
+    }
+    b.linear("fc", x, c.classes, true)?;
     Ok(b.finish())
 }

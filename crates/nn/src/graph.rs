@@ -1,6 +1,8 @@
-//! The model graph every architecture lowers to: a list of nodes (conv, batch norm, ReLU, add,
-//! global average pool, linear) whose inputs are earlier values. Shapes, parameter counts, MAC
-//! counts and the per-layer description are all computed here, from the graph alone.
+//! The model graph every architecture lowers to: a list of nodes (convolution, batch norm,
+//! activations, residual add, channel multiply/concat/narrow/shuffle, pooling, dropout,
+//! flatten, linear) whose inputs are earlier values. Shapes, parameter counts, MAC counts and
+//! the per-layer description are all computed here, from the graph alone; the forward pass of
+//! every op is in [`crate::interp`].
 
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,86 @@ pub enum Op {
         c_out: usize,
         bias: bool,
     },
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `relu6(x + 3) / 6`.
+    HardSigmoid,
+    /// `x · relu6(x + 3) / 6`.
+    HardSwish,
+    /// `x · s` with x (N, C, ...) and s (N, C) broadcast over the trailing dims
+    /// (squeeze-and-excitation); inputs `[x, s]`.
+    ChannelMul,
+    /// The inputs joined along the channel axis (equal trailing dims).
+    Concat,
+    /// Channels `start .. start + len` of the input.
+    Narrow {
+        start: usize,
+        len: usize,
+    },
+    /// ShuffleNet's channel shuffle: channels viewed as (groups, C/groups), transposed.
+    ChannelShuffle {
+        groups: usize,
+    },
+    /// Max pooling, 1-d or 2-d (`kernel.len()`); padded positions never win.
+    MaxPool {
+        kernel: Vec<usize>,
+        stride: Vec<usize>,
+        padding: Vec<(usize, usize)>,
+    },
+    /// Average pooling, 1-d or 2-d; divides by the full window (padding counts as zeros).
+    AvgPool {
+        kernel: Vec<usize>,
+        stride: Vec<usize>,
+        padding: Vec<(usize, usize)>,
+    },
+    /// In training, zeroes each element with probability `p` and scales the rest by
+    /// 1/(1 − p) (seeded, see [`crate::interp`]); the identity in eval mode.
+    Dropout {
+        p: f64,
+    },
+    /// (C, ...) → (C·...).
+    Flatten,
+}
+
+impl Op {
+    /// Short name of the op kind, for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "conv",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::Relu => "relu",
+            Op::Add => "add",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Linear { .. } => "linear",
+            Op::Relu6 => "relu6",
+            Op::Sigmoid => "sigmoid",
+            Op::HardSigmoid => "hard_sigmoid",
+            Op::HardSwish => "hard_swish",
+            Op::ChannelMul => "channel_mul",
+            Op::Concat => "concat",
+            Op::Narrow { .. } => "narrow",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
+            Op::MaxPool { .. } => "max_pool",
+            Op::AvgPool { .. } => "avg_pool",
+            Op::Dropout { .. } => "dropout",
+            Op::Flatten => "flatten",
+        }
+    }
+
+    /// True for ops applied to each element on its own (shape-preserving, one input).
+    pub fn is_pointwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Relu
+                | Op::Relu6
+                | Op::Sigmoid
+                | Op::HardSigmoid
+                | Op::HardSwish
+                | Op::Dropout { .. }
+        )
+    }
 }
 
 /// A node: its name (the prefix of its parameter names), operation, input value ids and
@@ -443,9 +525,110 @@ impl GraphBuilder {
                 );
                 vec![*c_out]
             }
+            Op::Relu6 | Op::Sigmoid | Op::HardSigmoid | Op::HardSwish => first.clone(),
+            Op::Dropout { p } => {
+                ensure!(
+                    (0.0..1.0).contains(p),
+                    "dropout {name}: p must be in [0, 1), got {p}"
+                );
+                first.clone()
+            }
+            Op::ChannelMul => {
+                ensure!(inputs.len() == 2, "channel_mul {name}: needs two inputs");
+                let second = self.shape(inputs[1]);
+                ensure!(
+                    first.len() >= 2 && second == [first[0]],
+                    "channel_mul {name}: scales {second:?} do not fit input {first:?} (need [C] for (C, ...))"
+                );
+                first.clone()
+            }
+            Op::Concat => {
+                ensure!(!inputs.is_empty(), "concat {name}: needs inputs");
+                let mut c = 0;
+                for &v in &inputs {
+                    let sh = self.shape(v);
+                    ensure!(
+                        sh.len() == first.len() && sh[1..] == first[1..],
+                        "concat {name}: shapes {first:?} and {sh:?} differ beyond the channels"
+                    );
+                    c += sh[0];
+                }
+                let mut out = first.clone();
+                out[0] = c;
+                out
+            }
+            Op::Narrow { start, len } => {
+                ensure!(
+                    *len > 0 && start + len <= first[0],
+                    "narrow {name}: channels {start}..{} of an input with {} channels",
+                    start + len,
+                    first[0]
+                );
+                let mut out = first.clone();
+                out[0] = *len;
+                out
+            }
+            Op::ChannelShuffle { groups } => {
+                ensure!(
+                    *groups >= 1 && first[0].is_multiple_of(*groups),
+                    "channel_shuffle {name}: {} channels not divisible into {groups} groups",
+                    first[0]
+                );
+                first.clone()
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let nd = kernel.len();
+                ensure!(
+                    (1..=2).contains(&nd) && stride.len() == nd && padding.len() == nd,
+                    "pool {name}: kernel/stride/padding must all have 1 or 2 entries"
+                );
+                ensure!(
+                    first.len() == nd + 1,
+                    "pool {name}: input shape {first:?} does not fit a {nd}-d pooling"
+                );
+                let mut out = vec![first[0]];
+                for i in 0..nd {
+                    let (lo, hi) = padding[i];
+                    ensure!(
+                        !matches!(op, Op::MaxPool { .. }) || (lo < kernel[i] && hi < kernel[i]),
+                        "max pool {name}: padding {:?} must be smaller than the kernel {}",
+                        padding[i],
+                        kernel[i]
+                    );
+                    let o = conv_out(first[i + 1], kernel[i], stride[i], padding[i], 1)
+                        .filter(|_| kernel[i] >= 1)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "pool {name}: window {} (stride {}) does not fit input length {} with padding {:?}",
+                                kernel[i], stride[i], first[i + 1], padding[i]
+                            )
+                        })?;
+                    out.push(o);
+                }
+                out
+            }
+            Op::Flatten => vec![first.iter().product()],
         };
-        if !matches!(op, Op::Add) && inputs.len() != 1 {
-            bail!("node {name}: expects exactly one input");
+        let arity_ok = match op {
+            Op::Add | Op::ChannelMul => inputs.len() == 2,
+            Op::Concat => !inputs.is_empty(),
+            _ => inputs.len() == 1,
+        };
+        if !arity_ok {
+            bail!(
+                "node {name}: wrong number of inputs ({}) for a {} op",
+                inputs.len(),
+                op.kind_name()
+            );
         }
         self.nodes.push(Node {
             name: name.to_string(),
@@ -510,6 +693,11 @@ impl GraphBuilder {
 
     pub fn pool(&mut self, name: &str, x: usize) -> Result<usize> {
         self.push(name, Op::GlobalAvgPool, vec![x])
+    }
+
+    /// A one-input op without parameters (activations, dropout, flatten, pooling, …).
+    pub fn op(&mut self, name: &str, op: Op, x: usize) -> Result<usize> {
+        self.push(name, op, vec![x])
     }
 
     pub fn linear(&mut self, name: &str, x: usize, c_out: usize, bias: bool) -> Result<usize> {

@@ -2,11 +2,13 @@
 //! models, masked (PIT) layers, the training loop and quantization emulation.
 //! It does not know the engine: training takes a small checkpoint-sink trait.
 
+pub mod arch;
 pub mod config;
 pub mod data;
 pub mod distill;
 pub mod divergence;
 pub mod graph;
+pub mod interp;
 pub mod loss;
 pub mod memory;
 pub mod model;

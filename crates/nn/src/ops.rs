@@ -1,13 +1,14 @@
 //! Layer primitives every model is written against: conv1d, conv2d (grouped), training-mode
-//! batch norm (optionally fused with ReLU), eval-mode batch norm as a per-channel affine, ReLU and global average pooling. The single place
+//! batch norm (optionally fused with ReLU), eval-mode batch norm as a per-channel affine, ReLU, pointwise activations, pooling (global, max,
+//! average). The single place
 //! models call: a thin layer over the `whittle-kernels` candle custom ops (fast, deterministic,
 //! hand-written backward), adding grouped conv1d on top of the kernels' conv2d.
 
 use candle_core::{Result, Tensor};
 
 pub use whittle_kernels::{
-    Conv1dCfg, Conv2dCfg, add_relu, batch_norm_relu_train, batch_norm_train, channel_affine,
-    conv2d, conv2d_act, global_avg_pool, relu,
+    Act, Conv1dCfg, Conv2dCfg, Pool2dCfg, PoolKind, activation, add_relu, batch_norm_relu_train,
+    batch_norm_train, channel_affine, conv2d, conv2d_act, global_avg_pool, pool2d, relu,
 };
 
 /// x (N, Cin, L), w (Cout, Cin/groups, K) → (N, Cout, Lout); optional bias (Cout). The number

@@ -135,9 +135,12 @@ fn with_width(student: &ModelSpec, w: usize) -> Option<ModelSpec> {
     let mut s = student.clone();
     match &mut s {
         ModelSpec::Tcn { channels, .. } | ModelSpec::DsCnn { channels, .. } => *channels = w,
-        ModelSpec::ResNet8 { width } | ModelSpec::MobilenetV1 { alpha: width } => {
-            *width = w as f64 / 16.0
-        }
+        ModelSpec::ResNet8 { width }
+        | ModelSpec::MobilenetV1 {
+            alpha: width,
+            layout: None,
+            ..
+        } => *width = w as f64 / 16.0,
         _ => return None,
     }
     Some(s)

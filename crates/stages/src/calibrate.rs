@@ -16,7 +16,8 @@ use std::path::Path;
 use whittle_engine::{ParamError, RunContext, StageKind, from_params};
 use whittle_nn::Model;
 use whittle_nn::graph::{Graph, Node, Op};
-use whittle_nn::quant::{Format, eval::eval_node, weight_bytes};
+use whittle_nn::interp::eval_node;
+use whittle_nn::quant::{Format, weight_bytes};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +149,7 @@ fn node_type(node: &Node) -> &'static str {
         Op::Relu => "relu",
         Op::Add => "add",
         Op::GlobalAvgPool => "pool",
+        op => op.kind_name(),
     }
 }
 
@@ -245,11 +247,9 @@ fn run(ctx: &RunContext, p: &CalibrateParams) -> Result<Value> {
             }
             let a = input_for(shapes[0])?;
             let b = shapes.get(1).map(|s| input_for(s)).transpose()?;
-            let get = |s: &str| -> Result<&Tensor> {
-                Ok(net.model.get(&format!("{}.{s}", node.name))?.as_tensor())
-            };
+            let inputs: Vec<&Tensor> = std::iter::once(&a).chain(b.as_ref()).collect();
             let t = time_runs(2, p.layer_runs, &mut || {
-                eval_node(node, &a, b.as_ref(), &get)?;
+                eval_node(node, &inputs, &net.model)?;
                 Ok(())
             })?;
             table.insert(

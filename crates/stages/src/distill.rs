@@ -119,9 +119,7 @@ impl StageKind for Distill {
             params,
             &["student", "temperature", "alpha", "seed", "threads"],
         )?;
-        own.student
-            .validate()
-            .map_err(|e| ParamError::new(["student"], format!("{e:#}")))?;
+        own.student.validate_at("student")?;
         KdConfig {
             alpha: own.alpha,
             temperature: own.temperature,

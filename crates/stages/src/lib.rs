@@ -35,4 +35,6 @@ pub fn registry() -> whittle_engine::Registry {
 }
 
 #[cfg(test)]
+mod export_ops_tests;
+#[cfg(test)]
 mod stage_tests;

@@ -191,6 +191,8 @@ mod tests {
         let spec = ModelSpec::DsCnn {
             channels: 4,
             blocks: 1,
+            pointwise_extra: false,
+            dropout: None,
         };
         let g = spec.config(&[49, 10], 3).unwrap().build().unwrap();
         let recipe = Recipe {

@@ -2,9 +2,11 @@
 //! writers consume: value 0 is `input`, node outputs keep the node names, global average
 //! pooling becomes GlobalAvgPool + Flatten (ONNX keeps the pooled spatial axes). Conv padding
 //! keeps its (begin, end) pairs, so causal TCNs export as they run; residual adds become Add.
+//! Every other op has its export layer (activations, channel multiply, concat, narrow,
+//! channel shuffle, max/avg pooling, flatten); dropout, the identity at inference, is dropped.
 
 use anyhow::{Context, Result};
-use whittle_export::{Layer, Network, Tensor32};
+use whittle_export::{Activation, Layer, Network, PoolKind, Tensor32};
 use whittle_nn::Model;
 use whittle_nn::graph::Op;
 
@@ -21,13 +23,16 @@ fn vec_of(model: &Model, name: &str) -> Result<Vec<f32>> {
 /// The export description of `model` under the name `name`.
 pub fn to_network(model: &Model, name: &str) -> Result<Network> {
     let g = model.graph();
-    let value = |v: usize| -> String {
-        if v == 0 {
-            "input".to_string()
-        } else {
-            g.nodes[v - 1].name.clone()
-        }
-    };
+    // Value names; a dropout (the identity at inference) passes its input's name on.
+    let mut names: Vec<String> = vec!["input".to_string()];
+    for node in &g.nodes {
+        let own = match node.op {
+            Op::Dropout { .. } => names[node.inputs[0]].clone(),
+            _ => node.name.clone(),
+        };
+        names.push(own);
+    }
+    let value = |v: usize| -> String { names[v].clone() };
     let mut layers = Vec::new();
     for node in &g.nodes {
         let input = value(node.inputs[0]);
@@ -93,6 +98,70 @@ pub fn to_network(model: &Model, name: &str) -> Result<Network> {
                 } else {
                     None
                 },
+            }),
+            Op::Flatten => layers.push(Layer::Flatten { input, output }),
+            Op::Dropout { .. } => {}
+            Op::Relu6 => layers.push(Layer::Activation {
+                act: Activation::Relu6,
+                input,
+                output,
+            }),
+            Op::Sigmoid => layers.push(Layer::Activation {
+                act: Activation::Sigmoid,
+                input,
+                output,
+            }),
+            Op::HardSigmoid => layers.push(Layer::Activation {
+                act: Activation::HardSigmoid,
+                input,
+                output,
+            }),
+            Op::HardSwish => layers.push(Layer::Activation {
+                act: Activation::HardSwish,
+                input,
+                output,
+            }),
+            // The scales are (N, C) in nn as in the export (batch 1).
+            Op::ChannelMul => layers.push(Layer::ChannelMul {
+                x: input,
+                s: value(node.inputs[1]),
+                output,
+            }),
+            Op::Concat => layers.push(Layer::Concat {
+                inputs: node.inputs.iter().map(|&v| value(v)).collect(),
+                output,
+            }),
+            Op::Narrow { start, len } => layers.push(Layer::Narrow {
+                input,
+                output,
+                start: *start,
+                len: *len,
+            }),
+            Op::ChannelShuffle { groups } => layers.push(Layer::ChannelShuffle {
+                input,
+                output,
+                groups: *groups,
+            }),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => layers.push(Layer::Pool {
+                kind: if matches!(node.op, Op::MaxPool { .. }) {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
+                input,
+                output,
+                kernel: kernel.clone(),
+                stride: stride.clone(),
+                padding: padding.clone(),
             }),
         }
     }

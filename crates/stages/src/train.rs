@@ -130,9 +130,7 @@ impl StageKind for Train {
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
         let (own, recipe): (Own, Recipe) =
             parse_with_recipe(params, &["model", "seed", "threads"])?;
-        own.model
-            .validate()
-            .map_err(|e| ParamError::new(["model"], format!("{e:#}")))?;
+        own.model.validate_at("model")?;
         let p = TrainParams {
             model: own.model,
             recipe,

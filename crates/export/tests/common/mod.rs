@@ -1,12 +1,14 @@
 //! Test networks shared by the export tests: small DS-CNN-, TCN- (symmetric and causal) and
-//! ResNet-block-like graphs, a 2-D net with asymmetric padding, with seeded random
-//! parameters, and seeded random inputs.
+//! ResNet-block-like graphs, a 2-D net with asymmetric padding, MobileNet-style blocks
+//! (ReLU6 inverted residual, squeeze-and-excitation with sigmoid / hard sigmoid, hard swish),
+//! a ShuffleNet-style unit (narrow, concat, channel shuffle) and max / average pooling in 1-D
+//! and 2-D, with seeded random parameters, and seeded random inputs.
 
 #![allow(dead_code, clippy::too_many_arguments)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use whittle_export::{Layer, Network, Tensor32};
+use whittle_export::{Activation, Layer, Network, PoolKind, Tensor32};
 
 pub struct Gen(ChaCha8Rng);
 
@@ -109,6 +111,54 @@ pub fn add(a: &str, b: &str, o: &str) -> Layer {
         b: b.into(),
         output: o.into(),
     }
+}
+pub fn act(act: Activation, i: &str, o: &str) -> Layer {
+    Layer::Activation {
+        act,
+        input: i.into(),
+        output: o.into(),
+    }
+}
+pub fn pool(
+    kind: PoolKind,
+    i: &str,
+    o: &str,
+    k: &[usize],
+    s: usize,
+    p: &[(usize, usize)],
+) -> Layer {
+    Layer::Pool {
+        kind,
+        input: i.into(),
+        output: o.into(),
+        kernel: k.to_vec(),
+        stride: vec![s; k.len()],
+        padding: p.to_vec(),
+    }
+}
+/// Squeeze-and-excitation on `i` (c channels): global pool → linear c → r → ReLU → linear
+/// r → c → `gate` → channel multiply; the result is `{o}`, the other tensors `{o}.*`.
+pub fn se(g: &mut Gen, i: &str, o: &str, c: usize, r: usize, gate: Activation) -> Vec<Layer> {
+    let n = |s: &str| format!("{o}.{s}");
+    vec![
+        Layer::GlobalAvgPool {
+            input: i.into(),
+            output: n("pool"),
+        },
+        Layer::Flatten {
+            input: n("pool"),
+            output: n("flat"),
+        },
+        g.linear(&n("flat"), &n("f1"), c, r),
+        relu(&n("f1"), &n("relu")),
+        g.linear(&n("relu"), &n("f2"), r, c),
+        act(gate, &n("f2"), &n("gate")),
+        Layer::ChannelMul {
+            x: i.into(),
+            s: n("gate"),
+            output: o.into(),
+        },
+    ]
 }
 pub fn head(g: &mut Gen, i: &str, c: usize, classes: usize) -> Vec<Layer> {
     vec![
@@ -282,6 +332,131 @@ pub fn fc_autoencoder(seed: u64) -> Network {
     }
 }
 
+/// MobileNetV2 stem (conv → BN → ReLU6) and an inverted residual block with
+/// squeeze-and-excitation: 1×1 expand 4 → 12 → BN → ReLU6 → depthwise 3×3 → BN → ReLU6 →
+/// SE (hard sigmoid gate) → 1×1 project → BN → SE (sigmoid gate) → + stem → hard swish →
+/// pool → linear, on 3×8×8.
+pub fn mbv2_block(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv("x", "c0", 3, 4, &[3, 3], 1, &[1, 1], 1, 1),
+        g.bn("c0", "b0", 4),
+        act(Activation::Relu6, "b0", "a0"),
+        g.conv("a0", "ex", 4, 12, &[1, 1], 1, &[0, 0], 1, 1),
+        g.bn("ex", "bex", 12),
+        act(Activation::Relu6, "bex", "rex"),
+        g.conv("rex", "dw", 12, 12, &[3, 3], 1, &[1, 1], 1, 12),
+        g.bn("dw", "bdw", 12),
+        act(Activation::Relu6, "bdw", "rdw"),
+    ];
+    layers.extend(se(&mut g, "rdw", "se1", 12, 3, Activation::HardSigmoid));
+    layers.extend([
+        g.conv("se1", "pr", 12, 4, &[1, 1], 1, &[0, 0], 1, 1),
+        g.bn("pr", "bpr", 4),
+    ]);
+    layers.extend(se(&mut g, "bpr", "se2", 4, 2, Activation::Sigmoid));
+    layers.extend([
+        add("a0", "se2", "sum"),
+        act(Activation::HardSwish, "sum", "hs"),
+    ]);
+    layers.extend(head(&mut g, "hs", 4, 5));
+    Network {
+        name: "mbv2_block".into(),
+        input: ("x".into(), vec![1, 3, 8, 8]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// ShuffleNetV2 unit on 8×6×6: stem conv → channel split by two narrows → right half 1×1 →
+/// ReLU → depthwise 3×3 → 1×1 → ReLU → concat with the left half → channel shuffle (2
+/// groups) → 3×3 max pool stride 2 pad 1 → pool → linear.
+pub fn shuffle_unit(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let narrow = |i: &str, o: &str, start, len| Layer::Narrow {
+        input: i.into(),
+        output: o.into(),
+        start,
+        len,
+    };
+    let mut layers = vec![
+        g.conv("x", "c0", 2, 8, &[3, 3], 1, &[1, 1], 1, 1),
+        relu("c0", "r0"),
+        narrow("r0", "left", 0, 4),
+        narrow("r0", "right", 4, 4),
+        g.conv("right", "p1", 4, 4, &[1, 1], 1, &[0, 0], 1, 1),
+        relu("p1", "rp1"),
+        g.conv("rp1", "dw", 4, 4, &[3, 3], 1, &[1, 1], 1, 4),
+        g.conv("dw", "p2", 4, 4, &[1, 1], 1, &[0, 0], 1, 1),
+        relu("p2", "rp2"),
+        Layer::Concat {
+            inputs: vec!["left".into(), "rp2".into()],
+            output: "cat".into(),
+        },
+        Layer::ChannelShuffle {
+            input: "cat".into(),
+            output: "shuf".into(),
+            groups: 2,
+        },
+        pool(PoolKind::Max, "shuf", "mp", &[3, 3], 2, &[(1, 1), (1, 1)]),
+    ];
+    layers.extend(head(&mut g, "mp", 8, 4));
+    Network {
+        name: "shuffle_unit".into(),
+        input: ("x".into(), vec![1, 2, 6, 6]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// Pooling: 2-D conv → max pool 2×2 stride 2 → conv → average pool 3×3 stride 1 with
+/// asymmetric padding (1, 0) / (0, 2) (padded zeros count) → concat of a three-input list
+/// (the pool, its ReLU6 and its hard swish) → pool → linear, on 2×9×8.
+pub fn pools_2d(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv("x", "c0", 2, 4, &[3, 3], 1, &[1, 1], 1, 1),
+        relu("c0", "r0"),
+        pool(PoolKind::Max, "r0", "mp", &[2, 2], 2, &[(0, 0), (0, 0)]),
+        g.conv("mp", "c1", 4, 4, &[3, 3], 1, &[1, 1], 1, 1),
+        pool(PoolKind::Avg, "c1", "ap", &[3, 3], 1, &[(1, 0), (0, 2)]),
+        act(Activation::Relu6, "ap", "ap6"),
+        act(Activation::HardSwish, "ap", "aphs"),
+        Layer::Concat {
+            inputs: vec!["ap".into(), "ap6".into(), "aphs".into()],
+            output: "cat".into(),
+        },
+    ];
+    layers.extend(head(&mut g, "cat", 12, 4));
+    Network {
+        name: "pools_2d".into(),
+        input: ("x".into(), vec![1, 2, 9, 8]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
+/// 1-D pooling on 4 channels × 21 steps: conv k=3 → ReLU → max pool k=3 stride 2 pad 1 →
+/// conv → average pool k=4 stride 2 pad (2, 1) → SE with a hard sigmoid gate → pool → linear.
+pub fn pools_1d(seed: u64) -> Network {
+    let mut g = Gen::new(seed);
+    let mut layers = vec![
+        g.conv("x", "c0", 4, 6, &[3], 1, &[1], 1, 1),
+        relu("c0", "r0"),
+        pool(PoolKind::Max, "r0", "mp", &[3], 2, &[(1, 1)]),
+        g.conv("mp", "c1", 6, 6, &[3], 1, &[1], 1, 1),
+        pool(PoolKind::Avg, "c1", "ap", &[4], 2, &[(2, 1)]),
+    ];
+    layers.extend(se(&mut g, "ap", "se", 6, 3, Activation::HardSigmoid));
+    layers.extend(head(&mut g, "se", 6, 3));
+    Network {
+        name: "pools_1d".into(),
+        input: ("x".into(), vec![1, 4, 21]),
+        output: "logits".into(),
+        layers,
+    }
+}
+
 pub fn all(seed: u64) -> Vec<Network> {
     vec![
         ds_cnn(seed),
@@ -291,6 +466,10 @@ pub fn all(seed: u64) -> Vec<Network> {
         causal_tcn(seed + 4, false),
         causal_tcn(seed + 5, true),
         asym_2d(seed + 6),
+        mbv2_block(seed + 7),
+        shuffle_unit(seed + 8),
+        pools_2d(seed + 9),
+        pools_1d(seed + 10),
     ]
 }
 

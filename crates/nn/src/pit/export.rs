@@ -89,12 +89,20 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
             }
         }
         ModelConfig::DsCnn(c) => {
+            ensure!(
+                !c.pointwise_extra,
+                "export: PIT/pruned DS-CNNs with `pointwise_extra` are not supported yet"
+            );
             c.stem.channels = v.kept("conv0")?;
             for (i, b) in c.blocks.iter_mut().enumerate() {
                 b.channels = v.kept(&format!("blocks.{i}.pw"))?;
             }
         }
         ModelConfig::MobileNetV1(c) => {
+            ensure!(
+                c.se == 0,
+                "export: PIT/pruned MobileNetV1s with squeeze-and-excitation are not supported yet"
+            );
             c.stem.channels = v.kept("conv0")?;
             for (i, b) in c.blocks.iter_mut().enumerate() {
                 b.channels = v.kept(&format!("blocks.{i}.pw"))?;
@@ -106,6 +114,16 @@ fn shrink_config(v: &View) -> Result<ModelConfig> {
                 s.mid_channels = v.kept(&format!("stacks.{i}.c1"))?;
                 s.channels = v.kept(&format!("stacks.{i}.c2"))?;
             }
+        }
+        ModelConfig::MobileNetV2(_) => {
+            bail!("export: PIT/pruned networks of arch mobilenet_v2 are not supported yet")
+        }
+        ModelConfig::Graph(_)
+        | ModelConfig::Wrn(_)
+        | ModelConfig::ShuffleNetV1(_)
+        | ModelConfig::ShuffleNetV2(_)
+        | ModelConfig::Mcunet(_) => {
+            bail!("export: PIT/pruned networks of this architecture are not supported yet")
         }
         ModelConfig::AutoEncoder(c) => {
             for (i, h) in c.hidden.iter_mut().enumerate() {

@@ -6,8 +6,8 @@
 use super::masks::{binarize, gamma_len, k_eff, theta_keep_alive, time_mask};
 use super::plan::{Plan, plan};
 use crate::graph::Op;
-use crate::model::conv;
-use crate::model::{BnArgs, Model};
+use crate::interp::{self, Hook};
+use crate::model::Model;
 use crate::ops;
 use crate::train::Trainable;
 use anyhow::{Context, Result, ensure};
@@ -193,83 +193,11 @@ impl PitModel {
 
     /// Masked forward pass (train mode updates BN running statistics like [`Model::forward`]).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let graph = self.model.graph();
-        let want = &graph.input_shape;
-        ensure!(
-            x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
-            "PIT model input: expected (N, {want:?}), got {:?}",
-            x.dims()
-        );
         let cmasks: Vec<Option<Tensor>> = (0..self.plan.groups.len())
             .map(|g| self.theta_alpha(g)?.map(|t| Ok(binarize(&t)?)).transpose())
             .collect::<Result<_>>()?;
-        let mut vals: Vec<Tensor> = Vec::with_capacity(graph.nodes.len() + 1);
-        vals.push(x.clone());
-        for (i, node) in graph.nodes.iter().enumerate() {
-            let a = &vals[node.inputs[0]];
-            let p = |s: &str| {
-                self.model
-                    .get(&format!("{}.{s}", node.name))
-                    .map(|v| v.as_tensor().clone())
-            };
-            let mut y = match &node.op {
-                Op::Conv {
-                    kernel,
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                    bias,
-                    ..
-                } => {
-                    let mut w = p("weight")?;
-                    if let Some((b, g)) = &self.time[i] {
-                        let m = time_mask(b.as_tensor(), g.as_tensor())?;
-                        w = w.broadcast_mul(&m.reshape((1, 1, kernel[0]))?)?;
-                    }
-                    let b = if *bias { Some(p("bias")?) } else { None };
-                    conv(
-                        a,
-                        &w,
-                        b.as_ref(),
-                        kernel.len(),
-                        stride,
-                        padding,
-                        dilation,
-                        *groups,
-                    )
-                    .with_context(|| format!("conv {}", node.name))?
-                }
-                Op::BatchNorm { eps, momentum, .. } => {
-                    let bn = BnArgs {
-                        eps: *eps,
-                        momentum: *momentum,
-                        train,
-                        relu: false,
-                    };
-                    self.model
-                        .batch_norm(&node.name, a, &p("weight")?, &p("bias")?, bn)?
-                }
-                Op::Relu => ops::relu(a)?,
-                Op::Add => (a + &vals[node.inputs[1]])?,
-                Op::GlobalAvgPool => a.flatten_from(2)?.mean(2)?,
-                Op::Linear { bias, .. } => {
-                    let y = a.matmul(&p("weight")?.t()?)?;
-                    if *bias {
-                        y.broadcast_add(&p("bias")?)?
-                    } else {
-                        y
-                    }
-                }
-            };
-            if let Some(g) = self.plan.mask_at[i]
-                && let Some(m) = &cmasks[g]
-            {
-                y = y.broadcast_mul(&ops::bcast(m, y.rank())?)?;
-            }
-            vals.push(y);
-        }
-        Ok(vals.pop().expect("graph has nodes"))
+        let mut hook = PitHook { pit: self, cmasks };
+        interp::forward(self.model.graph(), &self.model, x, train, &mut hook).context("PIT model")
     }
 
     /// Cost of every conv/linear layer on the continuous masks, as tensors (size, macs).
@@ -357,5 +285,45 @@ impl Trainable for PitModel {
             return Ok(None);
         }
         Ok(Some((self.cost()? * self.lambda)?))
+    }
+}
+
+/// The PIT masks as interpreter hooks: time masks multiply Conv1d weights, channel masks the
+/// outputs at the plan's mask points (which are therefore not fused with their consumer).
+struct PitHook<'a> {
+    pit: &'a PitModel,
+    /// Binary channel mask of each group (None for fixed groups).
+    cmasks: Vec<Option<Tensor>>,
+}
+
+impl PitHook<'_> {
+    fn mask_of(&self, node: usize) -> Option<&Tensor> {
+        self.pit.plan.mask_at[node].and_then(|g| self.cmasks[g].as_ref())
+    }
+}
+
+impl Hook for PitHook<'_> {
+    fn weight(&mut self, node: usize, suffix: &str, w: &Tensor) -> Result<Tensor> {
+        match (&self.pit.time[node], suffix) {
+            (Some((b, g)), "weight") => {
+                let m = time_mask(b.as_tensor(), g.as_tensor())?;
+                let k = m.elem_count();
+                Ok(w.broadcast_mul(&m.reshape((1, 1, k))?)?)
+            }
+            _ => Ok(w.clone()),
+        }
+    }
+    fn output(&mut self, node: usize, y: Tensor) -> Result<Tensor> {
+        match self.mask_of(node) {
+            Some(m) => Ok(y.broadcast_mul(&ops::bcast(m, y.rank())?)?),
+            None => Ok(y),
+        }
+    }
+    fn keep(&self, node: usize) -> bool {
+        self.mask_of(node).is_some()
+    }
+    /// Keeps the eval forward layer by layer (bit-identical to the seed network's unfused one).
+    fn fold_eval_bn(&self) -> bool {
+        false
     }
 }

@@ -1,6 +1,7 @@
 //! Which masks a graph gets (PIT search space): channel groups (one α per group; layers whose
 //! outputs are added share a group, a depthwise conv follows its producer's group, the network
-//! input and the output layer's group are fixed), where each group's mask multiplies the
+//! input and the output layer's group are fixed; a channel multiply couples its scales with
+//! its input), where each group's mask multiplies the
 //! activations (after the conv's batch norm), and which Conv1d layers get β/γ time masks
 //! (kernel > 1, stride 1, causal padding — the only padding under which dropping the oldest
 //! taps exports exactly to a smaller causal conv).
@@ -76,7 +77,8 @@ pub fn plan(graph: &Graph, time_masks: bool) -> Result<Plan> {
                 parent.push(parent.len());
                 parent.len() - 1
             }
-            Op::Add => {
+            // A channel multiply couples its scales with its input, like a residual sum.
+            Op::Add | Op::ChannelMul => {
                 let (x, y) = (
                     find(&mut parent, vg[a]),
                     find(&mut parent, vg[node.inputs[1]]),
@@ -97,7 +99,34 @@ pub fn plan(graph: &Graph, time_masks: bool) -> Result<Plan> {
                 );
                 vg[a]
             }
-            Op::Relu | Op::GlobalAvgPool => vg[a],
+            // Zero in, zero out per channel: a removed channel stays removed.
+            Op::Relu
+            | Op::Relu6
+            | Op::HardSwish
+            | Op::Dropout { .. }
+            | Op::GlobalAvgPool
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. } => vg[a],
+            // A gate of a removed channel is 1/2, not 0: exact only as the scale of channel
+            // multiplies (coupled with their input, whose channel is removed with it).
+            Op::Sigmoid | Op::HardSigmoid => {
+                let gate_only = graph.nodes.iter().all(|m| {
+                    !m.inputs.contains(&(i + 1))
+                        || (matches!(m.op, Op::ChannelMul) && m.inputs[0] != i + 1)
+                });
+                ensure!(
+                    gate_only,
+                    "PIT/pruning: {} node {} must feed only the scale input of channel multiplies",
+                    node.op.kind_name(),
+                    node.name
+                );
+                vg[a]
+            }
+            Op::Concat | Op::Narrow { .. } | Op::ChannelShuffle { .. } | Op::Flatten => bail!(
+                "PIT/pruning: node {} is a {} op, which channel masks do not support yet",
+                node.name,
+                node.op.kind_name()
+            ),
         };
     }
     // Compact roots.

@@ -7,13 +7,15 @@
 //! (the batch norm's γ and β, else the layer's weight rows and bias): m·(γx̂ + β) = (mγ)x̂ + mβ,
 //! so this is exact and costs nothing per sample (used to zero removed channels). `acts` (N, C)
 //! multiplies the activations, one value per sample, so its gradient is the per-sample
-//! Σ_spatial a·∂L/∂a. Where a batch norm's (or a residual sum's) only consumer is a ReLU,
-//! both run fused (as in [`Model::forward`]) and `acts` multiplies the ReLU's output: for m ≥ 0, relu(m·y) =
-//! m·relu(y), and at m = 1 both have the same derivative in m (y·1[y>0]·∂L/∂out).
+//! Σ_spatial a·∂L/∂a. Where a masked batch norm's only consumer is a ReLU, both run fused (as
+//! in [`Model::forward`]) and `acts` multiplies the ReLU's output: for m ≥ 0, relu(m·y) =
+//! m·relu(y), and at m = 1 both have the same derivative in m (y·1[y>0]·∂L/∂out). The pass is
+//! the shared interpreter ([`crate::interp`]) with the masks as hooks; eval mode keeps batch
+//! norms unfolded (the scores stay bit-identical to the layer-by-layer pass).
 
 use crate::graph::Op;
-use crate::model::{BnArgs, Model, conv};
-use crate::ops;
+use crate::interp::{self, Hook};
+use crate::model::Model;
 use crate::pit::plan::Plan;
 use anyhow::{Context, Result, ensure};
 use candle_core::Tensor;
@@ -28,15 +30,10 @@ pub struct Mask {
 }
 
 /// `t` (C, ...) with row c scaled by `m[c]`.
-fn scale_rows(t: &Tensor, m: Option<&Tensor>) -> Result<Tensor> {
-    Ok(match m {
-        Some(m) => {
-            let mut shape = vec![1usize; t.rank()];
-            shape[0] = m.elem_count();
-            t.broadcast_mul(&m.reshape(shape)?)?
-        }
-        None => t.clone(),
-    })
+fn scale_rows(t: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let mut shape = vec![1usize; t.rank()];
+    shape[0] = m.elem_count();
+    Ok(t.broadcast_mul(&m.reshape(shape)?)?)
 }
 
 /// Run `model` on `x` with `masks[g]` multiplying the channels of group g at every mask point
@@ -50,92 +47,68 @@ pub fn forward(
     train: bool,
 ) -> Result<Tensor> {
     let graph = model.graph();
-    let want = &graph.input_shape;
-    ensure!(
-        x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
-        "fisher: input expected (N, {want:?}), got {:?}",
-        x.dims()
-    );
     ensure!(
         masks.len() == plan.groups.len(),
         "fisher: {} masks for {} channel groups",
         masks.len(),
         plan.groups.len()
     );
-    let fused = model.bn_relu_pairs();
-    let mut vals: Vec<Tensor> = Vec::with_capacity(graph.nodes.len() + 1);
-    vals.push(x.detach());
-    for (i, node) in graph.nodes.iter().enumerate() {
-        let a = &vals[node.inputs[0]];
-        if i > 0 && fused[i - 1] {
-            // Applied inside the preceding batch norm or sum (and masked after it).
-            let y = a.clone();
-            vals.push(y);
+    // Where each group's per-sample mask multiplies: at the plan's mask point, or after the
+    // ReLU that is the only consumer of a masked batch norm (relu(m·y) = m·relu(y) for m ≥ 0,
+    // so the batch norm and its ReLU still run as one op).
+    let uses = graph.value_uses();
+    let mut acts_at: Vec<Option<&Tensor>> = vec![None; graph.nodes.len()];
+    for (i, g) in plan.mask_at.iter().enumerate() {
+        let Some(m) = g.and_then(|g| masks[g].acts.as_ref()) else {
             continue;
-        }
-        let p = |s: &str| {
-            model
-                .get(&format!("{}.{s}", node.name))
-                .map(|v| v.as_tensor())
         };
-        let mask = plan.mask_at[i].map(|g| &masks[g]);
-        let pm = mask.and_then(|m| m.params.as_ref());
-        let mut y = match &node.op {
-            Op::Conv {
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-                ..
-            } => {
-                let b = if *bias {
-                    Some(scale_rows(p("bias")?, pm)?)
-                } else {
-                    None
-                };
-                conv(
-                    a,
-                    &scale_rows(p("weight")?, pm)?,
-                    b.as_ref(),
-                    kernel.len(),
-                    stride,
-                    padding,
-                    dilation,
-                    *groups,
-                )
-                .with_context(|| format!("conv {}", node.name))?
-            }
-            Op::BatchNorm { eps, momentum, .. } => {
-                let (g, bt) = (scale_rows(p("weight")?, pm)?, scale_rows(p("bias")?, pm)?);
-                let bn = BnArgs {
-                    eps: *eps,
-                    momentum: *momentum,
-                    train,
-                    relu: fused[i],
-                };
-                model.batch_norm(&node.name, a, &g, &bt, bn)?
-            }
-            Op::Relu => ops::relu(a)?,
-            Op::Add if fused[i] => ops::add_relu(a, &vals[node.inputs[1]])?,
-            Op::Add => (a + &vals[node.inputs[1]])?,
-            Op::GlobalAvgPool => ops::global_avg_pool(a)?,
-            Op::Linear { bias, .. } => {
-                let y = a.matmul(&scale_rows(p("weight")?, pm)?.t()?)?;
-                if *bias {
-                    y.broadcast_add(&scale_rows(p("bias")?, pm)?)?
-                } else {
-                    y
-                }
-            }
-        };
-        if let Some(m) = mask.and_then(|m| m.acts.as_ref()) {
-            let mut shape = m.dims().to_vec();
-            shape.resize(y.rank(), 1);
-            y = y.broadcast_mul(&m.reshape(shape)?)?;
-        }
-        vals.push(y);
+        let relu_next = matches!(graph.nodes[i].op, Op::BatchNorm { .. })
+            && uses[i + 1] == 1
+            && graph
+                .nodes
+                .get(i + 1)
+                .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs[0] == i + 1);
+        acts_at[if relu_next { i + 1 } else { i }] = Some(m);
     }
-    Ok(vals.pop().expect("graph has nodes"))
+    let mut hook = FisherHook {
+        plan,
+        masks,
+        acts_at,
+    };
+    interp::forward(graph, model, x, train, &mut hook).context("fisher")
+}
+
+/// The masks as interpreter hooks.
+struct FisherHook<'a> {
+    plan: &'a Plan,
+    masks: &'a [Mask],
+    /// Per node: the per-sample mask multiplying its output.
+    acts_at: Vec<Option<&'a Tensor>>,
+}
+
+impl Hook for FisherHook<'_> {
+    /// Scales the parameters that produce a masked group's channels.
+    fn weight(&mut self, node: usize, _suffix: &str, t: &Tensor) -> Result<Tensor> {
+        match self.plan.mask_at[node].and_then(|g| self.masks[g].params.as_ref()) {
+            Some(m) => scale_rows(t, m),
+            None => Ok(t.clone()),
+        }
+    }
+    fn output(&mut self, node: usize, y: Tensor) -> Result<Tensor> {
+        match self.acts_at[node] {
+            Some(m) => {
+                let mut shape = m.dims().to_vec();
+                shape.resize(y.rank(), 1);
+                Ok(y.broadcast_mul(&m.reshape(shape)?)?)
+            }
+            None => Ok(y),
+        }
+    }
+    fn keep(&self, node: usize) -> bool {
+        self.acts_at[node].is_some()
+    }
+    /// Keeps the eval forward (the Fisher scores) layer by layer, as it was.
+    fn fold_eval_bn(&self) -> bool {
+        false
+    }
 }

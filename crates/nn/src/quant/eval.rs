@@ -6,10 +6,9 @@
 use super::float::FloatFormat;
 use super::format::Format;
 use super::int::{Affine, Observer, fake_quantize_per_channel};
-use crate::graph::{Graph, Node, Op};
+use crate::graph::{Graph, Op};
+use crate::interp::{self, Hook};
 use crate::model::Model;
-use crate::model::conv;
-use crate::ops;
 use anyhow::{Context, Result, ensure};
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
@@ -276,7 +275,7 @@ impl QuantModel {
 
     /// Eval-mode forward with every value transformed by its quantizer.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, &mut |_, _| Ok(()))
+        self.run_plain(x)
     }
 
     /// Forward pass calling `seen(value id, value)` on every value before it is transformed.
@@ -285,76 +284,59 @@ impl QuantModel {
         x: &Tensor,
         seen: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
-        let want = &self.graph.input_shape;
-        ensure!(
-            x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
-            "model input: expected (N, {want:?}), got {:?}",
-            x.dims()
-        );
-        let mut vals: Vec<Tensor> = Vec::with_capacity(self.graph.nodes.len() + 1);
-        seen(0, x)?;
-        vals.push(self.acts[0].apply(x)?);
-        for (i, node) in self.graph.nodes.iter().enumerate() {
-            let a = &vals[node.inputs[0]];
-            let b = node.inputs.get(1).map(|&v| &vals[v]);
-            let y = eval_node(node, a, b, &|s| self.tensor(&format!("{}.{s}", node.name)))?;
-            seen(i + 1, &y)?;
-            vals.push(self.acts[i + 1].apply(&y)?);
-        }
-        Ok(vals.pop().expect("graph has nodes"))
+        let mut hook = QuantHook {
+            acts: &self.acts,
+            seen: Some(seen),
+        };
+        interp::forward(&self.graph, &self.tensors, x, false, &mut hook)
+    }
+
+    /// [`QuantModel::forward`] without observers (every value that is not rounded may be
+    /// fused).
+    fn run_plain(&self, x: &Tensor) -> Result<Tensor> {
+        let mut hook = QuantHook {
+            acts: &self.acts,
+            seen: None,
+        };
+        interp::forward(&self.graph, &self.tensors, x, false, &mut hook)
     }
 }
 
-/// Eval-mode output of one graph node on input `a` (and `b` for `Add`), reading the node's
-/// tensors by suffix (`weight`, `bias`, `running_mean`, …) through `p`.
-pub fn eval_node<'t>(
-    node: &Node,
-    a: &Tensor,
-    b: Option<&Tensor>,
-    p: &dyn Fn(&str) -> Result<&'t Tensor>,
-) -> Result<Tensor> {
-    Ok(match &node.op {
-        Op::Conv {
-            kernel,
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            ..
-        } => {
-            let bias_t = if *bias { Some(p("bias")?) } else { None };
-            conv(
-                a,
-                p("weight")?,
-                bias_t,
-                kernel.len(),
-                stride,
-                padding,
-                dilation,
-                *groups,
-            )
-            .with_context(|| format!("conv {}", node.name))?
+impl ActQuant {
+    /// True when [`ActQuant::apply`] returns its input unchanged.
+    pub(crate) fn is_identity(&self) -> bool {
+        matches!(self, ActQuant::Identity)
+            || matches!(self, ActQuant::Float(f) if *f == FloatFormat::FP32)
+    }
+}
+
+/// Called with every value (id, tensor) before it is transformed.
+type Observe<'s> = dyn FnMut(usize, &Tensor) -> Result<()> + 's;
+
+/// Activation quantizers (and observers) as interpreter hooks: value v is transformed by
+/// `acts[v]` (0 = input, i + 1 = output of node i); a transformed or observed value is
+/// computed on its own (no fusion with its consumer).
+struct QuantHook<'a, 's> {
+    acts: &'a [ActQuant],
+    seen: Option<&'s mut Observe<'s>>,
+}
+
+impl Hook for QuantHook<'_, '_> {
+    fn input(&mut self, x: Tensor) -> Result<Tensor> {
+        if let Some(seen) = &mut self.seen {
+            seen(0, &x)?;
         }
-        Op::BatchNorm { eps, .. } => {
-            let r = a.rank();
-            let scale = (p("weight")? / (p("running_var")? + *eps)?.sqrt()?)?;
-            let shift = (p("bias")? - (p("running_mean")? * &scale)?)?;
-            a.broadcast_mul(&ops::bcast(&scale, r)?)?
-                .broadcast_add(&ops::bcast(&shift, r)?)?
+        self.acts[0].apply(&x)
+    }
+    fn output(&mut self, node: usize, y: Tensor) -> Result<Tensor> {
+        if let Some(seen) = &mut self.seen {
+            seen(node + 1, &y)?;
         }
-        Op::Relu => ops::relu(a)?,
-        Op::Add => (a + b.with_context(|| format!("add {} needs two inputs", node.name))?)?,
-        Op::GlobalAvgPool => a.flatten_from(2)?.mean(2)?,
-        Op::Linear { bias, .. } => {
-            let y = a.matmul(&p("weight")?.t()?)?;
-            if *bias {
-                y.broadcast_add(p("bias")?)?
-            } else {
-                y
-            }
-        }
-    })
+        self.acts[node + 1].apply(&y)
+    }
+    fn keep(&self, node: usize) -> bool {
+        self.seen.is_some() || !self.acts[node + 1].is_identity()
+    }
 }
 
 impl crate::train::Trainable for QuantModel {

@@ -16,9 +16,10 @@
 use super::eval::{ActQuant, QuantModel, QuantOptions, weight_bits_per_layer};
 use super::format::Format;
 use super::int::{Affine, fake_quantize_per_channel};
+use crate::interp::{self, Hook};
 use crate::model::Model;
 use crate::train::Trainable;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 
@@ -131,42 +132,43 @@ impl QatModel {
     /// Training forward with straight-through fake quantization of weights and activations.
     pub fn forward_ste(&self, x: &Tensor) -> Result<Tensor> {
         let graph = self.model.graph();
-        let want = &graph.input_shape;
-        ensure!(
-            x.rank() == want.len() + 1 && &x.dims()[1..] == want.as_slice(),
-            "model input: expected (N, {want:?}), got {:?}",
-            x.dims()
-        );
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for (name, var) in self.model.params().iter().chain(self.model.buffers()) {
-            let t = var.as_tensor();
-            let t = match name.strip_suffix(".weight").and_then(|l| self.bits.get(l)) {
-                Some(&b) => ste_weight(t, b)?,
-                None => t.clone(),
-            };
-            tensors.insert(name.clone(), t);
+        let mut hook = QatHook { qat: self };
+        interp::forward(graph, &self.model, x, false, &mut hook)
+    }
+}
+
+/// Straight-through quantizers as interpreter hooks: conv/linear weights per output channel,
+/// every value with its frozen range (such values are not fused with their consumer).
+struct QatHook<'a> {
+    qat: &'a QatModel,
+}
+
+impl QatHook<'_> {
+    fn act(&self, v: usize, t: Tensor) -> Result<Tensor> {
+        match &self.qat.acts[v] {
+            ActQuant::Affine(a) => ste_affine(&t, a),
+            ActQuant::Identity => Ok(t),
+            ActQuant::Float(_) => bail!("QAT has no float-format activations"),
         }
-        let act = |v: usize, t: &Tensor| -> Result<Tensor> {
-            match &self.acts[v] {
-                ActQuant::Affine(a) => ste_affine(t, a),
-                ActQuant::Identity => Ok(t.clone()),
-                ActQuant::Float(_) => bail!("QAT has no float-format activations"),
-            }
-        };
-        let mut vals: Vec<Tensor> = Vec::with_capacity(graph.nodes.len() + 1);
-        vals.push(act(0, &x.detach())?);
-        for (i, node) in graph.nodes.iter().enumerate() {
-            let a = &vals[node.inputs[0]];
-            let b = node.inputs.get(1).map(|&v| &vals[v]);
-            let y = super::eval::eval_node(node, a, b, &|s| {
-                let key = format!("{}.{s}", node.name);
-                tensors
-                    .get(&key)
-                    .with_context(|| format!("QAT model has no tensor named {key}"))
-            })?;
-            vals.push(act(i + 1, &y)?);
+    }
+}
+
+impl Hook for QatHook<'_> {
+    fn input(&mut self, x: Tensor) -> Result<Tensor> {
+        self.act(0, x)
+    }
+    fn weight(&mut self, node: usize, suffix: &str, w: &Tensor) -> Result<Tensor> {
+        let name = &self.qat.model.graph().nodes[node].name;
+        match (suffix, self.qat.bits.get(name)) {
+            ("weight", Some(&b)) => ste_weight(w, b),
+            _ => Ok(w.clone()),
         }
-        Ok(vals.pop().expect("graph has nodes"))
+    }
+    fn output(&mut self, node: usize, y: Tensor) -> Result<Tensor> {
+        self.act(node + 1, y)
+    }
+    fn keep(&self, node: usize) -> bool {
+        !matches!(self.qat.acts[node + 1], ActQuant::Identity)
     }
 }
 
