@@ -102,33 +102,7 @@ pub fn write_c(
                 groups,
                 ..
             } => {
-                let g = if weight.shape.len() == 3 {
-                    [
-                        1,
-                        weight.shape[2],
-                        1,
-                        stride[0],
-                        0,
-                        padding[0].0,
-                        0,
-                        padding[0].1,
-                        1,
-                        dilation[0],
-                    ]
-                } else {
-                    [
-                        weight.shape[2],
-                        weight.shape[3],
-                        stride[0],
-                        stride[1],
-                        padding[0].0,
-                        padding[1].0,
-                        padding[0].1,
-                        padding[1].1,
-                        dilation[0],
-                        dilation[1],
-                    ]
-                };
+                let g = geometry(&weight.shape[2..], stride, padding, dilation);
                 ("CONV", (g, *groups), Some((weight, bias)))
             }
             Layer::Linear { weight, bias, .. } => (
@@ -161,33 +135,7 @@ pub fn write_c(
                 padding,
                 ..
             } => {
-                let g = if kernel.len() == 1 {
-                    [
-                        1,
-                        kernel[0],
-                        1,
-                        stride[0],
-                        0,
-                        padding[0].0,
-                        0,
-                        padding[0].1,
-                        1,
-                        1,
-                    ]
-                } else {
-                    [
-                        kernel[0],
-                        kernel[1],
-                        stride[0],
-                        stride[1],
-                        padding[0].0,
-                        padding[1].0,
-                        padding[0].1,
-                        padding[1].1,
-                        1,
-                        1,
-                    ]
-                };
+                let g = geometry(kernel, stride, padding, &[1, 1]);
                 let op = match kind {
                     PoolKind::Max => "MAX_POOL",
                     PoolKind::Avg => "AVG_POOL",
@@ -404,6 +352,43 @@ pub fn write_c(
 /// before the first layer) to its last reader (the output to the end); tensors whose lives
 /// overlap get disjoint bytes (a layer's output never aliases its inputs). First fit in
 /// creation order. Returns the arena size.
+/// The geometry row of a conv or pool (see the column comment in [`write_c`]): one entry per
+/// spatial axis in `kernel`, `stride`, `padding` and `dilation`; a 1-D layer has height 1.
+fn geometry(
+    kernel: &[usize],
+    stride: &[usize],
+    padding: &[(usize, usize)],
+    dilation: &[usize],
+) -> [usize; 10] {
+    if kernel.len() == 1 {
+        [
+            1,
+            kernel[0],
+            1,
+            stride[0],
+            0,
+            padding[0].0,
+            0,
+            padding[0].1,
+            1,
+            dilation[0],
+        ]
+    } else {
+        [
+            kernel[0],
+            kernel[1],
+            stride[0],
+            stride[1],
+            padding[0].0,
+            padding[1].0,
+            padding[0].1,
+            padding[1].1,
+            dilation[0],
+            dilation[1],
+        ]
+    }
+}
+
 fn plan_arena(net: &Network, index: &BTreeMap<&str, usize>, tensors: &mut [CTensor]) -> usize {
     let n = net.layers.len();
     let mut life: Vec<(usize, usize)> = (0..tensors.len()).map(|i| (i, i)).collect();

@@ -2,9 +2,11 @@
 //! ShuffleNet blocks, pooling) with the system C compiler, runs it on a fixed input and
 //! compares with the Rust fake-quant reference (a few int8 steps, same argmax).
 
+#[path = "common/c_run.rs"]
+mod c_run;
 mod common;
 
-use std::process::Command;
+use c_run::run_c;
 use whittle_export::{Int8Params, fold_batchnorm, reference, write_c};
 
 fn argmax(v: &[i32]) -> usize {
@@ -37,38 +39,7 @@ fn generated_c_matches_fake_quant_reference() {
         eprintln!("{name}: arena {arena} bytes, all tensors {total}");
         assert!(arena < total, "{name}: arena {arena} vs {total}");
         let x = common::input(&net, 77 + k as u64);
-        let up = name.to_uppercase();
-        let xs: Vec<String> = x.iter().map(|v| format!("{v:e}f")).collect();
-        let main = format!(
-            "#include <stdio.h>\n#include \"{name}.h\"\nstatic const float x[{up}_INPUT_SIZE] = {{{}}};\n\
-             int main(void) {{ static int8_t q[{up}_INPUT_SIZE], y[{up}_OUTPUT_SIZE], arena[{up}_ARENA_SIZE]; int i;\n\
-             {name}_quantize_input(x, q); {name}_run(q, y, arena);\n\
-             for (i = 0; i < {up}_OUTPUT_SIZE; ++i) printf(\"%d\\n\", y[i]);\n return 0; }}\n",
-            xs.join(", ")
-        );
-        let main_c = d.join(format!("main_{name}.c"));
-        std::fs::write(&main_c, main).unwrap();
-        let exe = d.join(&name);
-        let out = Command::new("cc")
-            .args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&exe)
-            .arg(&main_c)
-            .arg(d.join(format!("{name}.c")))
-            .arg("-lm")
-            .output()
-            .expect("running the system C compiler `cc`");
-        assert!(
-            out.status.success(),
-            "cc failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run = Command::new(&exe).output().unwrap();
-        assert!(run.status.success());
-        let got: Vec<i32> = String::from_utf8(run.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.trim().parse().unwrap())
-            .collect();
+        let got = run_c(d, &name, &x);
         let yref = reference::run(&net, &x, Some(&params)).unwrap();
         let a = params.get(&net.output).unwrap();
         let want: Vec<i32> = yref.iter().map(|&v| a.quantize(v) as i32).collect();

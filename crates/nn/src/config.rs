@@ -2,7 +2,9 @@
 //! a [`Graph`]. Every per-layer channel count, kernel size and dilation is explicit, so pruned
 //! and searched networks are instances of the same builders as the reference models.
 
-use crate::arch::cifar::{McunetConfig, ShuffleNetV1Config, ShuffleNetV2Config, WrnConfig};
+use crate::arch::cifar::{
+    McunetConfig, ShuffleNetV1Config, ShuffleNetV2Config, WrnConfig, classifier, conv,
+};
 use crate::arch::node_list::NodeListConfig;
 use crate::graph::{Graph, GraphBuilder, Op};
 use anyhow::{Result, ensure};
@@ -64,7 +66,7 @@ pub struct DsBlockConfig {
 fn k3() -> [usize; 2] {
     [3, 3]
 }
-fn one() -> usize {
+pub(crate) fn one() -> usize {
     1
 }
 
@@ -272,7 +274,7 @@ pub struct MobileNetV1Config {
     pub se: usize,
 }
 
-fn is_zero(v: &usize) -> bool {
+pub(crate) fn is_zero(v: &usize) -> bool {
     *v == 0
 }
 
@@ -389,13 +391,13 @@ pub struct MobileNetV2Config {
     pub dropout: f64,
 }
 
-fn cifar_input() -> [usize; 3] {
+pub(crate) fn cifar_input() -> [usize; 3] {
     [3, 32, 32]
 }
-fn ten() -> usize {
+pub(crate) fn ten() -> usize {
     10
 }
-fn sixteen() -> usize {
+pub(crate) fn sixteen() -> usize {
     16
 }
 fn nine() -> usize {
@@ -566,31 +568,11 @@ fn build_separable(
             x = b.bn(&format!("blocks.{i}.dw_bn"), x)?;
             x = b.relu(&format!("blocks.{i}.dw_relu"), x)?;
         }
-        x = b.conv(
-            &format!("blocks.{i}.pw"),
-            x,
-            blk.channels,
-            vec![1, 1],
-            vec![1, 1],
-            vec![(0, 0); 2],
-            vec![1, 1],
-            1,
-            bias,
-        )?;
+        x = pointwise(&mut b, &format!("blocks.{i}.pw"), x, blk.channels, bias)?;
         x = b.bn(&format!("blocks.{i}.pw_bn"), x)?;
         x = b.relu(&format!("blocks.{i}.pw_relu"), x)?;
         if extra {
-            x = b.conv(
-                &format!("blocks.{i}.pw2"),
-                x,
-                blk.channels,
-                vec![1, 1],
-                vec![1, 1],
-                vec![(0, 0); 2],
-                vec![1, 1],
-                1,
-                bias,
-            )?;
+            x = pointwise(&mut b, &format!("blocks.{i}.pw2"), x, blk.channels, bias)?;
             x = b.bn(&format!("blocks.{i}.pw2_bn"), x)?;
             x = b.relu(&format!("blocks.{i}.pw2_relu"), x)?;
         }
@@ -601,9 +583,28 @@ fn build_separable(
     if dropout[1] > 0.0 {
         x = b.op("dropout", Op::Dropout { p: dropout[1] }, x)?;
     }
-    x = b.pool("pool", x)?;
-    b.linear("fc", x, classes, true)?;
-    Ok(b.finish())
+    classifier(b, x, classes)
+}
+
+/// 1×1 conv, stride 1, no padding, to `c_out` channels.
+fn pointwise(
+    b: &mut GraphBuilder,
+    name: &str,
+    x: usize,
+    c_out: usize,
+    bias: bool,
+) -> Result<usize> {
+    b.conv(
+        name,
+        x,
+        c_out,
+        vec![1, 1],
+        vec![1, 1],
+        vec![(0, 0); 2],
+        vec![1, 1],
+        1,
+        bias,
+    )
 }
 
 fn build_tcn(c: &TcnConfig) -> Result<Graph> {
@@ -658,9 +659,7 @@ fn build_tcn(c: &TcnConfig) -> Result<Graph> {
             block_in = x;
         }
     }
-    x = b.pool("pool", x)?;
-    b.linear("fc", x, c.classes, true)?;
-    Ok(b.finish())
+    classifier(b, x, c.classes)
 }
 
 fn build_resnet(c: &ResNetConfig) -> Result<Graph> {
@@ -725,9 +724,7 @@ fn build_resnet(c: &ResNetConfig) -> Result<Graph> {
         x = b.add(&n("add"), r, sc)?;
         x = b.relu(&n("relu2"), x)?;
     }
-    x = b.pool("pool", x)?;
-    b.linear("fc", x, c.classes, true)?;
-    Ok(b.finish())
+    classifier(b, x, c.classes)
 }
 
 fn build_ae(c: &AutoEncoderConfig) -> Result<Graph> {
@@ -760,20 +757,6 @@ fn build_mobilenet_v2(c: &MobileNetV2Config) -> Result<Graph> {
         c.dropout
     );
     let mut b = GraphBuilder::new(c.input.to_vec());
-    let conv = |b: &mut GraphBuilder, name: &str, x, c_out, k: usize, s: usize, groups| {
-        let p = (k - 1) / 2;
-        b.conv(
-            name,
-            x,
-            c_out,
-            vec![k, k],
-            vec![s, s],
-            vec![(p, p); 2],
-            vec![1, 1],
-            groups,
-            false,
-        )
-    };
     let mut x = conv(&mut b, "conv0", 0, 16, 3, 1, 1)?;
     x = b.bn("bn0", x)?;
     x = b.op("relu0", Op::Relu6, x)?;

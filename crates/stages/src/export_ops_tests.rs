@@ -10,10 +10,12 @@ use crate::to_export::to_network;
 use candle_core::{Device, Tensor};
 use serde_json::json;
 use std::path::Path;
-use std::process::Command;
 
+#[path = "../../export/tests/common/c_run.rs"]
+mod c_run;
 #[path = "../../export/tests/common/runtimes.rs"]
 mod runtimes;
+use c_run::run_c;
 use runtimes::OrtCase;
 use whittle_export::{Int8Params, reference, write_c, write_onnx, write_onnx_qdq};
 use whittle_nn::Model;
@@ -93,48 +95,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0f32, f32::max)
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Compiles the C export `name` in `dir` with a main that runs it on `x`; returns the int8 output.
-fn run_c(dir: &Path, name: &str, x: &[f32]) -> Vec<i32> {
-    let up = name.to_uppercase();
-    let xs: Vec<String> = x.iter().map(|v| format!("{v:e}f")).collect();
-    let main = format!(
-        "#include <stdio.h>\n#include \"{name}.h\"\nstatic const float x[{up}_INPUT_SIZE] = {{{}}};\n\
-         int main(void) {{ static int8_t q[{up}_INPUT_SIZE], y[{up}_OUTPUT_SIZE], arena[{up}_ARENA_SIZE]; int i;\n\
-         {name}_quantize_input(x, q); {name}_run(q, y, arena);\n\
-         for (i = 0; i < {up}_OUTPUT_SIZE; ++i) printf(\"%d\\n\", y[i]);\n return 0; }}\n",
-        xs.join(", ")
-    );
-    let main_c = dir.join(format!("main_{name}.c"));
-    std::fs::write(&main_c, main).unwrap();
-    let exe = dir.join(name);
-    let out = Command::new("cc")
-        .args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&main_c)
-        .arg(dir.join(format!("{name}.c")))
-        .arg("-lm")
-        .output()
-        .expect("running the system C compiler `cc`");
-    assert!(
-        out.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&exe).output().unwrap();
-    assert!(run.status.success());
-    String::from_utf8(run.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect()
-}
-
 /// Every check of one model; the ONNX files are added to `manifest` / `expected` for one
-/// onnxruntime run.
+/// tract (and onnxruntime) run.
 fn check(
     label: &str,
     m: &Model,

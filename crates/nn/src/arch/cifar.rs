@@ -8,31 +8,17 @@
 //! sigmoid → channel multiply) goes after the last conv of each stride-1 block, as in `002`.
 //! Convolutions have no bias (batch norm follows each one).
 
+use crate::config::{cifar_input, is_zero, one, sixteen, ten};
 use crate::graph::{Graph, GraphBuilder, Op};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
-fn cifar_input() -> [usize; 3] {
-    [3, 32, 32]
-}
-fn ten() -> usize {
-    10
-}
-fn sixteen() -> usize {
-    16
-}
-fn one() -> usize {
-    1
-}
 fn three() -> usize {
     3
 }
-fn is_zero(v: &usize) -> bool {
-    *v == 0
-}
 
 /// Square conv without bias, padding (k − 1)/2.
-fn conv(
+pub(crate) fn conv(
     b: &mut GraphBuilder,
     name: &str,
     x: usize,
@@ -53,6 +39,20 @@ fn conv(
         groups,
         false,
     )
+}
+
+/// The stem of the ShuffleNets: 3×3 conv to 16 channels → BN → ReLU (`conv0`, `bn0`, `relu0`).
+fn stem16(b: &mut GraphBuilder) -> Result<usize> {
+    let x = conv(b, "conv0", 0, 16, 3, 1, 1)?;
+    let x = b.bn("bn0", x)?;
+    b.relu("relu0", x)
+}
+
+/// Global average pooling and the fully-connected classifier (`pool`, `fc`); the finished graph.
+pub(crate) fn classifier(mut b: GraphBuilder, x: usize, classes: usize) -> Result<Graph> {
+    let x = b.pool("pool", x)?;
+    b.linear("fc", x, classes, true)?;
+    Ok(b.finish())
 }
 
 /// Squeeze-and-excitation with reduction `r` on value `x`, named `{prefix}.se.*`.
@@ -158,9 +158,7 @@ impl WrnConfig {
         }
         x = b.bn("bn", x)?;
         x = b.relu("relu", x)?;
-        x = b.pool("pool", x)?;
-        b.linear("fc", x, self.classes, true)?;
-        Ok(b.finish())
+        classifier(b, x, self.classes)
     }
 }
 
@@ -192,9 +190,7 @@ impl ShuffleNetV2Config {
             self.width
         );
         let mut b = GraphBuilder::new(self.input.to_vec());
-        let mut x = conv(&mut b, "conv0", 0, 16, 3, 1, 1)?;
-        x = b.bn("bn0", x)?;
-        x = b.relu("relu0", x)?;
+        let mut x = stem16(&mut b)?;
         for (k, (i, j, stride)) in layout(self.blocks).enumerate() {
             let p = |l: &str| format!("blocks.{k}.{l}");
             let half = (self.width << i) / 2;
@@ -238,9 +234,7 @@ impl ShuffleNetV2Config {
             x = b.push(&p("cat"), Op::Concat, vec![left, r])?;
             x = b.op(&p("shuffle"), Op::ChannelShuffle { groups: 2 }, x)?;
         }
-        x = b.pool("pool", x)?;
-        b.linear("fc", x, self.classes, true)?;
-        Ok(b.finish())
+        classifier(b, x, self.classes)
     }
 }
 
@@ -275,9 +269,7 @@ impl ShuffleNetV1Config {
             4 * g
         );
         let mut b = GraphBuilder::new(self.input.to_vec());
-        let mut x = conv(&mut b, "conv0", 0, 16, 3, 1, 1)?;
-        x = b.bn("bn0", x)?;
-        x = b.relu("relu0", x)?;
+        let mut x = stem16(&mut b)?;
         for (k, (i, j, stride)) in layout(self.blocks).enumerate() {
             let p = |l: &str| format!("blocks.{k}.{l}");
             let cin = b.channels(x);
@@ -317,9 +309,7 @@ impl ShuffleNetV1Config {
             };
             x = b.relu(&p("relu"), x)?;
         }
-        x = b.pool("pool", x)?;
-        b.linear("fc", x, self.classes, true)?;
-        Ok(b.finish())
+        classifier(b, x, self.classes)
     }
 }
 
