@@ -125,7 +125,7 @@ impl StageKind for Quantize {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2" // 2: global average pooling by the kernel in PTQ/QAT (one interpreter)
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {

@@ -115,7 +115,7 @@ impl StageKind for Search {
     }
 
     fn version(&self) -> &'static str {
-        "2" // 2: the last epoch's masks are kept unless `restore_best`
+        "3" // 2: the last epoch's masks are kept unless `restore_best`; 3: global average pooling by the kernel (one interpreter)
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
