@@ -69,6 +69,22 @@ fn mobilenet_v2_counts_match_torch_ref() {
 }
 
 /// Class k (of 3) brightens colour plane k.
+/// One epoch of Adam at lr 1e-2, batch 10, seed 3: the one-epoch training tests' recipe.
+pub(super) fn one_epoch() -> TrainConfig {
+    TrainConfig {
+        epochs: 1,
+        batch_size: 10,
+        lr: 1e-2,
+        optimizer: crate::optim::OptimizerConfig::adam(0.0),
+        schedule: crate::schedule::ScheduleConfig::Constant,
+        loss: crate::loss::LossKind::CrossEntropy,
+        patience: None,
+        monitor: Monitor::ValLoss,
+        keep_best: false,
+        seed: 3,
+    }
+}
+
 pub(super) fn images(n: usize, seed: u64) -> Split {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -107,18 +123,7 @@ fn mobilenet_v2_trains_one_epoch_deterministically() {
             val: Some(images(12, 2)),
             test: None,
         };
-        let cfg = TrainConfig {
-            epochs: 1,
-            batch_size: 10,
-            lr: 1e-2,
-            optimizer: crate::optim::OptimizerConfig::adam(0.0),
-            schedule: crate::schedule::ScheduleConfig::Constant,
-            loss: crate::loss::LossKind::CrossEntropy,
-            patience: None,
-            monitor: Monitor::ValLoss,
-            keep_best: false,
-            seed: 3,
-        };
+        let cfg = one_epoch();
         let run = || {
             let m = Model::new(tiny_mbv2(se), 0).unwrap();
             let before = m.state().unwrap();

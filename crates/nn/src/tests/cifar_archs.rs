@@ -2,7 +2,7 @@
 //! layout, explicit inverted-residual lists) counted by hand, and one training epoch each on
 //! tiny synthetic images.
 
-use super::archs::images;
+use super::archs::{images, one_epoch};
 use crate::arch::cifar::*;
 use crate::config::*;
 use crate::data::DataSet;
@@ -206,18 +206,7 @@ fn cifar_architectures_train_one_epoch() {
         val: Some(images(10, 2)),
         test: None,
     };
-    let tc = TrainConfig {
-        epochs: 1,
-        batch_size: 10,
-        lr: 1e-2,
-        optimizer: crate::optim::OptimizerConfig::adam(0.0),
-        schedule: crate::schedule::ScheduleConfig::Constant,
-        loss: crate::loss::LossKind::CrossEntropy,
-        patience: None,
-        monitor: Monitor::ValLoss,
-        keep_best: false,
-        seed: 3,
-    };
+    let tc = one_epoch();
     let input = [3, 8, 8];
     let configs = [
         ModelConfig::Wrn(WrnConfig {

@@ -1,7 +1,7 @@
 //! Networks written node by node: a residual block with squeeze-and-excitation counted by hand
 //! and trained for one epoch, the `repeat` shorthand, and shape errors that name node and key.
 
-use super::archs::images;
+use super::archs::{images, one_epoch};
 use crate::arch::node_list::{NodeListConfig, parse_nodes};
 use crate::config::ModelConfig;
 use crate::data::DataSet;
@@ -81,18 +81,7 @@ fn residual_se_graph_counts_by_hand_and_trains_one_epoch() {
         val: Some(images(12, 2)),
         test: None,
     };
-    let tc = TrainConfig {
-        epochs: 1,
-        batch_size: 10,
-        lr: 1e-2,
-        optimizer: crate::optim::OptimizerConfig::adam(0.0),
-        schedule: crate::schedule::ScheduleConfig::Constant,
-        loss: crate::loss::LossKind::CrossEntropy,
-        patience: None,
-        monitor: Monitor::ValLoss,
-        keep_best: false,
-        seed: 3,
-    };
+    let tc = one_epoch();
     let run = || {
         let m = Model::new(cfg.clone(), 0).unwrap();
         let before: Vec<u32> = weights(&m);
