@@ -6,6 +6,7 @@ use super::*;
 use crate::config::{ModelConfig, TcnConfig, TcnLayerConfig, TcnPadding};
 use crate::data::{DataSet, Split};
 use crate::optim::OptimizerConfig;
+use crate::tests::max_diff;
 use candle_core::{Device, Tensor};
 
 fn t(v: &[f32]) -> Tensor {
@@ -109,17 +110,6 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

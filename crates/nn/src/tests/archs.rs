@@ -235,14 +235,7 @@ fn pit_masks_mobilenet_v2_with_and_without_squeeze_excitation() {
     .unwrap();
     // Masks at one: the same function (train mode, so dropout draws the same mask too).
     let got = pit.forward(&x, true).unwrap();
-    let d: f32 = (got - plain)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = super::max_diff(&got, &plain);
     assert!(d < 1e-5, "{d}");
     // With squeeze-and-excitation: the gate's producer shares the block's group.
     let m = Model::new(tiny_mbv2(true), 1).unwrap();
@@ -259,14 +252,7 @@ fn pit_masks_mobilenet_v2_with_and_without_squeeze_excitation() {
         plan.value_group[id("blocks.0.se.f1")],
         plan.value_group[id("blocks.0.bpr")]
     );
-    let d: f32 = (pit.forward(&x, false).unwrap() - plain)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = super::max_diff(&pit.forward(&x, false).unwrap(), &plain);
     assert!(d < 1e-5, "{d}");
     // Ops masks cannot follow are refused by name.
     let mut b = crate::graph::GraphBuilder::new(vec![2, 4, 4]);

@@ -80,14 +80,7 @@ fn fusion_steps_follow_mode_and_hooks() {
     assert_eq!(keep.1.len(), s.len());
     // Same function as the plain forward (only the rounding of the fusions differs).
     let want = m.forward(&x, false).unwrap();
-    let d: f32 = (y - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = super::max_diff(&y, &want);
     assert!(d < 1e-5, "{d}");
 }
 

@@ -11,3 +11,15 @@ mod node_list;
 mod ops;
 mod optim;
 mod training;
+
+/// Largest absolute elementwise difference of two tensors of one shape.
+pub(crate) fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
