@@ -16,8 +16,10 @@ use out::{errln, out, outln};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use whittle_engine::slurm::{self, ExecutorKind};
 use whittle_engine::{
-    Cache, CancelToken, Checkpoints, NodeState, Plan, Registry, Reporter, RunOptions, query,
+    Cache, CancelToken, Checkpoints, NodeState, Plan, Registry, Reporter, RunOptions, RunSummary,
+    query,
 };
 
 #[derive(Parser)]
@@ -70,6 +72,15 @@ struct RunArgs {
     /// [default: number of cores].
     #[arg(short, long, value_name = "N")]
     jobs: Option<usize>,
+    /// Where nodes run: `local` (threads of this process) or `slurm` (one job per node,
+    /// submitted with sbatch; see README "On a Slurm cluster") [default: the file's
+    /// `[executor] kind`, else local].
+    #[arg(long, env = "WHITTLE_EXECUTOR", value_name = "KIND")]
+    executor: Option<ExecutorKind>,
+    /// With `--executor slurm`: on Ctrl-C leave submitted jobs running (a rerun adopts them)
+    /// instead of cancelling them.
+    #[arg(long)]
+    keep_jobs: bool,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +130,13 @@ enum Cmd {
     /// Keeps the nodes of the files given, or of every `experiments/*.toml` under the current
     /// directory, and the shared files they use (downloaded archives, teacher logits); says how
     /// much it frees before removing.
+    /// Run one node of a submitted batch (what a Slurm job script calls; not for direct use).
+    #[command(hide = true)]
+    ExecNode {
+        /// `<cache>/slurm/batches/<id>.json`; an array task picks its node by
+        /// SLURM_ARRAY_TASK_ID.
+        batch: PathBuf,
+    },
     Gc {
         /// Experiment files whose nodes are kept.
         files: Vec<PathBuf>,
@@ -209,6 +227,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gc { files, dry_run } => gc(&files, dry_run, &cache, &registry),
+        Cmd::ExecNode { batch } => exec_node(&batch, &cache, &registry),
     }
 }
 
@@ -253,7 +272,25 @@ fn run(
         cancel,
         reporter: Reporter::auto(),
     };
-    let summary = whittle_engine::run(&plan, cache, registry, &opts)?;
+    let kind = a.executor.unwrap_or(plan.experiment.executor.kind);
+    let summary = match kind {
+        ExecutorKind::Local => whittle_engine::run(&plan, cache, registry, &opts)?,
+        ExecutorKind::Slurm => {
+            let config = plan.experiment.executor.clone();
+            let whittle = match &config.whittle {
+                Some(p) => plan.experiment.dir.join(p),
+                None => std::env::current_exe().context(
+                    "cannot find this executable for the Slurm jobs; set `whittle` in [executor]",
+                )?,
+            };
+            let so = slurm::SlurmOptions {
+                config,
+                whittle,
+                keep_jobs: a.keep_jobs,
+            };
+            slurm::run(&plan, cache, registry, &opts, &so)?
+        }
+    };
     if summary.skipped > 0 {
         errln!(
             "skipped {} node(s) downstream of a failure",
@@ -277,6 +314,63 @@ fn run(
             Ok(md) => outln!("report: {}", md.display()),
             Err(e) => errln!("report: not written: {e:#}"),
         }
+    }
+    outln!("{}", summary.line());
+    Ok(if summary.cancelled {
+        ExitCode::from(130)
+    } else if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The job side of the Slurm executor: load the batch's experiment (same file, same `--set`),
+/// run the node its array task names, commit it. Exit 0 committed (or already cached),
+/// 1 failed, 130 interrupted (scancel / time limit: its checkpoint is kept).
+fn exec_node(batch: &Path, cache: &Cache, registry: &Registry) -> Result<ExitCode> {
+    out::keep_going();
+    let b = slurm::Batch::load(batch)?;
+    let task = match std::env::var("SLURM_ARRAY_TASK_ID") {
+        Ok(t) => Some(
+            t.parse::<usize>()
+                .with_context(|| format!("SLURM_ARRAY_TASK_ID is `{t}`, not a number"))?,
+        ),
+        Err(_) => None,
+    };
+    let key = b.key_for(task)?.to_string();
+    let plan = query::load_plan(&b.file, &b.sets, registry)?;
+    let var = |k: &str| std::env::var(k).ok();
+    let job = match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+        (Some(a), Some(t)) => format!("{a}_{t}"),
+        _ => var("SLURM_JOB_ID").unwrap_or_else(|| "?".into()),
+    };
+    let record = serde_json::json!({
+        "kind": "slurm",
+        "job": job,
+        "host": var("SLURMD_NODENAME").unwrap_or_default(),
+    });
+    let cancel = CancelToken::default();
+    install_ctrlc(cancel.clone());
+    let opts = RunOptions {
+        jobs: 1,
+        cancel,
+        reporter: Reporter::Log,
+    };
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.key == key)
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    tracing::info!(
+        "slurm job {job}: node {node} ({})",
+        &key[..12.min(key.len())]
+    );
+    let summary: RunSummary =
+        whittle_engine::run_node(&plan, &key, cache, registry, &opts, Some(record))?;
+    for (node, err) in &summary.failures {
+        errln!("failed: {node}: {err}");
     }
     outln!("{}", summary.line());
     Ok(if summary.cancelled {

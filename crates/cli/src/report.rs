@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use whittle_engine::cache::write_atomic;
 use whittle_engine::{Cache, Plan, Registry, query};
 use whittle_report::{Constraints, Document, NodeRecord, Provenance, ReportOptions};
 
@@ -200,12 +201,6 @@ pub fn write(doc: &Document, dir: &Path) -> Result<PathBuf> {
     let md = dir.join(format!("{name}.md"));
     write_atomic(&md, rendered.markdown.as_bytes())?;
     Ok(md)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A document from an experiment file (with the cache's results), a report folder, or a

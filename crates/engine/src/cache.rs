@@ -64,6 +64,10 @@ pub struct Manifest {
     pub resumed: bool,
     /// Experiment that produced it (informational; not part of the key).
     pub experiment: String,
+    /// Where it ran when not in the controlling process, e.g.
+    /// `{"kind": "slurm", "job": "1234_5", "host": "node07"}` (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<serde_json::Value>,
 }
 
 /// State of a key in the cache.
@@ -101,6 +105,24 @@ pub struct KeyLock {
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+}
+
+/// Write `bytes` to `path` so readers see the old file or the whole new one, never a part:
+/// a uniquely named temporary in the same folder (created if missing), then a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 pub fn now_unix() -> f64 {

@@ -1,4 +1,4 @@
-//! Experiment files: parsing `[experiment]`, `[stages.NAME]` and `[report]`, `--set`
+//! Experiment files: parsing `[experiment]`, `[stages.NAME]`, `[report]` and `[executor]`, `--set`
 //! overrides, and validation of the engine's own keys (`kind`, `inputs`, `sweep`, `gather`)
 //! with errors that name file, line and column.
 
@@ -56,6 +56,8 @@ pub struct Experiment {
     pub stages: IndexMap<String, StageDef>,
     /// The opaque `[report]` table; it joins no key.
     pub report: Option<toml::Table>,
+    /// Where the nodes run (`[executor]`, validated; joins no key).
+    pub executor: crate::slurm::ExecutorConfig,
     text: String,
     overrides: Vec<(Vec<String>, String)>,
 }
@@ -97,6 +99,7 @@ impl Experiment {
             description: String::new(),
             stages: IndexMap::new(),
             report: None,
+            executor: Default::default(),
             text,
             overrides: Vec::new(),
         };
@@ -137,6 +140,11 @@ impl Experiment {
     }
 
     /// An error located at key path `path` (e.g. `["stages", "a", "inputs", "0"]`).
+    /// The `--set PATH=VALUE` arguments applied, in order (a job loads the same plan).
+    pub fn overrides(&self) -> Vec<String> {
+        self.overrides.iter().map(|(_, a)| a.clone()).collect()
+    }
+
     pub fn error_at(&self, path: &[String], message: impl Into<String>) -> ExperimentError {
         let message = message.into();
         if let Some((_, arg)) = self
@@ -216,10 +224,10 @@ impl Experiment {
     ) -> Result<(), ExperimentError> {
         let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         for key in root.keys() {
-            if !["experiment", "stages", "report"].contains(&key.as_str()) {
+            if !["experiment", "stages", "report", "executor"].contains(&key.as_str()) {
                 return Err(self.error_at(
                     &p(&[key]),
-                    format!("unknown top-level key `{key}`; expected `[experiment]`, `[stages.NAME]` or `[report]`"),
+                    format!("unknown top-level key `{key}`; expected `[experiment]`, `[stages.NAME]`, `[report]` or `[executor]`"),
                 ));
             }
         }
@@ -291,6 +299,16 @@ impl Experiment {
                 ));
             }
         }
+        let executor = match root.remove("executor") {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(v) => {
+                return Err(self.error_at(
+                    &p(&["executor"]),
+                    format!("`executor` must be a table, found {}", type_name(&v)),
+                ));
+            }
+        };
         // [stages.*]
         let stages_t = match root.remove("stages") {
             Some(toml::Value::Table(t)) if !t.is_empty() => t,
@@ -469,6 +487,15 @@ impl Experiment {
         }
         let defs = self.expand(defs, registry)?;
         self.stages = self.topo_order(defs)?;
+        if let Some(t) = executor {
+            let origins: HashSet<&str> = self.stages.values().map(|d| d.origin.as_str()).collect();
+            self.executor = crate::slurm::ExecutorConfig::from_table(&t, &|s| origins.contains(s))
+                .map_err(|e| {
+                    let mut at = vec!["executor".to_string()];
+                    at.extend(e.path.iter().cloned());
+                    self.error_at(&at, format!("[executor]: {}", e.message))
+                })?;
+        }
         Ok(())
     }
 

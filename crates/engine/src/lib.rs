@@ -19,6 +19,7 @@ pub mod progress;
 pub mod query;
 pub mod registry;
 pub mod scheduler;
+pub mod slurm;
 pub mod stage;
 
 pub use cache::{Cache, Manifest, NodeState};
@@ -27,7 +28,7 @@ pub use plan::{Node, Plan};
 pub use progress::Reporter;
 pub use query::{StatusRow, load_plan, manifests, status, why};
 pub use registry::Registry;
-pub use scheduler::{RunOptions, RunSummary, run, run_with_budget};
+pub use scheduler::{RunOptions, RunSummary, run, run_node, run_with_budget};
 pub use stage::{
     CancelToken, Checkpoints, ExpandContext, Expansion, InputArtifact, MemoryNeed, ParamError,
     Progress, RunContext, StageKind, from_params,

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cache::{Cache, InputRecord, Manifest, now_unix};
 use crate::memory::{Budget, LIMIT_VAR, budget, human};
@@ -57,11 +57,53 @@ impl RunSummary {
     }
 }
 
-enum Outcome {
+/// How one node ended, as an [`Executor`] reports it.
+pub(crate) enum Outcome {
     Cached(Manifest),
+    /// Ran to completion (`true`: continued from saved state).
     Ran(Manifest, bool),
     Failed(String),
     Cancelled,
+}
+
+/// Where nodes run. The scheduler decides what is ready; the executor runs one ready node
+/// (its inputs complete) and blocks until it ended.
+pub(crate) trait Executor: Sync {
+    /// Whether nodes count their threads against `--jobs` (local cores). `false`: the
+    /// executor's resources are elsewhere and only `opts.jobs` nodes may be out at once.
+    fn counts_cores(&self) -> bool;
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &self,
+        plan: &Plan,
+        i: usize,
+        threads: usize,
+        inputs: Vec<InputArtifact>,
+        cache: &Cache,
+        registry: &Registry,
+        opts: &RunOptions,
+    ) -> Outcome;
+}
+
+/// Runs each node in a thread of this process.
+pub(crate) struct Local;
+
+impl Executor for Local {
+    fn counts_cores(&self) -> bool {
+        true
+    }
+    fn execute(
+        &self,
+        plan: &Plan,
+        i: usize,
+        threads: usize,
+        inputs: Vec<InputArtifact>,
+        cache: &Cache,
+        registry: &Registry,
+        opts: &RunOptions,
+    ) -> Outcome {
+        execute(plan, i, threads, inputs, cache, registry, opts, None)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -96,6 +138,142 @@ pub fn run_with_budget(
     opts: &RunOptions,
     budget: Option<Budget>,
 ) -> Result<RunSummary> {
+    schedule(plan, cache, registry, opts, budget, &Local)
+}
+
+/// The refusal of a node whose estimate alone exceeds the memory budget.
+fn too_big(
+    node: &crate::plan::Node,
+    estimate: Option<&crate::stage::MemoryNeed>,
+    budget: Option<&Budget>,
+) -> Option<String> {
+    let (e, b) = (estimate?, budget?);
+    (e.bytes > b.bytes).then(|| {
+        format!(
+            "stage `{}` (kind `{}`) needs an estimated {} of memory ({}), but only {} is available ({}); make the network or the batch size smaller, or set {LIMIT_VAR} if the estimate is wrong",
+            node.stage,
+            node.kind,
+            human(e.bytes),
+            e.detail,
+            human(b.bytes),
+            b.source
+        )
+    })
+}
+
+/// Run exactly the node of `plan` whose key is `key`, in this process: the job of a batch
+/// executor (`whittle exec-node`). Its inputs must be committed in `cache`; the memory
+/// guard applies as in [`run`]; `record` (where it ran) goes into the manifest.
+pub fn run_node(
+    plan: &Plan,
+    key: &str,
+    cache: &Cache,
+    registry: &Registry,
+    opts: &RunOptions,
+    record: Option<serde_json::Value>,
+) -> Result<RunSummary> {
+    let Some(i) = plan.nodes.iter().position(|n| n.key == key) else {
+        anyhow::bail!(
+            "no node of experiment `{}` has key {key}: the experiment file changed since the job was submitted",
+            plan.experiment.name
+        );
+    };
+    let node = &plan.nodes[i];
+    let mut ups = Vec::new();
+    for &j in &node.inputs {
+        let up = &plan.nodes[j];
+        let m = cache.manifest(&up.key).with_context(|| {
+            format!(
+                "input {} of {} ({}) is not in the cache at {}: is the cache folder shared with this host?",
+                up.name,
+                node.name,
+                &up.key[..12],
+                cache.root().display()
+            )
+        })?;
+        ups.push((j, Arc::new(m)));
+    }
+    let inputs = inputs_of(plan, i, cache, |j| {
+        ups.iter()
+            .find(|(k, _)| *k == j)
+            .map(|(_, m)| m.clone())
+            .expect("collected")
+    });
+    let mut summary = RunSummary::default();
+    let estimate = if cache.is_done(key) {
+        None
+    } else {
+        registry
+            .get(&node.kind)
+            .and_then(|k| k.memory(&node.params, &inputs))
+    };
+    let out = match too_big(node, estimate.as_ref(), budget()?.as_ref()) {
+        Some(msg) => {
+            cache.mark_failed(key, &msg);
+            Outcome::Failed(msg)
+        }
+        None => execute(
+            plan,
+            i,
+            node.threads,
+            inputs,
+            cache,
+            registry,
+            opts,
+            record.as_ref(),
+        ),
+    };
+    match out {
+        Outcome::Cached(_) => summary.cached = 1,
+        Outcome::Ran(_, true) => summary.resumed = 1,
+        Outcome::Ran(_, false) => summary.ran = 1,
+        Outcome::Failed(e) => {
+            summary.failed = 1;
+            summary.failures.push((node.name.clone(), e));
+        }
+        Outcome::Cancelled => {
+            summary.interrupted = 1;
+            summary.cancelled = true;
+        }
+    }
+    Ok(summary)
+}
+
+/// The inputs of node `i` as the stage sees them (every input complete, with `manifests`).
+pub(crate) fn inputs_of(
+    plan: &Plan,
+    i: usize,
+    cache: &Cache,
+    manifest: impl Fn(usize) -> Arc<Manifest>,
+) -> Vec<InputArtifact> {
+    plan.nodes[i]
+        .inputs
+        .iter()
+        .map(|&j| {
+            let m = manifest(j);
+            let up = &plan.nodes[j];
+            InputArtifact {
+                stage: up.stage.clone(),
+                node: up.name.clone(),
+                kind: up.kind.clone(),
+                key: up.key.clone(),
+                dir: cache.out_dir(&up.key),
+                params: m.params.clone(),
+                metrics: m.metrics.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The scheduling loop shared by every executor.
+pub(crate) fn schedule(
+    plan: &Plan,
+    cache: &Cache,
+    registry: &Registry,
+    opts: &RunOptions,
+    budget: Option<Budget>,
+    executor: &dyn Executor,
+) -> Result<RunSummary> {
     let n = plan.nodes.len();
     let jobs = opts.jobs.max(1);
     let children = plan.children();
@@ -128,27 +306,15 @@ pub fn run_with_budget(
                     if st[i] != St::Waiting || missing[i] != 0 {
                         continue;
                     }
-                    let t = plan.nodes[i].threads.min(jobs);
-                    if t > free && running > 0 {
+                    let threads = plan.nodes[i].threads.min(jobs);
+                    // what the node holds of the `--jobs` budget
+                    let t = if executor.counts_cores() { threads } else { 1 };
+                    if t > free && (running > 0 || !executor.counts_cores()) {
                         continue;
                     }
-                    let inputs: Vec<InputArtifact> = plan.nodes[i]
-                        .inputs
-                        .iter()
-                        .map(|&j| {
-                            let m = manifests[j].as_ref().expect("inputs complete");
-                            let up = &plan.nodes[j];
-                            InputArtifact {
-                                stage: up.stage.clone(),
-                                node: up.name.clone(),
-                                kind: up.kind.clone(),
-                                key: up.key.clone(),
-                                dir: cache.out_dir(&up.key),
-                                params: m.params.clone(),
-                                metrics: m.metrics.clone(),
-                            }
-                        })
-                        .collect();
+                    let inputs = inputs_of(plan, i, cache, |j| {
+                        manifests[j].clone().expect("inputs complete")
+                    });
                     if need[i].is_none() {
                         let node = &plan.nodes[i];
                         let estimate = match &budget {
@@ -157,23 +323,12 @@ pub fn run_with_budget(
                                 .and_then(|k| k.memory(&node.params, &inputs)),
                             _ => None,
                         };
-                        if let (Some(e), Some(b)) = (&estimate, &budget) {
-                            if e.bytes > b.bytes {
-                                let msg = format!(
-                                    "stage `{}` (kind `{}`) needs an estimated {} of memory ({}), but only {} is available ({}); make the network or the batch size smaller, or set {LIMIT_VAR} if the estimate is wrong",
-                                    node.stage,
-                                    node.kind,
-                                    human(e.bytes),
-                                    e.detail,
-                                    human(b.bytes),
-                                    b.source
-                                );
-                                need[i] = Some(0);
-                                st[i] = St::Running;
-                                running += 1;
-                                let _ = tx.send((i, 0, Outcome::Failed(msg)));
-                                continue;
-                            }
+                        if let Some(msg) = too_big(node, estimate.as_ref(), budget.as_ref()) {
+                            need[i] = Some(0);
+                            st[i] = St::Running;
+                            running += 1;
+                            let _ = tx.send((i, 0, Outcome::Failed(msg)));
+                            continue;
                         }
                         need[i] = Some(estimate.map_or(0, |e| e.bytes));
                     }
@@ -199,7 +354,7 @@ pub fn run_with_budget(
                     let tx = tx.clone();
                     s.spawn(move || {
                         let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            execute(plan, i, t, inputs, cache, registry, opts)
+                            executor.execute(plan, i, threads, inputs, cache, registry, opts)
                         }))
                         .unwrap_or_else(|p| {
                             let msg = p
@@ -278,7 +433,10 @@ pub fn run_with_budget(
     Ok(summary)
 }
 
-fn execute(
+/// Run node `i` in this process: lock its entry, use it if cached, else run the kind and
+/// commit. `executor` is recorded in the manifest (e.g. the Slurm job that ran it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn execute(
     plan: &Plan,
     i: usize,
     threads: usize,
@@ -286,6 +444,7 @@ fn execute(
     cache: &Cache,
     registry: &Registry,
     opts: &RunOptions,
+    executor: Option<&serde_json::Value>,
 ) -> Outcome {
     let node = &plan.nodes[i];
     let lock = cache.lock(
@@ -397,6 +556,7 @@ fn execute(
         duration_secs: finished - started,
         resumed,
         experiment: plan.experiment.name.clone(),
+        executor: executor.cloned(),
     };
     match cache.commit(&node.key, manifest) {
         Ok(m) => {

@@ -58,7 +58,9 @@ pub fn from_params<T: serde::de::DeserializeOwned>(params: &toml::Table) -> Resu
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
-            path.push(name.to_string());
+            if path.last().map(String::as_str) != Some(name) {
+                path.push(name.to_string());
+            }
         }
         ParamError { path, message }
     })
