@@ -210,13 +210,35 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Status { exp, json } => {
             let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
-            let rows = query::status(&plan, &cache);
+            let mut rows = query::status(&plan, &cache);
+            if rows.iter().any(|r| r.job.is_some()) {
+                // one squeue call; jobs it no longer knows keep only their id
+                if let Ok(jobs) = slurm::sys::squeue() {
+                    for r in &mut rows {
+                        r.job_state = r
+                            .job
+                            .as_ref()
+                            .and_then(|j| jobs.get(j))
+                            .map(|s| s.state.clone());
+                    }
+                }
+            }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 let w = rows.iter().map(|r| r.node.len()).max().unwrap_or(4);
                 for r in &rows {
-                    outln!("{:<w$}  {}  {}", r.node, &r.key[..16], r.state);
+                    let job = match (&r.job, &r.job_state) {
+                        (Some(j), Some(s)) => format!("  slurm {j} {s}"),
+                        (Some(j), None) => format!("  slurm {j}"),
+                        _ => String::new(),
+                    };
+                    let state = if job.is_empty() {
+                        r.state.to_string()
+                    } else {
+                        format!("{:<7}", r.state.to_string())
+                    };
+                    outln!("{:<w$}  {}  {state}{job}", r.node, &r.key[..16]);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -140,6 +140,18 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
                 .collect(),
         });
     }
+    // where the completed nodes ran (manifests of Slurm jobs name them)
+    let mut jobs = std::collections::BTreeMap::new();
+    let mut executor = String::new();
+    for (node, m) in query::manifests(plan, cache) {
+        let Some(e) = m.and_then(|m| m.executor) else {
+            continue;
+        };
+        if let (Some(kind), Some(job)) = (e["kind"].as_str(), e["job"].as_str()) {
+            executor = kind.to_string();
+            jobs.insert(node, job.to_string());
+        }
+    }
     let text =
         std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
     let mut doc = Document::new(
@@ -155,6 +167,8 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             seed: exp.seed,
             machine: machine(),
+            executor,
+            jobs,
         },
         Constraints {
             max_params: section.max_params,

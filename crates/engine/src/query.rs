@@ -28,6 +28,12 @@ pub struct StatusRow {
     pub stage: String,
     pub key: String,
     pub state: NodeState,
+    /// The newest Slurm job of the node (`123` or `123_4`), if it was ever submitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// That job's Slurm state, when asked (`whittle status` asks squeue once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_state: Option<String>,
 }
 
 /// State of every node of `plan`, in topological order.
@@ -39,6 +45,8 @@ pub fn status(plan: &Plan, cache: &Cache) -> Vec<StatusRow> {
             stage: n.stage.clone(),
             key: n.key.clone(),
             state: cache.state(&n.key),
+            job: crate::slurm::JobRecord::load(cache, &n.key).map(|r| r.job),
+            job_state: None,
         })
         .collect()
 }

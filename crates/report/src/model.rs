@@ -119,6 +119,12 @@ pub struct Provenance {
     pub tool_version: String,
     pub seed: u64,
     pub machine: String,
+    /// Where nodes ran when not in the controlling process (`slurm`); empty: locally.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub executor: String,
+    /// Node → the executor's job that ran it (Slurm job ids).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub jobs: std::collections::BTreeMap<String, String>,
 }
 
 /// Constraints named in the experiment's `[report]` table.

@@ -388,6 +388,17 @@ fn provenance(doc: &Document, md: &mut String) {
         "- Experiment file: `{}` (blake3 `{}`), seed {}\n- Tool: whittle {}\n- Machine: {}\n",
         p.file, p.file_hash, p.seed, p.tool_version, p.machine
     ));
+    if !p.executor.is_empty() {
+        let mut jobs: Vec<&str> = p.jobs.values().map(String::as_str).collect();
+        jobs.sort();
+        jobs.dedup();
+        md.push_str(&format!(
+            "- Executor: {} ({} node(s) in job(s) {})\n",
+            p.executor,
+            p.jobs.len(),
+            jobs.join(", ")
+        ));
+    }
     let mut t = Table::new(&[
         ("node", Align::Left),
         ("kind", Align::Left),
@@ -402,7 +413,10 @@ fn provenance(doc: &Document, md: &mut String) {
             format!("`{}`", n.node),
             n.kind.clone(),
             format!("`{}`", &n.key[..n.key.len().min(12)]),
-            n.state.clone(),
+            match p.jobs.get(&n.node) {
+                Some(j) => format!("{} (job {j})", n.state),
+                None => n.state.clone(),
+            },
             n.duration_s
                 .map(|d| format!("{d:.1}"))
                 .unwrap_or_else(|| "–".into()),
