@@ -37,4 +37,6 @@ pub fn registry() -> whittle_engine::Registry {
 #[cfg(test)]
 mod export_ops_tests;
 #[cfg(test)]
+mod pruned_export_tests;
+#[cfg(test)]
 mod stage_tests;

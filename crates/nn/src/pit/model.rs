@@ -196,17 +196,42 @@ impl PitModel {
         let cmasks: Vec<Option<Tensor>> = (0..self.plan.groups.len())
             .map(|g| self.theta_alpha(g)?.map(|t| Ok(binarize(&t)?)).transpose())
             .collect::<Result<_>>()?;
-        let mut hook = PitHook { pit: self, cmasks };
+        let node_masks = (0..self.plan.mask_at.len())
+            .map(|i| {
+                if self.plan.mask_at[i] {
+                    self.plan.gather(i + 1, &cmasks)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut hook = PitHook {
+            pit: self,
+            node_masks,
+        };
         interp::forward(self.model.graph(), &self.model, x, train, &mut hook).context("PIT model")
     }
 
     /// Cost of every conv/linear layer on the continuous masks, as tensors (size, macs).
     fn layer_cost_tensors(&self) -> Result<Vec<(String, Tensor, Tensor)>> {
         let graph = self.model.graph();
-        let c_eff = |g: usize| -> Result<Tensor> {
-            Ok(match self.theta_alpha(g)? {
+        // Effective channels of value v: Σ θ over its channels (a whole group's own θ, made
+        // afresh per use as it always was, when the value is exactly one group).
+        let c_eff = |v: usize| -> Result<Tensor> {
+            let plan = &self.plan;
+            if plan.whole[v] {
+                let g = plan.value_group[v];
+                return Ok(match self.theta_alpha(g)? {
+                    Some(t) => t.sum_all()?,
+                    None => Tensor::new(plan.groups[g].channels as f32, &Device::Cpu)?,
+                });
+            }
+            let thetas: Vec<Option<Tensor>> = (0..plan.groups.len())
+                .map(|g| self.theta_alpha(g))
+                .collect::<Result<_>>()?;
+            Ok(match plan.gather(v, &thetas)? {
                 Some(t) => t.sum_all()?,
-                None => Tensor::new(self.plan.groups[g].channels as f32, &Device::Cpu)?,
+                None => Tensor::new(plan.layout[v].len() as f32, &Device::Cpu)?,
             })
         };
         let mut out = vec![];
@@ -222,11 +247,11 @@ impl PitModel {
                 Op::Linear { .. } => (Tensor::new(1f32, &Device::Cpu)?, 1),
                 _ => continue,
             };
-            let cout = c_eff(self.plan.value_group[i + 1])?;
+            let cout = c_eff(i + 1)?;
             let size = if self.plan.depthwise[i] {
                 (cout * k)?
             } else {
-                let cin = c_eff(self.plan.value_group[node.inputs[0]])?;
+                let cin = c_eff(node.inputs[0])?;
                 ((cin * cout)? * k)?
             };
             let macs = (&size * positions as f64)?;
@@ -292,13 +317,13 @@ impl Trainable for PitModel {
 /// outputs at the plan's mask points (which are therefore not fused with their consumer).
 struct PitHook<'a> {
     pit: &'a PitModel,
-    /// Binary channel mask of each group (None for fixed groups).
-    cmasks: Vec<Option<Tensor>>,
+    /// Per node: the binary channel mask of its output (None where there is none).
+    node_masks: Vec<Option<Tensor>>,
 }
 
 impl PitHook<'_> {
     fn mask_of(&self, node: usize) -> Option<&Tensor> {
-        self.pit.plan.mask_at[node].and_then(|g| self.cmasks[g].as_ref())
+        self.node_masks[node].as_ref()
     }
 }
 

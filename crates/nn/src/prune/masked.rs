@@ -57,9 +57,16 @@ pub fn forward(
     // ReLU that is the only consumer of a masked batch norm (relu(m·y) = m·relu(y) for m ≥ 0,
     // so the batch norm and its ReLU still run as one op).
     let uses = graph.value_uses();
-    let mut acts_at: Vec<Option<&Tensor>> = vec![None; graph.nodes.len()];
-    for (i, g) in plan.mask_at.iter().enumerate() {
-        let Some(m) = g.and_then(|g| masks[g].acts.as_ref()) else {
+    let acts: Vec<Option<Tensor>> = masks.iter().map(|m| m.acts.clone()).collect();
+    let params: Vec<Option<Tensor>> = masks.iter().map(|m| m.params.clone()).collect();
+    let mut acts_at: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
+    let mut params_at: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
+    for i in 0..graph.nodes.len() {
+        if !plan.mask_at[i] {
+            continue;
+        }
+        params_at[i] = plan.gather(i + 1, &params)?;
+        let Some(m) = plan.gather(i + 1, &acts)? else {
             continue;
         };
         let relu_next = matches!(graph.nodes[i].op, Op::BatchNorm { .. })
@@ -70,32 +77,28 @@ pub fn forward(
                 .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs[0] == i + 1);
         acts_at[if relu_next { i + 1 } else { i }] = Some(m);
     }
-    let mut hook = FisherHook {
-        plan,
-        masks,
-        acts_at,
-    };
+    let mut hook = FisherHook { params_at, acts_at };
     interp::forward(graph, model, x, train, &mut hook).context("fisher")
 }
 
 /// The masks as interpreter hooks.
-struct FisherHook<'a> {
-    plan: &'a Plan,
-    masks: &'a [Mask],
+struct FisherHook {
+    /// Per mask point: the parameter mask of its channels.
+    params_at: Vec<Option<Tensor>>,
     /// Per node: the per-sample mask multiplying its output.
-    acts_at: Vec<Option<&'a Tensor>>,
+    acts_at: Vec<Option<Tensor>>,
 }
 
-impl Hook for FisherHook<'_> {
+impl Hook for FisherHook {
     /// Scales the parameters that produce a masked group's channels.
     fn weight(&mut self, node: usize, _suffix: &str, t: &Tensor) -> Result<Tensor> {
-        match self.plan.mask_at[node].and_then(|g| self.masks[g].params.as_ref()) {
+        match &self.params_at[node] {
             Some(m) => scale_rows(t, m),
             None => Ok(t.clone()),
         }
     }
     fn output(&mut self, node: usize, y: Tensor) -> Result<Tensor> {
-        match self.acts_at[node] {
+        match &self.acts_at[node] {
             Some(m) => {
                 let mut shape = m.dims().to_vec();
                 shape.resize(y.rank(), 1);

@@ -2,9 +2,11 @@
 //! or global), batch-norm scale (network slimming), uniform width, random (the control), and
 //! Fisher pruning (greedy, data-driven: [`fisher`]).
 //! Channels are chosen per channel group of the PIT [`Plan`] — residual-coupled layers share
-//! one group and are pruned together, a depthwise conv follows its producer, the output
-//! layer is never pruned — and exported with the same code as PIT, so every method yields the
-//! same network form.
+//! one group and are pruned together, a depthwise conv follows its producer, a
+//! squeeze-and-excitation gate follows the channels it scales, concat / channel split /
+//! shuffle / flatten are followed by position (see [`crate::pit::plan`] for the rules and what
+//! is frozen), the output layer is never pruned — and exported with the same code as PIT, so
+//! every method yields the same network form.
 
 pub mod fisher;
 pub mod masked;
@@ -60,7 +62,6 @@ pub fn scores(model: &Model, plan: &Plan, method: Method, seed: u64) -> Result<V
         }
         Method::L1 | Method::BnGamma => {
             for (i, node) in g.nodes.iter().enumerate() {
-                let grp = plan.value_group[i + 1];
                 let w = match (&node.op, method) {
                     (Op::Conv { .. } | Op::Linear { .. }, Method::L1) if !plan.depthwise[i] => {
                         let w = model.get(&format!("{}.weight", node.name))?.as_tensor();
@@ -73,8 +74,9 @@ pub fn scores(model: &Model, plan: &Plan, method: Method, seed: u64) -> Result<V
                         .abs()?,
                     _ => continue,
                 };
-                for (a, b) in s[grp].iter_mut().zip(w.to_vec1::<f32>()?) {
-                    *a += b;
+                // Each output channel adds to the group channel it carries.
+                for (&(grp, c), b) in plan.layout[i + 1].iter().zip(w.to_vec1::<f32>()?) {
+                    s[grp][c] += b;
                 }
             }
         }

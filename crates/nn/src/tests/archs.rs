@@ -254,7 +254,7 @@ fn pit_masks_mobilenet_v2_with_and_without_squeeze_excitation() {
     );
     let d = super::max_diff(&pit.forward(&x, false).unwrap(), &plain);
     assert!(d < 1e-5, "{d}");
-    // Ops masks cannot follow are refused by name.
+    // Concat is followed: each input keeps its own group, at its offset.
     let mut b = crate::graph::GraphBuilder::new(vec![2, 4, 4]);
     let conv = |b: &mut crate::graph::GraphBuilder, n: &str, c| {
         b.conv(
@@ -272,8 +272,12 @@ fn pit_masks_mobilenet_v2_with_and_without_squeeze_excitation() {
     };
     let (c1, c2) = (conv(&mut b, "c1", 3), conv(&mut b, "c2", 2));
     b.push("cat", Op::Concat, vec![c1, c2]).unwrap();
-    let e = crate::pit::plan::plan(&b.finish(), false)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("node cat") && e.contains("concat"), "{e}");
+    let p = crate::pit::plan::plan(&b.finish(), false).unwrap();
+    let (g1, g2) = (p.value_group[c1], p.value_group[c2]);
+    assert_ne!(g1, g2);
+    let want: Vec<(usize, usize)> = (0..3)
+        .map(|c| (g1, c))
+        .chain((0..2).map(|c| (g2, c)))
+        .collect();
+    assert_eq!(p.layout[c1 + 2], want);
 }

@@ -10,6 +10,7 @@ mod new_ops;
 mod node_list;
 mod ops;
 mod optim;
+mod pruned_export;
 mod training;
 
 /// Largest absolute elementwise difference of two tensors of one shape.
