@@ -86,7 +86,12 @@ pub fn section(nodes: &[NodeRecord]) -> String {
             md.push_str(&t.render());
             md.push('\n');
         }
-        if let Some(rows) = m.get("mcu").and_then(Value::as_array) {
+        // No profile asked for (`mcu = []`): no estimates to show.
+        if let Some(rows) = m
+            .get("mcu")
+            .and_then(Value::as_array)
+            .filter(|r| !r.is_empty())
+        {
             let mut t = Table::new(&[
                 ("device", Align::Left),
                 ("network", Align::Left),

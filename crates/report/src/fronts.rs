@@ -258,6 +258,7 @@ fn series(
                 name,
                 points,
                 lines,
+                ..Default::default()
             }
         })
         .collect()
@@ -316,6 +317,7 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
             series: series(ctx, &idx, axis.get, &|i| ctx.methods[i].clone(), true),
             y_bounds: Some((0.0, 100.0)),
             notes,
+            ..Default::default()
         };
         files.push((axis.file.to_string(), plot.render()));
         let front = front_of(ctx, &idx, axis.get);
@@ -501,7 +503,7 @@ pub(crate) fn precision(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String 
         log_x: true,
         series: series(ctx, &idx, weight_bytes, &family, false),
         y_bounds: Some((0.0, 100.0)),
-        notes: vec![],
+        ..Default::default()
     };
     files.push((file.to_string(), plot.render()));
     let mut md = format!(

@@ -1,6 +1,7 @@
 //! Reports of whittle: Pareto fronts, Markdown tables, SVG plots, diffs. Reads metrics and
 //! manifests (as [`model::Document`]), never models.
 
+mod arch;
 pub mod calibration;
 mod channels;
 pub mod diff;

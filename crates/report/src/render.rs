@@ -1,5 +1,6 @@
 //! Renders a [`Document`] as `reports/<experiment>.md` plus the SVG plots beside it, to be
-//! read top-down: summary (and warnings), one front plot per cost axis with a compact table of
+//! read top-down: summary (and warnings), the architecture study (error vs latency over seeds,
+//! when there is one), one front plot per cost axis with a compact table of
 //! its Pareto front and the best network of each method, the precision plot and tables, the
 //! distillation comparison (mean ± std over seeds next to the no-KD twin), the latency model;
 //! then the full tables, per-layer channel charts and the node list collapsed in `<details>`.
@@ -337,6 +338,7 @@ pub fn render(doc: &Document, folder: &str) -> Rendered {
     summary(&ctx, &mut md);
     md.push_str(&crate::warnings::section(&doc.nodes));
     let mut files = Vec::new();
+    md.push_str(&crate::arch::section(&ctx, &mut files));
     md.push_str(&crate::fronts::sections(&ctx, &mut files));
     md.push_str(&crate::fronts::precision(&ctx, &mut files));
     md.push_str(&crate::distill::section(&ctx));

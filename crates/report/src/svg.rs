@@ -19,6 +19,14 @@ pub struct Series {
     pub points: Vec<(f64, f64, String)>,
     /// Point indices joined by a line, in this order (one list per sweep).
     pub lines: Vec<Vec<usize>>,
+    /// Error bars: (x, y) half-widths per point, e.g. standard deviations over seeds (empty:
+    /// none; a zero or non-finite half-width draws no bar on that axis).
+    pub errors: Vec<(f64, f64)>,
+    /// The colour and marker of series number `style` instead of the series' own position,
+    /// so that variants of one family share them (see [`Series::hollow`]).
+    pub style: Option<usize>,
+    /// Markers drawn as outlines (a variant of the series with the same style).
+    pub hollow: bool,
 }
 
 /// A scatter plot of `series` with the Pareto front of all points (x ↓, y ↑) drawn on top.
@@ -33,6 +41,8 @@ pub struct Scatter {
     pub y_bounds: Option<(f64, f64)>,
     /// Short texts written next to points (x, y, text), e.g. which point is the seed.
     pub notes: Vec<(f64, f64, String)>,
+    /// The front minimises y too (an error), instead of maximising it (an accuracy).
+    pub lower_is_better: bool,
 }
 
 const FONT: f64 = 12.0;
@@ -99,6 +109,17 @@ fn marker(shape: usize, x: f64, y: f64, r: f64, colour: &str, extra: &str) -> St
             (-0.65, 0.9),
             (-1.05, -0.34),
         ]),
+    }
+}
+
+/// A data point's marker: translucent fill, or an outline on white when `hollow`.
+fn point(shape: usize, x: f64, y: f64, colour: &str, hollow: bool) -> String {
+    if hollow {
+        let extra = format!(r#" stroke="{colour}" stroke-width="1.8""#);
+        marker(shape, x, y, 5.0, "white", &extra)
+    } else {
+        let extra = format!(r#" stroke="{colour}" stroke-width="1.5" fill-opacity="0.45""#);
+        marker(shape, x, y, 5.0, colour, &extra)
     }
 }
 
@@ -268,24 +289,35 @@ impl Scatter {
             .iter()
             .enumerate()
             .map(|(k, s)| {
-                let (c, shape) = style(k);
+                let (c, shape) = style(s.style.unwrap_or(k));
                 let n = s.points.iter().filter(|p| ok(p.0, p.1)).count();
+                let hollow = s.hollow;
                 (
                     format!("{} ({n})", s.name),
-                    Box::new(move |x: f64, y: f64| {
-                        marker(
-                            shape,
-                            x,
-                            y,
-                            5.0,
-                            c,
-                            &format!(r#" stroke="{c}" stroke-width="1.5" fill-opacity="0.45""#),
-                        )
-                    }) as Box<dyn Fn(f64, f64) -> String>,
+                    Box::new(move |x: f64, y: f64| point(shape, x, y, c, hollow))
+                        as Box<dyn Fn(f64, f64) -> String>,
                 )
             })
             .collect();
-        let front = crate::pareto::front(&all);
+        let front = if self.lower_is_better {
+            let flipped: Vec<(f64, f64)> = all.iter().map(|&(x, y)| (x, -y)).collect();
+            crate::pareto::front(&flipped)
+        } else {
+            crate::pareto::front(&all)
+        };
+        // Error bars: (x, y, half-width x, half-width y) of the drawn points.
+        let bar = |e: f64| if e.is_finite() && e > 0.0 { e } else { 0.0 };
+        let bars: Vec<(f64, f64, f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| {
+                s.points
+                    .iter()
+                    .zip(&s.errors)
+                    .filter(|(p, _)| ok(p.0, p.1))
+                    .map(|(p, &(ex, ey))| (p.0, p.1, bar(ex), bar(ey)))
+            })
+            .collect();
         if !front.is_empty() {
             entries.push((
                 "Pareto front".into(),
@@ -319,6 +351,14 @@ impl Scatter {
         let (mut y0, mut y1) = all
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        for &(x, y, ex, ey) in &bars {
+            if !self.log_x || x - ex > 0.0 {
+                x0 = x0.min(tx(x - ex));
+            }
+            x1 = x1.max(tx(x + ex));
+            y0 = y0.min(y - ey);
+            y1 = y1.max(y + ey);
+        }
         let padx = if x1 > x0 {
             ((x1 - x0) * 0.06).max(if self.log_x { 0.08 } else { 0.0 })
         } else if self.log_x {
@@ -411,9 +451,54 @@ impl Scatter {
                 r##"<path class="front" d="{d}" fill="none" stroke="#222" stroke-width="1.5" stroke-dasharray="5 3"/>"##
             );
         }
+        // Error bars (clipped to the plot area), under the markers.
+        let (xl, xr, yt, yb) = (LEFT, LEFT + PW, TOP, TOP + PH);
+        for (k, series) in self.series.iter().enumerate() {
+            let (c, _) = style(series.style.unwrap_or(k));
+            for (p, &(ex, ey)) in series.points.iter().zip(&series.errors) {
+                if !ok(p.0, p.1) {
+                    continue;
+                }
+                let (x, y) = (px(p.0), py(p.1));
+                let (ex, ey) = (bar(ex), bar(ey));
+                // Bars shorter than a pixel (a spread of rounding noise) are not drawn.
+                if ex > 0.0 {
+                    let lo = if self.log_x && p.0 - ex <= 0.0 {
+                        xl
+                    } else {
+                        px(p.0 - ex).max(xl)
+                    };
+                    let hi = px(p.0 + ex).min(xr);
+                    if hi - lo >= 1.0 {
+                        let _ = writeln!(
+                            s,
+                            r#"<path class="error-bar" d="M{lo:.1},{y:.1} H{hi:.1} M{lo:.1},{:.1} V{:.1} M{hi:.1},{:.1} V{:.1}" stroke="{c}" stroke-width="1.1" fill="none"/>"#,
+                            y - 3.0,
+                            y + 3.0,
+                            y - 3.0,
+                            y + 3.0
+                        );
+                    }
+                }
+                if ey > 0.0 {
+                    let top = py(p.1 + ey).max(yt);
+                    let bottom = py(p.1 - ey).min(yb);
+                    if bottom - top >= 1.0 {
+                        let _ = writeln!(
+                            s,
+                            r#"<path class="error-bar" d="M{x:.1},{top:.1} V{bottom:.1} M{:.1},{top:.1} H{:.1} M{:.1},{bottom:.1} H{:.1}" stroke="{c}" stroke-width="1.1" fill="none"/>"#,
+                            x - 3.0,
+                            x + 3.0,
+                            x - 3.0,
+                            x + 3.0
+                        );
+                    }
+                }
+            }
+        }
         // Series: sweep lines, then markers.
         for (k, series) in self.series.iter().enumerate() {
-            let (c, shape) = style(k);
+            let (c, shape) = style(series.style.unwrap_or(k));
             let _ = writeln!(s, r#"<g class="series" data-name="{}">"#, esc(&series.name));
             for line in &series.lines {
                 let pts: Vec<String> = line
@@ -434,14 +519,7 @@ impl Scatter {
                 if !ok(*x, *y) {
                     continue;
                 }
-                let m = marker(
-                    shape,
-                    px(*x),
-                    py(*y),
-                    5.0,
-                    c,
-                    &format!(r#" stroke="{c}" stroke-width="1.5" fill-opacity="0.45""#),
-                );
+                let m = point(shape, px(*x), py(*y), c, series.hollow);
                 // The tooltip goes inside the marker element.
                 let m = m.trim_end_matches("/>");
                 let _ = writeln!(
@@ -675,11 +753,13 @@ mod tests {
                     name: "pit".into(),
                     points: vec![(1e4, 0.9, "a".into()), (2e4, 0.92, "b".into())],
                     lines: vec![vec![0, 1]],
+                    ..Default::default()
                 },
                 Series {
                     name: "l1 <x>".into(),
                     points: vec![(1.5e4, 0.85, "c".into()), (f64::NAN, 0.5, "skip".into())],
                     lines: vec![],
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -336,11 +336,11 @@ fn plots_have_one_series_per_method_and_a_legend_that_fits() {
                     "x".repeat(k)
                 ),
                 points: vec![(1e3 * (k + 1) as f64, 50.0 + k as f64, format!("p{k}"))],
-                lines: vec![],
+                ..Default::default()
             })
             .collect(),
         y_bounds: Some((0.0, 100.0)),
-        notes: vec![],
+        ..Default::default()
     };
     let svg = plot.render();
     assert_eq!(svg.matches("<g class=\"series\"").count(), 12);
