@@ -68,6 +68,8 @@ AccountingStorageType=accounting_storage/none
 MinJobAge=600
 KillWait=10
 SchedulerParameters=sched_interval=1
+# a job without --mem gets its share per CPU, not the whole node (which would serialise jobs)
+DefMemPerCPU=$(( mem_mb / cpus ))
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF

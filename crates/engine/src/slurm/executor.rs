@@ -78,7 +78,12 @@ struct Tracked {
     /// polls in a row the job was missing from squeue (it may not be listed yet right after
     /// sbatch)
     missing: u32,
+    /// when squeue first said COMPLETED while the entry was not visible yet
+    completed_at: Option<Instant>,
 }
+
+/// How long a COMPLETED job's entry may take to become visible to the controller.
+const NFS_GRACE: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct State {
@@ -180,9 +185,12 @@ impl SlurmExecutor {
     }
 
     fn poll_loop(&self, plan: &Plan, cache: &Cache, opts: &RunOptions) {
+        // squeue every `poll`; the cache (a stat per tracked node) every `tick`
         let poll = Duration::from_secs_f64(self.slurm.config.poll_secs);
+        let tick = poll.min(Duration::from_millis(250));
         let mut last_line = String::new();
         let mut last_poll = Instant::now() - poll;
+        let mut last_tick = Instant::now() - tick;
         loop {
             // wait for work, a poll tick or the end
             let (requests, cancelled) = {
@@ -197,13 +205,13 @@ impl SlurmExecutor {
                     if !st.requests.is_empty() {
                         break;
                     }
-                    if !st.tracked.is_empty() && last_poll.elapsed() >= poll {
+                    if !st.tracked.is_empty() && last_tick.elapsed() >= tick {
                         break;
                     }
                     let wait = if st.tracked.is_empty() {
                         Duration::from_millis(200)
                     } else {
-                        poll.saturating_sub(last_poll.elapsed())
+                        tick.saturating_sub(last_tick.elapsed())
                     };
                     st = self
                         .wake
@@ -224,9 +232,13 @@ impl SlurmExecutor {
                 requests.append(&mut self.lock().requests);
                 self.submit(plan, cache, opts, requests);
             }
-            if last_poll.elapsed() >= poll {
-                last_poll = Instant::now();
-                self.check(plan, cache);
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                let ask = last_poll.elapsed() >= poll;
+                if ask {
+                    last_poll = Instant::now();
+                }
+                self.check(plan, cache, ask);
             }
             let line = self.counts_line();
             if line != last_line {
@@ -302,6 +314,7 @@ impl SlurmExecutor {
                     reply: r.reply,
                     state: None,
                     missing: 0,
+                    completed_at: None,
                 });
                 continue;
             }
@@ -312,7 +325,9 @@ impl SlurmExecutor {
             };
             groups.entry(group).or_default().push(r);
         }
-        for (_, group) in groups {
+        for (_, mut group) in groups {
+            // plan order, whatever order the node threads asked in: the same array every time
+            group.sort_by_key(|r| r.node);
             if let Err(e) = self.submit_batch(plan, cache, opts, &group) {
                 let msg = format!("{e:#}");
                 for r in group {
@@ -393,23 +408,27 @@ impl SlurmExecutor {
                 reply: r.reply.clone(),
                 state: None,
                 missing: 0,
+                completed_at: None,
             });
         }
         Ok(())
     }
 
-    /// One poll: committed entries end their node; ended jobs without an entry fail theirs.
-    fn check(&self, plan: &Plan, cache: &Cache) {
-        let jobs = match sys::squeue() {
-            Ok(j) => j,
-            Err(e) => {
+    /// One poll: committed entries end their node; with `ask_slurm`, also ended jobs without
+    /// an entry fail theirs.
+    fn check(&self, plan: &Plan, cache: &Cache, ask_slurm: bool) {
+        let jobs = match ask_slurm.then(sys::squeue) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(e)) => {
                 tracing::warn!("squeue failed (will retry): {e:#}");
-                return;
+                None
             }
         };
         let mut tracked = std::mem::take(&mut self.lock().tracked);
         let mut gone: Vec<String> = Vec::new();
-        for t in &mut tracked {
+        for t in tracked.iter_mut().filter(|_| jobs.is_some()) {
+            let jobs = jobs.as_ref().expect("filtered");
             t.state = jobs.get(&t.job).cloned();
             match &t.state {
                 None => {
@@ -446,11 +465,17 @@ impl SlurmExecutor {
             if t.state.is_none() {
                 t.state = acct.as_ref().and_then(|a| a.get(&t.job).cloned());
             }
-            let ended = match &t.state {
-                Some(s) => !s.alive(),
-                // not listed right after sbatch happens; give it a few polls
-                None => t.missing >= 3,
-            };
+            let ended = jobs.is_some()
+                && match &t.state {
+                    // a job that exited 0 has committed; on NFS the controller may see the
+                    // entry a little later (attribute caching): give it a grace period
+                    Some(s) if s.state == "COMPLETED" => {
+                        t.completed_at.get_or_insert_with(Instant::now).elapsed() > NFS_GRACE
+                    }
+                    Some(s) => !s.alive(),
+                    // not listed right after sbatch happens; give it a few polls
+                    None => t.missing >= 3,
+                };
             if !ended {
                 keep.push(t);
                 continue;
