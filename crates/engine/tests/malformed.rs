@@ -69,6 +69,14 @@ fn cases() -> Vec<(String, Vec<&'static str>, usize, usize, &'static str)> {
         (h("[stages.a]\nkind = \"command\"\ncmd = \"true\"\n"), vec!["stages.a.threads=0"], 0, 0, "`threads` must be at least 1"),
         // 29. malformed --set
         (h("[stages.a]\nkind = \"command\"\ncmd = \"true\"\n"), vec!["stages.a.threads"], 0, 0, "expected PATH=VALUE"),
+        // 30. unknown executor kind: points at the value's key
+        (h("[stages.a]\nkind = \"command\"\ncmd = \"true\"\n[executor]\nkind = \"pbs\"\n"), vec![], 9, 1, "[executor]: unknown variant `pbs`, expected `local` or `slurm`"),
+        // 31. a Slurm memory size that is not one
+        (h("[stages.a]\nkind = \"command\"\ncmd = \"true\"\n[executor]\nkind = \"slurm\"\nmem = \"lots\"\n"), vec![], 10, 1, "[executor]: `lots` is not a Slurm memory size"),
+        // 32. per-stage resources of a stage that does not exist
+        (h("[stages.a]\nkind = \"command\"\ncmd = \"true\"\n[executor.stages.b]\ntime = \"10\"\n"), vec![], 8, 18, "[executor]: no stage `b` in this experiment"),
+        // 33. executor not a table
+        (format!("executor = \"slurm\"\n{HEAD}[stages.a]\nkind = \"command\"\ncmd = \"true\"\n"), vec![], 1, 1, "`executor` must be a table, found a string"),
     ]
 }
 
