@@ -8,6 +8,8 @@
 //!   completes, a rerun resumes the node from its checkpoint and reruns nothing else;
 //! - the controller killed with `kill -9`: a rerun adopts the running job (no second job for
 //!   the node ever appears in squeue) and ends with the same outputs;
+//! - Ctrl-C on the controller: its job is cancelled (a rerun resumes the node), or with
+//!   `--keep-jobs` left running (a rerun adopts it);
 //! - a job over its `mem`: the node fails as OUT_OF_MEMORY;
 //! - (ignored by default; CI runs it) the reduced flagship: metrics equal to a local run.
 
@@ -380,6 +382,99 @@ fn a_killed_controller_is_replaced_by_one_that_adopts_the_running_job() {
     let o = whittle(d.path(), &local, &["run", "exp.toml"]);
     assert!(o.status.success());
     assert_eq!(outputs(&local), outputs(&cache));
+}
+
+/// Start the slow experiment's controller, wait for the slow node to be under way, SIGINT it.
+fn interrupt_controller(
+    d: &Path,
+    cache: &Path,
+    counter: &Path,
+    extra: &[&str],
+) -> (String, String) {
+    let mut args = vec!["run", "exp.toml", "--executor", "slurm"];
+    args.extend(extra);
+    let child = cmd(d, cache, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("5 steps of the slow node", 120, || {
+        steps(counter).len() >= 5
+    });
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{:?}", text(&o));
+    text(&o)
+}
+
+#[test]
+fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_to_be_adopted() {
+    if !slurm_up() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let counter = d.path().join("steps.log");
+    std::fs::write(d.path().join("count.sh"), COUNT_SH).unwrap();
+    std::fs::write(
+        d.path().join("exp.toml"),
+        slow_experiment("slurm_ctrlc", &counter),
+    )
+    .unwrap();
+    let cache = d.path().join("cache");
+
+    // cancelled: the job ends CANCELLED, the node keeps its checkpoint
+    let (_, err) = interrupt_controller(d.path(), &cache, &counter, &[]);
+    let job = job_of(&cache, d.path(), "exp.toml", "slow");
+    assert!(
+        err.contains(&format!("cancelled")) && err.contains(&job),
+        "{err}"
+    );
+    wait_for("the job to end", 60, || {
+        let o = Command::new("squeue")
+            .args([
+                "--me",
+                "--noheader",
+                "--states=all",
+                "--format=%i|%T",
+                &format!("--jobs={job}"),
+            ])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.contains("CANCELLED")
+    });
+    let done_before = steps(&counter).len();
+    assert!(done_before < 80);
+
+    // kept: the next controller is interrupted with --keep-jobs; its job runs on
+    let _ = std::fs::remove_file(&counter);
+    let (_, err) = interrupt_controller(d.path(), &cache, &counter, &["--keep-jobs"]);
+    let kept = job_of(&cache, d.path(), "exp.toml", "slow");
+    assert_ne!(kept, job, "a new job for the resumed node");
+    assert!(
+        err.contains("left 1 job(s) running") && err.contains(&kept),
+        "{err}"
+    );
+    let resumed_from = steps(&counter)[0];
+    assert!(resumed_from > 1, "the new job resumed from the checkpoint");
+
+    // a third controller adopts the kept job and finishes
+    let o = whittle(
+        d.path(),
+        &cache,
+        &["run", "exp.toml", "--executor", "slurm"],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        err.contains(&format!("adopted job {kept} running slow")),
+        "{err}"
+    );
+    assert_eq!(*steps(&counter).last().unwrap(), 80);
 }
 
 #[test]
