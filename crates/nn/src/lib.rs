@@ -2,7 +2,9 @@
 //! models, masked (PIT) layers, the training loop and quantization emulation.
 //! It does not know the engine: training takes a small checkpoint-sink trait.
 
+pub mod anomaly;
 pub mod arch;
+pub mod auc;
 pub mod config;
 pub mod data;
 pub mod distill;
