@@ -148,7 +148,7 @@ fn measure(ctx: &Ctx, g: &Group, format: &str) -> (Stat, Stat) {
     let err: Vec<f64> = if format == "fp32" {
         g.members
             .iter()
-            .filter_map(|&i| ctx.rows[i].test_accuracy)
+            .filter_map(|&i| ctx.rows[i].score())
             .map(|a| 1.0 - a)
             .collect()
     } else {
@@ -162,7 +162,7 @@ fn measure(ctx: &Ctx, g: &Group, format: &str) -> (Stat, Stat) {
                         && r.parent.as_deref() == Some(node.as_str())
                 })
             })
-            .filter_map(|r| r.test_accuracy)
+            .filter_map(|r| r.score())
             .map(|a| 1.0 - a)
             .collect()
     };

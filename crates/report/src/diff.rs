@@ -68,7 +68,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 
 fn metrics_of(m: &ModelRow) -> [(&'static str, Option<f64>); 6] {
     [
-        ("test_accuracy", m.test_accuracy),
+        ("test_accuracy", m.score()),
         ("params", m.params.map(|v| v as f64)),
         ("macs", m.macs.map(|v| v as f64)),
         ("weight_bytes", m.weight_bytes.map(|v| v as f64)),
@@ -83,7 +83,7 @@ fn metrics_of(m: &ModelRow) -> [(&'static str, Option<f64>); 6] {
 fn front_labels(rows: &[ModelRow], get: fn(&ModelRow) -> Option<f64>) -> Vec<(String, (f64, f64))> {
     let pts: Vec<(String, (f64, f64))> = rows
         .iter()
-        .filter_map(|m| Some((m.label(), (get(m)?, m.test_accuracy?))))
+        .filter_map(|m| Some((m.label(), (get(m)?, m.score()?))))
         .collect();
     let coords: Vec<(f64, f64)> = pts.iter().map(|p| p.1).collect();
     pareto::front(&coords)

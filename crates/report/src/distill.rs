@@ -44,7 +44,7 @@ fn groups<'a>(rows: impl Iterator<Item = &'a ModelRow>) -> Vec<(String, Vec<&'a 
 }
 
 fn accs(v: &[&ModelRow]) -> Vec<f64> {
-    v.iter().filter_map(|m| m.test_accuracy).collect()
+    v.iter().filter_map(|m| m.score()).collect()
 }
 
 pub(crate) fn section(ctx: &Ctx) -> String {
@@ -91,7 +91,7 @@ pub(crate) fn section(ctx: &Ctx) -> String {
                     .rows
                     .iter()
                     .filter(|r| r.format == "fp32" && teachers.contains(&r.node))
-                    .filter_map(|r| r.test_accuracy)
+                    .filter_map(|r| r.score())
                     .collect();
                 let (m, _) = mean_std(&acc);
                 format!(

@@ -77,7 +77,7 @@ fn value(axis: &Axis, v: f64) -> String {
 fn measured(ctx: &Ctx, set: &[usize], get: fn(&ModelRow) -> Option<f64>) -> Vec<usize> {
     set.iter()
         .copied()
-        .filter(|&i| get(&ctx.rows[i]).is_some() && ctx.rows[i].test_accuracy.is_some())
+        .filter(|&i| get(&ctx.rows[i]).is_some() && ctx.rows[i].score().is_some())
         .collect()
 }
 
@@ -87,10 +87,7 @@ fn front_of(ctx: &Ctx, idx: &[usize], get: fn(&ModelRow) -> Option<f64>) -> Vec<
         .iter()
         .map(|&i| {
             let m = &ctx.rows[i];
-            (
-                get(m).unwrap_or(f64::NAN),
-                m.test_accuracy.unwrap_or(f64::NAN),
-            )
+            (get(m).unwrap_or(f64::NAN), m.score().unwrap_or(f64::NAN))
         })
         .collect();
     pareto::front(&pts).into_iter().map(|k| idx[k]).collect()
@@ -244,7 +241,7 @@ fn series(
                     let m = &ctx.rows[i];
                     (
                         x(m).unwrap_or(f64::NAN),
-                        100.0 * m.test_accuracy.unwrap_or(f64::NAN),
+                        100.0 * m.score().unwrap_or(f64::NAN),
                         m.label(),
                     )
                 })
@@ -265,7 +262,7 @@ fn series(
 }
 
 fn delta_vs_seed(ctx: &Ctx, m: &ModelRow) -> String {
-    match (m.test_accuracy, ctx.seed_accuracy()) {
+    match (m.score(), ctx.seed_accuracy()) {
         (Some(a), Some(s)) => points_delta(a - s),
         _ => "–".into(),
     }
@@ -283,12 +280,12 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
         }
         if md.is_empty() {
             md.push_str("## Pareto fronts\n\n");
-            md.push_str("Test accuracy against each cost of the networks a user would deploy: one series per method (a sweep's points joined in sweep order), the computed Pareto front dashed with its points ringed.");
+            md.push_str(&format!("Test {} against each cost of the networks a user would deploy: one series per method (a sweep's points joined in sweep order), the computed Pareto front dashed with its points ringed.", ctx.metric.name()));
             if let Some(s) = ctx.seed {
                 md.push_str(&format!(
                     " Δ is against the seed network `{}` ({}).",
                     ctx.rows[s].node,
-                    opt_acc(ctx.rows[s].test_accuracy)
+                    opt_acc(ctx.rows[s].score())
                 ));
             }
             md.push_str("\n\n");
@@ -300,7 +297,7 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
                 let m = &ctx.rows[s];
                 Some((
                     (axis.get)(m)?,
-                    100.0 * m.test_accuracy?,
+                    100.0 * m.score()?,
                     format!("seed {}", m.node),
                 ))
             })
@@ -308,11 +305,13 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
             .collect();
         let plot = Scatter {
             title: format!(
-                "{}: test accuracy vs {}",
-                ctx.doc.provenance.experiment, axis.name
+                "{}: test {} vs {}",
+                ctx.doc.provenance.experiment,
+                ctx.metric.name(),
+                axis.name
             ),
             x_label: axis.x_label.into(),
-            y_label: "test accuracy (%)".into(),
+            y_label: format!("test {} (%)", ctx.metric.name()),
             log_x: true,
             series: series(ctx, &idx, axis.get, &|i| ctx.methods[i].clone(), true),
             y_bounds: Some((0.0, 100.0)),
@@ -322,8 +321,13 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
         files.push((axis.file.to_string(), plot.render()));
         let front = front_of(ctx, &idx, axis.get);
         md.push_str(&format!(
-            "### Accuracy vs {}\n\n![test accuracy vs {}]({}/{})\n\n",
-            axis.name, axis.name, ctx.folder, axis.file
+            "### {} vs {}\n\n![test {} vs {}]({}/{})\n\n",
+            capital(ctx.metric.name()),
+            axis.name,
+            ctx.metric.name(),
+            axis.name,
+            ctx.folder,
+            axis.file
         ));
         let chosen = picks(ctx, &axis, &idx, &front);
         // An axis proportional to an earlier one (fp32 weight bytes = 4 × parameters) picks
@@ -347,7 +351,7 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
                 format!("`{}`", m.label()),
                 ctx.methods[i].clone(),
                 (axis.get)(m).map(|v| value(&axis, v)).unwrap_or_default(),
-                opt_acc(m.test_accuracy),
+                opt_acc(m.score()),
                 delta_vs_seed(ctx, m),
             ]);
         }
@@ -375,7 +379,7 @@ fn picks(ctx: &Ctx, axis: &Axis, idx: &[usize], front: &[usize]) -> Vec<Pick> {
         }
     }
     let target = ctx.seed_accuracy().map(|a| a - KEEP);
-    let acc = |i: usize| ctx.rows[i].test_accuracy.unwrap_or(f64::NEG_INFINITY);
+    let acc = |i: usize| ctx.rows[i].score().unwrap_or(f64::NEG_INFINITY);
     let cost = |i: usize| (axis.get)(&ctx.rows[i]).unwrap_or(f64::INFINITY);
     methods
         .into_iter()
@@ -414,7 +418,7 @@ fn best_per_method(ctx: &Ctx, axis: &Axis, picks: &[Pick]) -> String {
             Some(i) => {
                 let m = &ctx.rows[i];
                 (
-                    format!("`{}` {}", m.label(), opt_acc(m.test_accuracy)),
+                    format!("`{}` {}", m.label(), opt_acc(m.score())),
                     (axis.get)(m).map(|v| value(axis, v)).unwrap_or_default(),
                 )
             }
@@ -452,7 +456,7 @@ fn delta_fp32(ctx: &Ctx, m: &ModelRow) -> Option<f64> {
     m.extra
         .get("delta_vs_fp32")
         .and_then(Value::as_f64)
-        .or_else(|| Some(m.test_accuracy? - parent_accuracy(ctx.rows, m)?))
+        .or_else(|| Some(m.score()? - parent_accuracy(ctx.rows, m)?))
 }
 
 /// Weight bytes relative to the fp32 network of the same parent.
@@ -495,11 +499,12 @@ pub(crate) fn precision(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String 
     let file = "acc_vs_weight_bytes_formats.svg";
     let plot = Scatter {
         title: format!(
-            "{}: test accuracy vs weight bytes per precision format",
-            ctx.doc.provenance.experiment
+            "{}: test {} vs weight bytes per precision format",
+            ctx.doc.provenance.experiment,
+            ctx.metric.name()
         ),
         x_label: "weight bytes (log scale)".into(),
-        y_label: "test accuracy (%)".into(),
+        y_label: format!("test {} (%)", ctx.metric.name()),
         log_x: true,
         series: series(ctx, &idx, weight_bytes, &family, false),
         y_bounds: Some((0.0, 100.0)),
@@ -507,7 +512,8 @@ pub(crate) fn precision(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String 
     };
     files.push((file.to_string(), plot.render()));
     let mut md = format!(
-        "## Precision formats\n\nEach quantized network evaluated in each format (weight-only formats keep fp32 activations), one series per format family, the front over all of them.\n\n![test accuracy vs weight bytes per format]({}/{file})\n\n",
+        "## Precision formats\n\nEach quantized network evaluated in each format (weight-only formats keep fp32 activations), one series per format family, the front over all of them.\n\n![test {} vs weight bytes per format]({}/{file})\n\n",
+        ctx.metric.name(),
         ctx.folder
     );
     let front = front_of(ctx, &idx, weight_bytes);
@@ -524,7 +530,7 @@ pub(crate) fn precision(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String 
             format!("`{}`", m.parent.as_deref().unwrap_or(&m.node)),
             m.format.clone(),
             m.weight_bytes.map(thousands).unwrap_or_default(),
-            opt_acc(m.test_accuracy),
+            opt_acc(m.score()),
             delta_fp32(ctx, m)
                 .map(points_delta)
                 .unwrap_or_else(|| "–".into()),
@@ -598,7 +604,7 @@ pub(crate) fn precision(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String 
             "- Most accurate `float(w,t)` format of `{}`{budget}: {} — {}, {} weight bytes.\n",
             m.parent.as_deref().unwrap_or(&m.node),
             m.format,
-            opt_acc(m.test_accuracy),
+            opt_acc(m.score()),
             m.weight_bytes.map(thousands).unwrap_or_else(|| "–".into())
         ));
     }
@@ -623,4 +629,12 @@ mod tests {
         );
         assert!(coords("tcn").is_empty());
     }
+}
+
+/// `accuracy` → `Accuracy`, `AUC` stays.
+fn capital(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }

@@ -151,7 +151,7 @@ fn model_table(
             },
         ];
         cells.extend(extra_cols.iter().map(|c| extra_str(m, c)));
-        let delta = match (m.test_accuracy, parent_accuracy(all, m)) {
+        let delta = match (m.score(), parent_accuracy(all, m)) {
             (Some(a), Some(p)) => points_delta(a - p),
             _ => "–".into(),
         };
@@ -161,7 +161,7 @@ fn model_table(
             opt_u(m.weight_bytes),
             opt_u(m.peak_activation_bytes),
             opt_ms(m.latency_ms),
-            opt_acc(m.test_accuracy),
+            opt_acc(m.score()),
             delta,
             marks[*i].clone(),
         ]);
@@ -214,7 +214,7 @@ fn seeds_table(rows: &[ModelRow], md: &mut String) {
     let mut body = String::new();
     let mut groups: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for m in rows.iter().filter(|m| m.node.contains("seed=")) {
-        if let Some(a) = m.test_accuracy {
+        if let Some(a) = m.score() {
             groups
                 .entry((without_seed(&m.node), m.format.clone()))
                 .or_default()

@@ -17,5 +17,5 @@ pub mod table;
 pub mod warnings;
 
 pub use diff::{Diff, diff};
-pub use model::{Constraints, Document, ModelRow, NodeRecord, Provenance, ReportOptions};
+pub use model::{Constraints, Document, Metric, ModelRow, NodeRecord, Provenance, ReportOptions};
 pub use render::{Rendered, render};

@@ -36,8 +36,16 @@ pub struct ModelRow {
     pub macs: Option<u64>,
     pub weight_bytes: Option<u64>,
     pub peak_activation_bytes: Option<u64>,
-    /// 0–1.
+    /// 0–1 (classification).
     pub test_accuracy: Option<f64>,
+    /// ROC AUC and partial AUC (max FPR 0.1), averaged over machine IDs (anomaly detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_auc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_pauc: Option<f64>,
+    /// Which of them is this network's task metric ([`ModelRow::score`]).
+    #[serde(default, skip_serializing_if = "Metric::is_accuracy")]
+    pub metric: Metric,
     pub latency_ms: Option<f64>,
     pub teacher: Option<String>,
     pub parent: Option<String>,
@@ -46,7 +54,52 @@ pub struct ModelRow {
     pub extra: serde_json::Map<String, Value>,
 }
 
-const KNOWN: [&str; 13] = [
+/// A task's metric: both are 0–1 and higher is better.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Classification accuracy (`test_accuracy`).
+    #[default]
+    Accuracy,
+    /// Anomaly detection: ROC AUC of per-clip scores (`test_auc`; `test_pauc` beside it).
+    Auc,
+}
+
+impl Metric {
+    pub fn is_accuracy(&self) -> bool {
+        *self == Metric::Accuracy
+    }
+    /// `accuracy` or `AUC`, for sentences and axis labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Auc => "AUC",
+        }
+    }
+    /// The metrics key of its value.
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "test_accuracy",
+            Metric::Auc => "test_auc",
+        }
+    }
+    /// The metric shared by all `rows` that have a score (accuracy when none or mixed).
+    pub fn of(rows: &[ModelRow]) -> Metric {
+        let mut it = rows
+            .iter()
+            .filter(|r| r.score().is_some())
+            .map(|r| r.metric);
+        match it.next() {
+            Some(m) if it.all(|x| x == m) => m,
+            _ => Metric::Accuracy,
+        }
+    }
+}
+
+const KNOWN: [&str; 16] = [
+    "test_auc",
+    "test_pauc",
+    "metric",
     "node",
     "stage_kind",
     "method",
@@ -86,11 +139,25 @@ impl ModelRow {
             weight_bytes: u("weight_bytes"),
             peak_activation_bytes: u("peak_activation_bytes"),
             test_accuracy: f("test_accuracy"),
+            test_auc: f("test_auc"),
+            test_pauc: f("test_pauc"),
+            metric: match o.get("metric").and_then(Value::as_str) {
+                Some("auc") => Metric::Auc,
+                _ => Metric::Accuracy,
+            },
             latency_ms: f("latency_ms"),
             teacher: s("teacher"),
             parent: s("parent"),
             extra,
         })
+    }
+
+    /// The value of the network's task metric (accuracy or AUC), 0–1, higher is better.
+    pub fn score(&self) -> Option<f64> {
+        match self.metric {
+            Metric::Accuracy => self.test_accuracy,
+            Metric::Auc => self.test_auc,
+        }
     }
 
     /// A readable label: the node, or for an evaluation of another network in a precision
@@ -170,9 +237,7 @@ impl Document {
             if let Some(list) = n.metrics.get("models").and_then(Value::as_array) {
                 for e in list {
                     if let Some(row) = ModelRow::from_metrics(e, n) {
-                        if row.test_accuracy.is_none()
-                            && row.latency_ms.is_some()
-                            && row.parent.is_some()
+                        if row.score().is_none() && row.latency_ms.is_some() && row.parent.is_some()
                         {
                             latencies.push(row);
                         } else {

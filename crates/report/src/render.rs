@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub seed: Option<usize>,
     /// The report folder relative to the Markdown file, for image links.
     pub folder: &'a str,
+    /// The task metric of the rows (accuracy, or AUC for anomaly detection).
+    pub metric: crate::model::Metric,
 }
 
 impl<'a> Ctx<'a> {
@@ -53,12 +55,13 @@ impl<'a> Ctx<'a> {
             shown,
             seed: seed_index(rows),
             folder,
+            metric: crate::model::Metric::of(rows),
         }
     }
 
     /// Accuracy of the seed network.
     pub fn seed_accuracy(&self) -> Option<f64> {
-        self.seed.and_then(|s| self.rows[s].test_accuracy)
+        self.seed.and_then(|s| self.rows[s].score())
     }
 }
 
@@ -138,7 +141,7 @@ pub(crate) fn seed_index(rows: &[ModelRow]) -> Option<usize> {
         .copied()
         .filter(|&i| children(i, true) > 0)
         .max_by(|&a, &b| children(a, true).cmp(&children(b, true)).then(b.cmp(&a)));
-    let acc = |i: usize| rows[i].test_accuracy.unwrap_or(f64::NEG_INFINITY);
+    let acc = |i: usize| rows[i].score().unwrap_or(f64::NEG_INFINITY);
     most.or_else(|| trained.iter().copied().find(|&i| children(i, false) > 0))
         .or_else(|| {
             trained
@@ -186,7 +189,7 @@ pub(crate) fn parent_accuracy(rows: &[ModelRow], m: &ModelRow) -> Option<f64> {
     let p = m.parent.as_deref()?;
     rows.iter()
         .find(|r| r.node == p && r.format == "fp32")
-        .and_then(|r| r.test_accuracy)
+        .and_then(|r| r.score())
 }
 
 /// The summary: the seed, the best network under each `[report]` constraint and the smallest
@@ -211,12 +214,13 @@ fn summary(ctx: &Ctx, out: &mut String) {
     if let Some(s) = seed {
         let r = &all[s];
         out.push_str(&format!(
-            "- **Seed network**: `{}` ({}) — {} parameters, {} MACs, test accuracy {}.\n",
+            "- **Seed network**: `{}` ({}) — {} parameters, {} MACs, test {} {}.\n",
             r.node,
             r.arch.clone().unwrap_or_default(),
             opt_u(r.params),
             opt_u(r.macs),
-            opt_acc(r.test_accuracy)
+            ctx.metric.name(),
+            opt_acc(r.score())
         ));
     }
     let c = &doc.constraints;
@@ -263,18 +267,18 @@ fn summary(ctx: &Ctx, out: &mut String) {
     for (name, ok) in &cons {
         let best = rows
             .iter()
-            .filter(|m| ok(m) && m.test_accuracy.is_some())
+            .filter(|m| ok(m) && m.score().is_some())
             .max_by(|a, b| {
-                a.test_accuracy
+                a.score()
                     .unwrap_or(0.0)
-                    .total_cmp(&b.test_accuracy.unwrap_or(0.0))
+                    .total_cmp(&b.score().unwrap_or(0.0))
                     .then(b.node.cmp(&a.node))
             });
         match best {
             Some(m) => out.push_str(&format!(
                 "- **Best with {name}**: `{}` — {}, {} parameters, {} weight bytes.\n",
                 m.label(),
-                opt_acc(m.test_accuracy),
+                opt_acc(m.score()),
                 opt_u(m.params),
                 opt_u(m.weight_bytes)
             )),
@@ -284,10 +288,10 @@ fn summary(ctx: &Ctx, out: &mut String) {
         }
     }
     if let Some(s) = seed {
-        let target = all[s].test_accuracy.unwrap_or(f64::INFINITY);
+        let target = all[s].score().unwrap_or(f64::INFINITY);
         let smallest = rows
             .iter()
-            .filter(|m| m.test_accuracy.is_some_and(|a| a >= target) && m.weight_bytes.is_some())
+            .filter(|m| m.score().is_some_and(|a| a >= target) && m.weight_bytes.is_some())
             .min_by(|a, b| {
                 a.weight_bytes
                     .cmp(&b.weight_bytes)
@@ -296,14 +300,18 @@ fn summary(ctx: &Ctx, out: &mut String) {
             });
         match smallest {
             Some(m) => out.push_str(&format!(
-                "- **Smallest network reaching the seed's accuracy** ({}): `{}` — {} weight bytes, {} parameters, {}.\n",
-                opt_acc(all[s].test_accuracy),
+                "- **Smallest network reaching the seed's {}** ({}): `{}` — {} weight bytes, {} parameters, {}.\n",
+                ctx.metric.name(),
+                opt_acc(all[s].score()),
                 m.label(),
                 opt_u(m.weight_bytes),
                 opt_u(m.params),
-                opt_acc(m.test_accuracy)
+                opt_acc(m.score())
             )),
-            None => out.push_str("- No network reaches the seed's accuracy.\n"),
+            None => out.push_str(&format!(
+                "- No network reaches the seed's {}.\n",
+                ctx.metric.name()
+            )),
         }
     }
     let hidden = (0..all.len())
