@@ -342,7 +342,7 @@ pub(crate) fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
             ("network", Align::Left),
             ("method", Align::Left),
             (axis.column, Align::Right),
-            ("test acc.", Align::Right),
+            (ctx.metric.column(), Align::Right),
             ("Δ vs seed (pts)", Align::Right),
         ]);
         for &i in &front {
@@ -521,7 +521,7 @@ pub(crate) fn precision(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String 
         ("network", Align::Left),
         ("format", Align::Left),
         ("weight bytes", Align::Right),
-        ("test acc.", Align::Right),
+        (ctx.metric.column(), Align::Right),
         ("Δ vs fp32 (pts)", Align::Right),
     ]);
     for &i in &front {

@@ -22,7 +22,10 @@ pub(crate) fn sections(ctx: &Ctx) -> String {
     let pick = |f: &dyn Fn(&ModelRow) -> bool| -> Vec<(usize, &ModelRow)> {
         rows.iter().enumerate().filter(|(_, m)| f(m)).collect()
     };
-    let front_note = "`front` lists the Pareto fronts a network is on: accuracy ↑ against P = parameters, M = MACs, B = weight bytes, L = latency ↓ over the plotted networks, and Q = weight bytes over every precision format.";
+    let front_note = format!(
+        "`front` lists the Pareto fronts a network is on: {} ↑ against P = parameters, M = MACs, B = weight bytes, L = latency ↓ over the plotted networks, and Q = weight bytes over every precision format.",
+        ctx.metric.name()
+    );
     model_table(
         ctx,
         "Architectures",
@@ -131,7 +134,7 @@ fn model_table(
         ("weight bytes", Align::Right),
         ("peak act. bytes", Align::Right),
         ("latency ms", Align::Right),
-        ("test acc.", Align::Right),
+        (ctx.metric.column(), Align::Right),
         ("Δ vs parent (pts)", Align::Right),
         ("front", Align::Left),
     ]);
@@ -225,11 +228,12 @@ fn seeds_table(rows: &[ModelRow], md: &mut String) {
     if groups.is_empty() {
         return;
     }
+    let mean = format!("{} mean", crate::model::Metric::of(rows).column());
     let mut t = Table::new(&[
         ("network", Align::Left),
         ("format", Align::Left),
         ("seeds", Align::Right),
-        ("test acc. mean", Align::Right),
+        (mean.as_str(), Align::Right),
         ("± std (pts)", Align::Right),
     ]);
     for ((node, format), v) in &groups {

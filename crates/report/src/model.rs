@@ -76,6 +76,13 @@ impl Metric {
             Metric::Auc => "AUC",
         }
     }
+    /// A table column of its value.
+    pub fn column(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "test acc.",
+            Metric::Auc => "test AUC",
+        }
+    }
     /// The metrics key of its value.
     pub fn key(self) -> &'static str {
         match self {
