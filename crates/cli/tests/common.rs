@@ -76,3 +76,26 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// A shell stage that resumes from `$WHITTLE_CHECKPOINTS/state`: `$STEPS` steps of `sleep`
+/// seconds, one line per executed step appended to `$COUNTER_FILE` (outside the cache; not
+/// part of any key), then `finish` (which sees the final `$acc`).
+pub fn count_sh(sleep: f64, finish: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+set -e
+ck="$WHITTLE_CHECKPOINTS"
+i=0; acc=1
+if [ -f "$ck/state" ]; then read i acc < "$ck/state"; echo "resuming from step $i" >&2; fi
+while [ "$i" -lt "$STEPS" ]; do
+  acc=$(( (acc * 31 + i) % 1000003 ))
+  i=$((i + 1))
+  echo "$i" >> "$COUNTER_FILE"
+  echo "$i $acc" > "$ck/state.tmp"
+  mv "$ck/state.tmp" "$ck/state"
+  sleep {sleep}
+done
+{finish}
+"#
+    )
+}

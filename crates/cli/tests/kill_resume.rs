@@ -14,24 +14,14 @@ use common::*;
 
 const STEPS: u32 = 40;
 
-/// A shell stage that resumes from `$WHITTLE_CHECKPOINTS/state`; it appends one line per
-/// executed step to `$COUNTER_FILE` (outside the cache; not part of any key).
-const COUNT_SH: &str = r#"#!/bin/sh
-set -e
-ck="$WHITTLE_CHECKPOINTS"
-i=0; acc=1
-if [ -f "$ck/state" ]; then read i acc < "$ck/state"; echo "resuming from step $i" >&2; fi
-while [ "$i" -lt "$STEPS" ]; do
-  acc=$(( (acc * 31 + i) % 1000003 ))
-  i=$((i + 1))
-  echo "$i" >> "$COUNTER_FILE"
-  echo "$i $acc" > "$ck/state.tmp"
-  mv "$ck/state.tmp" "$ck/state"
-  sleep 0.02
-done
-cat "$WHITTLE_IN_PREP/prep.txt" > "$WHITTLE_OUT/result.txt"
-echo "$acc" >> "$WHITTLE_OUT/result.txt"
-"#;
+/// The checkpointing stage: its result depends on every step and on its input.
+fn count_script() -> String {
+    count_sh(
+        0.02,
+        r#"cat "$WHITTLE_IN_PREP/prep.txt" > "$WHITTLE_OUT/result.txt"
+echo "$acc" >> "$WHITTLE_OUT/result.txt""#,
+    )
+}
 
 fn experiment() -> String {
     format!(
@@ -65,7 +55,7 @@ cmd = "sleep 0.1; cat $WHITTLE_IN_SLOW/result.txt $WHITTLE_IN_SIDE/side.txt > $W
 fn setup() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("exp.toml"), experiment()).unwrap();
-    std::fs::write(d.path().join("count.sh"), COUNT_SH).unwrap();
+    std::fs::write(d.path().join("count.sh"), count_script()).unwrap();
     d
 }
 

@@ -171,23 +171,6 @@ fn a_sweep_through_slurm_gives_the_local_keys_and_bytes_and_reruns_as_a_no_op() 
     assert_eq!(batches(&sc), 3, "nothing submitted");
 }
 
-/// Resumable from `$WHITTLE_CHECKPOINTS/state`; one line per executed step in `$COUNTER_FILE`.
-const COUNT_SH: &str = r#"#!/bin/sh
-set -e
-ck="$WHITTLE_CHECKPOINTS"
-i=0; acc=1
-if [ -f "$ck/state" ]; then read i acc < "$ck/state"; echo "resuming from step $i" >&2; fi
-while [ "$i" -lt "$STEPS" ]; do
-  acc=$(( (acc * 31 + i) % 1000003 ))
-  i=$((i + 1))
-  echo "$i" >> "$COUNTER_FILE"
-  echo "$i $acc" > "$ck/state.tmp"
-  mv "$ck/state.tmp" "$ck/state"
-  sleep 0.05
-done
-echo "$acc" > "$WHITTLE_OUT/result.txt"
-"#;
-
 fn slow_experiment(name: &str, counter: &Path) -> String {
     format!(
         r#"
@@ -225,6 +208,29 @@ fn steps(counter: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// A folder with the slow experiment `name` and its script: (folder, step counter, cache).
+fn slow_setup(name: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let counter = d.path().join("steps.log");
+    std::fs::write(
+        d.path().join("count.sh"),
+        count_sh(0.05, r#"echo "$acc" > "$WHITTLE_OUT/result.txt""#),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("exp.toml"), slow_experiment(name, &counter)).unwrap();
+    let cache = d.path().join("cache");
+    (d, counter, cache)
+}
+
+/// The outputs in `cache` equal those of an uninterrupted local run of the same file.
+fn same_as_local(d: &Path, cache: &Path, counter: &Path) {
+    let local = d.join("local");
+    let _ = std::fs::remove_file(counter);
+    let o = whittle(d, &local, &["run", "exp.toml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(outputs(&local), outputs(cache));
+}
+
 /// The job id of `stage`'s node from its job record.
 fn job_of(cache: &Path, dir: &Path, file: &str, node: &str) -> String {
     let o = whittle(dir, cache, &["status", file, "--json"]);
@@ -243,15 +249,7 @@ fn a_job_cancelled_mid_way_fails_its_node_and_a_rerun_resumes_it() {
     if !slurm_up() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let counter = d.path().join("steps.log");
-    std::fs::write(d.path().join("count.sh"), COUNT_SH).unwrap();
-    std::fs::write(
-        d.path().join("exp.toml"),
-        slow_experiment("slurm_scancel", &counter),
-    )
-    .unwrap();
-    let cache = d.path().join("cache");
+    let (d, counter, cache) = slow_setup("slurm_scancel");
     let child = cmd(
         d.path(),
         &cache,
@@ -302,11 +300,7 @@ fn a_job_cancelled_mid_way_fails_its_node_and_a_rerun_resumes_it() {
     );
     assert_eq!(*resumed.last().unwrap(), 80);
 
-    // same final bytes as an uninterrupted local run
-    let local = d.path().join("local");
-    let o = whittle(d.path(), &local, &["run", "exp.toml"]);
-    assert!(o.status.success());
-    assert_eq!(outputs(&local), outputs(&cache));
+    same_as_local(d.path(), &cache, &counter);
 }
 
 #[test]
@@ -314,15 +308,7 @@ fn a_killed_controller_is_replaced_by_one_that_adopts_the_running_job() {
     if !slurm_up() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let counter = d.path().join("steps.log");
-    std::fs::write(d.path().join("count.sh"), COUNT_SH).unwrap();
-    std::fs::write(
-        d.path().join("exp.toml"),
-        slow_experiment("slurm_adopt", &counter),
-    )
-    .unwrap();
-    let cache = d.path().join("cache");
+    let (d, counter, cache) = slow_setup("slurm_adopt");
     let mut child = cmd(
         d.path(),
         &cache,
@@ -377,11 +363,7 @@ fn a_killed_controller_is_replaced_by_one_that_adopts_the_running_job() {
         "one uninterrupted execution"
     );
 
-    let local = d.path().join("local");
-    let _ = std::fs::remove_file(&counter);
-    let o = whittle(d.path(), &local, &["run", "exp.toml"]);
-    assert!(o.status.success());
-    assert_eq!(outputs(&local), outputs(&cache));
+    same_as_local(d.path(), &cache, &counter);
 }
 
 /// Start the slow experiment's controller, wait for the slow node to be under way, SIGINT it.
@@ -416,15 +398,7 @@ fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_to_be_adopted() {
     if !slurm_up() {
         return;
     }
-    let d = tempfile::tempdir().unwrap();
-    let counter = d.path().join("steps.log");
-    std::fs::write(d.path().join("count.sh"), COUNT_SH).unwrap();
-    std::fs::write(
-        d.path().join("exp.toml"),
-        slow_experiment("slurm_ctrlc", &counter),
-    )
-    .unwrap();
-    let cache = d.path().join("cache");
+    let (d, counter, cache) = slow_setup("slurm_ctrlc");
 
     // cancelled: the job ends CANCELLED, the node keeps its checkpoint
     let (_, err) = interrupt_controller(d.path(), &cache, &counter, &[]);
