@@ -179,5 +179,6 @@ pub fn build(
         layout: "channels,height,width".into(),
         normalization: None,
         description: serde_json::json!({"kind": "cifar10", "note": "CIFAR-10 binary batches, RGB planes in [0, 1]"}),
+        ..Default::default()
     })
 }

@@ -1,15 +1,52 @@
 //! The in-memory data set: three splits of plain f32 arrays with u32 labels, class names,
 //! per-channel normalisation (computed on the training split only) and a JSON description.
+//!
+//! Anomaly-detection sets ([`Task::AnomalyDetection`]) have items that are windows of audio
+//! clips: each split then also carries, per item, the index of its clip (`clip`, 0-based within
+//! the split, the windows of one clip contiguous and clips in ascending order) and its machine
+//! ID (`group`, an index into [`Dataset::groups`]); `y` is 0 (normal) / 1 (anomalous), the
+//! label of the item's clip. Classification splits leave `clip` and `group` empty.
+
+use std::ops::Range;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// One split: `x` is row-major with shape `shape` = (N, ...), `y[i]` the class of item i.
+/// For anomaly detection, `clip[i]` / `group[i]` are the clip and machine ID of item i (both
+/// empty for classification).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Split {
     pub x: Vec<f32>,
     pub shape: Vec<usize>,
     pub y: Vec<u32>,
+    /// Clip index per item (anomaly detection only; empty otherwise).
+    pub clip: Vec<u32>,
+    /// Machine-ID index per item, into [`Dataset::groups`] (anomaly detection only).
+    pub group: Vec<u32>,
+}
+
+/// The clips of an anomaly-detection split (see [`Split::clips`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClipRange {
+    /// Clip index within the split.
+    pub clip: u32,
+    /// Machine-ID index.
+    pub group: u32,
+    /// 0 normal, 1 anomalous.
+    pub label: u32,
+    /// The clip's items (windows).
+    pub items: Range<usize>,
+}
+
+/// What a data set is for; decides the metric (accuracy or ROC AUC per machine ID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    Classification,
+    /// Items are windows of clips; `y` = 0 normal / 1 anomalous; training on normal clips only.
+    AnomalyDetection,
 }
 
 impl Split {
@@ -18,9 +55,8 @@ impl Split {
         let mut shape = vec![0];
         shape.extend_from_slice(item_shape);
         Self {
-            x: Vec::new(),
             shape,
-            y: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -37,7 +73,92 @@ impl Split {
         }
         let mut shape = vec![y.len()];
         shape.extend_from_slice(item_shape);
-        Ok(Self { x, shape, y })
+        Ok(Self {
+            x,
+            shape,
+            y,
+            ..Default::default()
+        })
+    }
+
+    /// Builds an anomaly-detection split: like [`Split::new`] plus the clip and machine-ID
+    /// index of every item. Checks that the windows of each clip are contiguous, clips are
+    /// numbered 0, 1, … in order, and label and group are constant within a clip.
+    pub fn with_clips(
+        x: Vec<f32>,
+        item_shape: &[usize],
+        y: Vec<u32>,
+        clip: Vec<u32>,
+        group: Vec<u32>,
+    ) -> Result<Self> {
+        let mut s = if y.is_empty() && x.is_empty() {
+            Self::empty(item_shape)
+        } else {
+            Self::new(x, item_shape, y)?
+        };
+        s.clip = clip;
+        s.group = group;
+        s.check_clips()?;
+        Ok(s)
+    }
+
+    /// Checks the clip / group vectors (see [`Split::with_clips`]); empty ones pass.
+    pub fn check_clips(&self) -> Result<()> {
+        if self.clip.is_empty() && self.group.is_empty() {
+            return Ok(());
+        }
+        if self.clip.len() != self.len() || self.group.len() != self.len() {
+            bail!(
+                "{} items but {} clip and {} group indices",
+                self.len(),
+                self.clip.len(),
+                self.group.len()
+            );
+        }
+        for i in 0..self.len() {
+            let (c, first) = (self.clip[i], i == 0);
+            let ok = if first {
+                c == 0
+            } else {
+                let p = self.clip[i - 1];
+                c == p + 1
+                    || (c == p && self.y[i] == self.y[i - 1] && self.group[i] == self.group[i - 1])
+            };
+            if !ok {
+                bail!(
+                    "item {i}: clip indices must start at 0 and rise by one, with each clip's items contiguous and of one label and machine ID"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the split carries clip and machine-ID indices (anomaly detection).
+    pub fn has_clips(&self) -> bool {
+        !self.clip.is_empty()
+    }
+
+    /// Number of clips (0 for a classification split).
+    pub fn n_clips(&self) -> usize {
+        self.clip.last().map_or(0, |&c| c as usize + 1)
+    }
+
+    /// The clips in order, each with its machine ID, label and item range (empty for a
+    /// classification split).
+    pub fn clips(&self) -> Vec<ClipRange> {
+        let mut out: Vec<ClipRange> = Vec::new();
+        for i in 0..self.clip.len() {
+            match out.last_mut() {
+                Some(r) if r.clip == self.clip[i] => r.items.end = i + 1,
+                _ => out.push(ClipRange {
+                    clip: self.clip[i],
+                    group: self.group[i],
+                    label: self.y[i],
+                    items: i..i + 1,
+                }),
+            }
+        }
+        out
     }
 
     /// Number of items.
@@ -133,7 +254,7 @@ impl NormStats {
 }
 
 /// A complete data set ready for training.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dataset {
     pub train: Split,
     pub val: Split,
@@ -147,6 +268,11 @@ pub struct Dataset {
     pub normalization: Option<NormStats>,
     /// Free-form description of the source and parameters (saved in dataset.json).
     pub description: serde_json::Value,
+    /// Classification (the default) or anomaly detection.
+    pub task: Task,
+    /// Anomaly detection: the machine-ID names (`id_00`, …) the splits' `group` indices
+    /// refer to; empty for classification.
+    pub groups: Vec<String>,
 }
 
 impl Dataset {

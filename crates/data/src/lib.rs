@@ -1,15 +1,22 @@
-//! Data sets for whittle: built-in synthetic keyword and image sets, the real Speech Commands
-//! and CIFAR-10 loaders, the MFCC front end, splits and normalisation.
+//! Data sets for whittle: built-in synthetic keyword, image and machine-sound sets, the real
+//! Speech Commands, CIFAR-10 and DCASE 2020 task 2 (ToyADMOS / MIMII) loaders, the MFCC and
+//! log-mel front ends, splits and normalisation.
 //!
 //! Entry points: [`build`] (parameters + seed → [`Dataset`]), [`save`] / [`load`]
 //! (`data.safetensors` + `dataset.json`). Keyword items are MFCCs stored (N, 49, 10) =
 //! (clips, frames, coefficients): a (49, 10) one-channel image for DS-CNN, or transposed to
 //! 10 channels × 49 steps for a TCN. Image items are (N, 3, 32, 32), RGB planes in [0, 1]
-//! before normalisation.
+//! before normalisation. Machine-sound items ([`Task::AnomalyDetection`]: `synthetic_machine`,
+//! `dcase2020`) are log-mel windows (N, 5, 128) = 640 values (frames × mel bands, MLPerf
+//! Tiny's autoencoder input), with per item the clip and machine ID it came from
+//! ([`Split::clip`], [`Split::group`]) and `y` = 0 normal / 1 anomalous; training and
+//! validation hold normal clips only; normalisation is per mel band.
 
 pub mod cifar;
 pub mod dataset;
+pub mod dcase;
 pub mod features;
+pub mod logmel;
 pub mod mfcc;
 pub mod params;
 pub mod seed;
@@ -18,13 +25,15 @@ pub mod speech_commands;
 pub mod store;
 pub mod synth_images;
 pub mod synth_kws;
+pub mod synth_machine;
 pub mod wav;
 
 use std::path::Path;
 
 use anyhow::Result;
 
-pub use dataset::{Dataset, NormStats, Split};
+pub use dataset::{ClipRange, Dataset, NormStats, Split, Task};
+pub use logmel::{LogMel, LogMelParams};
 pub use mfcc::{Mfcc, MfccParams};
 pub use params::{DatasetSpec, FeatureSpec, FetchParams};
 pub use store::{load, save};
@@ -54,9 +63,14 @@ pub fn build(
             speech_commands::build(p, &params.mfcc(), seed, downloads, progress)?
         }
         DatasetSpec::Cifar10(p) => cifar::build(p, seed, downloads, progress)?,
+        DatasetSpec::SyntheticMachine(p) => {
+            synth_machine::build(p, &params.log_mel(), seed, progress)?
+        }
+        DatasetSpec::Dcase2020(p) => dcase::build(p, &params.log_mel(), seed, downloads, progress)?,
     };
     if params.normalize {
-        let axis = ds.input_shape.len() - if params.dataset.is_audio() { 1 } else { 3 };
+        let audio = params.dataset.is_audio() || params.dataset.is_anomaly_detection();
+        let axis = ds.input_shape.len() - if audio { 1 } else { 3 };
         ds.normalize(axis)?;
     }
     ds.description = serde_json::json!({

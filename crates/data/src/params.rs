@@ -5,15 +5,22 @@
 //!
 //! TOML forms accepted for `dataset`: a bare name (`dataset = "synthetic_kws"`) or a table
 //! with a `kind` (`dataset = { kind = "speech_commands", source = "…", sha256 = "…" }`).
+//!
+//! Features: keyword sources take `features = { kind = "mfcc", … }` (the default), the
+//! machine-sound (anomaly-detection) sources `synthetic_machine` and `dcase2020` take
+//! `features = { kind = "log_mel", … }` (the default); image sources take none.
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cifar::Cifar10Params;
+use crate::dcase::DcaseParams;
+use crate::logmel::LogMelParams;
 use crate::mfcc::MfccParams;
 use crate::speech_commands::SpeechCommandsParams;
 use crate::synth_images::SyntheticImagesParams;
 use crate::synth_kws::SyntheticKwsParams;
+use crate::synth_machine::SyntheticMachineParams;
 
 /// Which data set to build.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +31,10 @@ pub enum DatasetSpec {
     SpeechCommands(SpeechCommandsParams),
     SyntheticImages(SyntheticImagesParams),
     Cifar10(Cifar10Params),
+    /// Built-in synthetic machine sounds (anomaly detection).
+    SyntheticMachine(SyntheticMachineParams),
+    /// DCASE 2020 task 2 / ToyADMOS / MIMII folder layout (anomaly detection).
+    Dcase2020(DcaseParams),
 }
 
 impl Default for DatasetSpec {
@@ -44,7 +55,7 @@ impl<'de> Deserialize<'de> for DatasetSpec {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = DatasetSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a data set name (synthetic_kws, speech_commands, synthetic_images, cifar10) or a table with `kind`")
+                f.write_str("a data set name (synthetic_kws, speech_commands, synthetic_images, cifar10, synthetic_machine, dcase2020) or a table with `kind`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DatasetSpec, E> {
                 let map =
@@ -70,7 +81,17 @@ impl DatasetSpec {
             DatasetSpec::SpeechCommands(_) => "speech_commands",
             DatasetSpec::SyntheticImages(_) => "synthetic_images",
             DatasetSpec::Cifar10(_) => "cifar10",
+            DatasetSpec::SyntheticMachine(_) => "synthetic_machine",
+            DatasetSpec::Dcase2020(_) => "dcase2020",
         }
+    }
+
+    /// True for the machine-sound (audio → log-mel windows) anomaly-detection sources.
+    pub fn is_anomaly_detection(&self) -> bool {
+        matches!(
+            self,
+            DatasetSpec::SyntheticMachine(_) | DatasetSpec::Dcase2020(_)
+        )
     }
 
     /// True for the keyword-spotting (audio → MFCC) sources.
@@ -87,6 +108,8 @@ impl DatasetSpec {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureSpec {
     Mfcc(MfccParams),
+    /// Log-mel windows (anomaly detection, MLPerf Tiny).
+    LogMel(LogMelParams),
 }
 
 /// Everything a `fetch` stage needs.
@@ -95,10 +118,12 @@ pub enum FeatureSpec {
 pub struct FetchParams {
     #[serde(default)]
     pub dataset: DatasetSpec,
-    /// Audio features (audio sources only; defaults to the spec's MFCC).
+    /// Audio features (audio sources only; defaults to the spec's MFCC for keyword sources and
+    /// to MLPerf Tiny's log-mel windows for machine sounds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeatureSpec>,
-    /// Per-channel normalisation with training-split statistics (MFCC: per coefficient).
+    /// Per-channel normalisation with training-split statistics (MFCC: per coefficient;
+    /// log-mel windows: per mel band).
     #[serde(default = "yes")]
     pub normalize: bool,
 }
@@ -124,8 +149,24 @@ impl FetchParams {
             let f = self
                 .features
                 .get_or_insert(FeatureSpec::Mfcc(MfccParams::default()));
-            let FeatureSpec::Mfcc(m) = f;
+            let FeatureSpec::Mfcc(m) = f else {
+                bail!(
+                    "features: {} takes `kind = \"mfcc\"` features",
+                    self.dataset.name()
+                );
+            };
             crate::mfcc::Mfcc::new(m)?;
+        } else if self.dataset.is_anomaly_detection() {
+            let f = self
+                .features
+                .get_or_insert(FeatureSpec::LogMel(LogMelParams::default()));
+            let FeatureSpec::LogMel(m) = f else {
+                bail!(
+                    "features: {} takes `kind = \"log_mel\"` features",
+                    self.dataset.name()
+                );
+            };
+            crate::logmel::LogMel::new(m)?;
         } else if self.features.is_some() {
             bail!(
                 "features: only audio data sets take features; {} has none",
@@ -137,15 +178,25 @@ impl FetchParams {
             DatasetSpec::SpeechCommands(p) => p.validate()?,
             DatasetSpec::Cifar10(p) => p.validate()?,
             DatasetSpec::SyntheticImages(p) => p.validate()?,
+            DatasetSpec::SyntheticMachine(p) => p.validate()?,
+            DatasetSpec::Dcase2020(p) => p.validate()?,
         }
         Ok(self)
     }
 
-    /// The MFCC settings (defaults if unset).
+    /// The MFCC settings (defaults if unset or not MFCC).
     pub fn mfcc(&self) -> MfccParams {
         match &self.features {
             Some(FeatureSpec::Mfcc(m)) => m.clone(),
-            None => MfccParams::default(),
+            _ => MfccParams::default(),
+        }
+    }
+
+    /// The log-mel window settings (defaults if unset or not log-mel).
+    pub fn log_mel(&self) -> LogMelParams {
+        match &self.features {
+            Some(FeatureSpec::LogMel(m)) => m.clone(),
+            _ => LogMelParams::default(),
         }
     }
 }

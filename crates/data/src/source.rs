@@ -36,7 +36,8 @@ pub fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
 }
 
-/// Resolves `source` to a folder containing a file named `marker` (searched at depth ≤ 2).
+/// Resolves `source` to a folder containing `marker`, a file or folder path relative to it
+/// (searched at depth ≤ 2).
 pub fn open(
     source: &str,
     sha256: Option<&str>,
@@ -81,13 +82,13 @@ pub fn open(
     })
 }
 
-/// Breadth-first search (depth ≤ 2) for the folder that holds `marker`.
+/// Breadth-first search (depth ≤ 2) for the folder that holds `marker` (a file or a folder).
 fn find_marker(dir: &Path, marker: &str) -> Result<PathBuf> {
     let mut level = vec![dir.to_path_buf()];
     for _ in 0..3 {
         let mut next = Vec::new();
         for d in &level {
-            if d.join(marker).is_file() {
+            if d.join(marker).exists() {
                 return Ok(d.clone());
             }
             let mut subs: Vec<PathBuf> = std::fs::read_dir(d)

@@ -308,5 +308,6 @@ pub fn build(
         layout: "frames,mfcc".into(),
         normalization: None,
         description: serde_json::json!({"kind": "speech_commands", "note": "Speech Commands WAVs, MFCC (frames, coefficients)"}),
+        ..Default::default()
     })
 }

@@ -3,6 +3,11 @@
 //! names, item shape and layout, per-split shapes and counts per class, the normalisation
 //! statistics and the description. Both files are written to temporary names and renamed, so
 //! a failed save leaves no half-written file under the final names.
+//!
+//! Anomaly-detection sets add, per split with clip indices, `{split}_clip` and `{split}_group`
+//! (U32 (N)) to the tensors, and `task`, `groups` and per split `clips` (and clips per class)
+//! to `dataset.json`. None of these appear for a classification set, so its files are the same
+//! bytes as before they existed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::json;
 
-use crate::dataset::{Dataset, NormStats, Split};
+use crate::dataset::{Dataset, NormStats, Split, Task};
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
 
@@ -38,12 +43,38 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn save(ds: &Dataset, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let splits = [&ds.train, &ds.val, &ds.test];
-    let bytes: Vec<(Vec<u8>, Vec<u8>)> = splits
+    let ad = ds.task == Task::AnomalyDetection;
+    for (name, s) in SPLITS.iter().zip(splits) {
+        s.check_clips()
+            .with_context(|| format!("internal: {name} split"))?;
+        if let Some(&g) = s.group.iter().find(|&&g| g as usize >= ds.groups.len()) {
+            bail!(
+                "internal: {name} split: machine-ID index {g} outside the {} groups",
+                ds.groups.len()
+            );
+        }
+        if s.has_clips() && !ad {
+            bail!("internal: {name} split has clip indices but the task is classification");
+        }
+        if ad && !s.is_empty() && !s.has_clips() {
+            bail!("internal: anomaly-detection {name} split has no clip indices");
+        }
+    }
+    // (x, y, clip, group) bytes per split.
+    type Bytes = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+    let bytes: Vec<Bytes> = splits
         .iter()
-        .map(|s| (f32_bytes(&s.x), u32_bytes(&s.y)))
+        .map(|s| {
+            (
+                f32_bytes(&s.x),
+                u32_bytes(&s.y),
+                u32_bytes(&s.clip),
+                u32_bytes(&s.group),
+            )
+        })
         .collect();
     let mut views = Vec::new();
-    for ((name, s), (xb, yb)) in SPLITS.iter().zip(splits).zip(&bytes) {
+    for ((name, s), (xb, yb, cb, gb)) in SPLITS.iter().zip(splits).zip(&bytes) {
         views.push((
             format!("{name}_x"),
             TensorView::new(Dtype::F32, s.shape.clone(), xb)?,
@@ -52,21 +83,46 @@ pub fn save(ds: &Dataset, dir: &Path) -> Result<()> {
             format!("{name}_y"),
             TensorView::new(Dtype::U32, vec![s.len()], yb)?,
         ));
+        if s.has_clips() {
+            views.push((
+                format!("{name}_clip"),
+                TensorView::new(Dtype::U32, vec![s.len()], cb)?,
+            ));
+            views.push((
+                format!("{name}_group"),
+                TensorView::new(Dtype::U32, vec![s.len()], gb)?,
+            ));
+        }
     }
     let st = safetensors::serialize(views, None::<HashMap<String, String>>)?;
     let mut per_split = serde_json::Map::new();
     for (name, s) in SPLITS.iter().zip(splits) {
         let counts = s.counts(ds.classes.len());
-        per_split.insert(
-            name.to_string(),
-            json!({
-                "shape": s.shape,
-                "count": s.len(),
-                "per_class": ds.classes.iter().zip(&counts).map(|(c, n)| (c.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-            }),
-        );
+        let mut entry = json!({
+            "shape": s.shape,
+            "count": s.len(),
+            "per_class": ds.classes.iter().zip(&counts).map(|(c, n)| (c.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        });
+        if ad {
+            let clips = s.clips();
+            let mut per = vec![0usize; ds.classes.len()];
+            for c in &clips {
+                if let Some(slot) = per.get_mut(c.label as usize) {
+                    *slot += 1;
+                }
+            }
+            entry["clips"] = json!(clips.len());
+            entry["clips_per_class"] = ds
+                .classes
+                .iter()
+                .zip(&per)
+                .map(|(c, n)| (c.clone(), json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        per_split.insert(name.to_string(), entry);
     }
-    let meta = json!({
+    let mut meta = json!({
         "format": "whittle-data/1",
         "classes": ds.classes,
         "input_shape": ds.input_shape,
@@ -75,6 +131,10 @@ pub fn save(ds: &Dataset, dir: &Path) -> Result<()> {
         "normalization": ds.normalization,
         "description": ds.description,
     });
+    if ad {
+        meta["task"] = json!(ds.task);
+        meta["groups"] = json!(ds.groups);
+    }
     write_atomic(&dir.join("data.safetensors"), &st)?;
     write_atomic(
         &dir.join("dataset.json"),
@@ -101,6 +161,16 @@ pub fn load(dir: &Path) -> Result<Dataset> {
     let input_shape: Vec<usize> = serde_json::from_value(get("input_shape")?.clone())?;
     let layout: String = serde_json::from_value(get("layout")?.clone())?;
     let normalization: Option<NormStats> = serde_json::from_value(get("normalization")?.clone())?;
+    let task: Task = match meta.get("task") {
+        Some(t) => serde_json::from_value(t.clone())
+            .with_context(|| format!("{}: bad `task`", jpath.display()))?,
+        None => Task::Classification,
+    };
+    let groups: Vec<String> = match meta.get("groups") {
+        Some(g) => serde_json::from_value(g.clone())
+            .with_context(|| format!("{}: bad `groups`", jpath.display()))?,
+        None => Vec::new(),
+    };
     let mut splits = Vec::new();
     for name in SPLITS {
         let x = st
@@ -143,11 +213,48 @@ pub fn load(dir: &Path) -> Result<Dataset> {
                 classes.len()
             );
         }
-        splits.push(Split {
+        let index = |suffix: &str| -> Result<Vec<u32>> {
+            let key = format!("{name}_{suffix}");
+            let Ok(t) = st.tensor(&key) else {
+                return Ok(Vec::new());
+            };
+            if t.dtype() != Dtype::U32 || t.shape() != [ys.len()] {
+                bail!(
+                    "{}: {key} has an unexpected dtype or length",
+                    spath.display()
+                );
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                .collect())
+        };
+        let (clip, group) = (index("clip")?, index("group")?);
+        let split = Split {
             x: xs,
             shape: x.shape().to_vec(),
             y: ys,
-        });
+            clip,
+            group,
+        };
+        split
+            .check_clips()
+            .with_context(|| format!("{}: {name}_clip / {name}_group", spath.display()))?;
+        if task == Task::AnomalyDetection && !split.is_empty() && !split.has_clips() {
+            bail!(
+                "{}: anomaly-detection data set without {name}_clip / {name}_group",
+                spath.display()
+            );
+        }
+        if let Some(bad) = split.group.iter().find(|&&g| g as usize >= groups.len()) {
+            bail!(
+                "{}: machine-ID index {bad} in {name}_group outside the {} groups of {}",
+                spath.display(),
+                groups.len(),
+                jpath.display()
+            );
+        }
+        splits.push(split);
     }
     let [train, val, test]: [Split; 3] = splits.try_into().expect("three splits");
     Ok(Dataset {
@@ -162,5 +269,7 @@ pub fn load(dir: &Path) -> Result<Dataset> {
             .get("description")
             .cloned()
             .unwrap_or(serde_json::Value::Null),
+        task,
+        groups,
     })
 }

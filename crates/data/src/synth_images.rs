@@ -236,5 +236,6 @@ pub fn build(
             "kind": "synthetic_images",
             "note": "procedural shapes and textures, RGB planes in [0, 1]",
         }),
+        ..Default::default()
     })
 }

@@ -295,13 +295,13 @@ fn uniform(rng: &mut ChaCha8Rng, [lo, hi]: [f64; 2]) -> f64 {
 
 /// Fast per-sample white noise (xorshift64*, seeded from the clip's ChaCha stream): unit
 /// variance, uniform amplitude distribution.
-struct Noise(u64);
+pub(crate) struct Noise(u64);
 
 impl Noise {
-    fn new(rng: &mut ChaCha8Rng) -> Self {
+    pub(crate) fn new(rng: &mut ChaCha8Rng) -> Self {
         Noise(rng.random::<u64>() | 1)
     }
-    fn next(&mut self) -> f64 {
+    pub(crate) fn next(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -539,5 +539,6 @@ pub fn build(
             "kind": "synthetic_kws",
             "note": "source-filter synthesised pseudo-words, 1 s at 16 kHz, MFCC (frames, coefficients)",
         }),
+        ..Default::default()
     })
 }

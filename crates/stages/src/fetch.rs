@@ -40,7 +40,10 @@ impl StageKind for Fetch {
         let (source, sha) = match &p.dataset {
             DatasetSpec::SpeechCommands(d) => (&d.source, &d.sha256),
             DatasetSpec::Cifar10(d) => (&d.source, &d.sha256),
-            DatasetSpec::SyntheticKws(_) | DatasetSpec::SyntheticImages(_) => return Vec::new(),
+            DatasetSpec::Dcase2020(d) => (&d.source, &d.sha256),
+            DatasetSpec::SyntheticKws(_)
+            | DatasetSpec::SyntheticImages(_)
+            | DatasetSpec::SyntheticMachine(_) => return Vec::new(),
         };
         match sha {
             Some(sha) if source::is_url(source) => {

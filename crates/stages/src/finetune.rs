@@ -3,7 +3,7 @@
 //! initialisation of the same shape (`init = "scratch"`). The output row keeps the parent's
 //! method and its λ / ratio so reports group fine-tuned points with their method.
 
-use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
+use crate::common::{NETWORK_KINDS, input_of_kind, model_row, with_threads};
 use crate::recipe::Recipe;
 use crate::train::{diverged_metrics, fit, parse_with_recipe};
 use anyhow::{Context, Result};
@@ -82,10 +82,12 @@ impl StageKind for Finetune {
                 Init::Inherit => loaded,
                 Init::Scratch => Model::new(loaded.config().clone(), seed)?,
             };
-            let (data, _) = load_data(ctx, model.config())?;
+            let (data, ds) = crate::task::load_data(ctx, model.config())?;
+            crate::task::check_loss(&ds, p.recipe.loss, ctx.stage)?;
             let result = fit(ctx, &model, &data, &p.recipe, seed)?;
             model.save(ctx.out_dir)?;
             let acc = result.test.and_then(|m| m.accuracy);
+            let fields = crate::task::metric_fields(&model, &data, &ds, acc)?;
             let prow = parent
                 .metrics
                 .get("models")
@@ -98,6 +100,7 @@ impl StageKind for Finetune {
                 .unwrap_or("finetune")
                 .to_string();
             let mut row = model_row(&model, &method, Some(&parent.node), acc);
+            crate::task::merge(&mut row, fields);
             for k in ["lambda", "ratio", "cost", "scope"] {
                 if let Some(v) = prow.get(k) {
                     row[k] = v.clone();

@@ -16,6 +16,7 @@ pub mod prune;
 pub mod quantize;
 pub mod recipe;
 pub mod search;
+pub mod task;
 pub mod to_export;
 pub mod train;
 

@@ -9,9 +9,8 @@
 //! methods ignore the recipe apart from evaluation, and every method ignores the keys of the
 //! others (so one stage can sweep over `method`).
 
-use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
+use crate::common::{NETWORK_KINDS, input_of_kind, model_row, with_threads};
 use crate::recipe::Recipe;
-use crate::search::test_accuracy;
 use crate::train::{fit, parse_with_recipe};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -216,7 +215,7 @@ impl StageKind for Prune {
             let parent = input_of_kind(ctx, &NETWORK_KINDS)?;
             let model = Model::load(&parent.dir)
                 .with_context(|| format!("loading the network of `{}`", parent.node))?;
-            let (data, _) = load_data(ctx, model.config())?;
+            let (data, ds) = crate::task::load_data(ctx, model.config())?;
             let seed = p.seed.unwrap_or(ctx.seed);
             let mut extra = json!({});
             if let (Method::BnGamma, Some(recipe), Some(lambda)) =
@@ -243,7 +242,11 @@ impl StageKind for Prune {
                 eval_recipe.loss = f.loss;
                 eval_recipe.batch_size = f.batch_size;
             }
-            let acc = test_accuracy(&small, &data, &eval_recipe)?;
+            if ds.task == whittle_data::Task::AnomalyDetection {
+                eval_recipe.loss = whittle_nn::loss::LossKind::Mse;
+            }
+            let fields = crate::task::score(&small, &data, &ds, &eval_recipe)?;
+            let acc = fields.get("test_accuracy").and_then(Value::as_f64);
             small.save(ctx.out_dir)?;
             std::fs::write(
                 ctx.out_dir.join("layers.json"),
@@ -256,6 +259,7 @@ impl StageKind for Prune {
                 Some(&parent.node),
                 acc,
             );
+            crate::task::merge(&mut row, fields);
             row["ratio"] = json!(p.ratio);
             row["scope"] = json!(p.scope);
             row["changes"] = json!(changes);

@@ -72,6 +72,7 @@ fn fisher_stage_prunes_and_reports() {
         layout: "channels,steps".into(),
         normalization: None,
         description: json!({}),
+        ..Default::default()
     };
     whittle_data::save(&ds, &root.join("data")).unwrap();
     let mut c = TcnConfig::seed(6);

@@ -63,6 +63,7 @@ fn images(n: usize, seed: u64) -> whittle_data::dataset::Split {
         x,
         shape: vec![n, 3, 8, 8],
         y,
+        ..Default::default()
     }
 }
 
@@ -79,6 +80,7 @@ fn fixture(name: &str, cfg: ModelConfig) -> (PathBuf, Vec<InputArtifact>) {
         layout: "channels,height,width".into(),
         normalization: None,
         description: json!({}),
+        ..Default::default()
     };
     whittle_data::save(&ds, &root.join("data")).unwrap();
     Model::new(cfg, 1).unwrap().save(&root.join("net")).unwrap();

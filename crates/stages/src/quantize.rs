@@ -6,7 +6,7 @@
 //! best float format within `budget_bytes` of weights (`004`); `qat = true` adds a
 //! quantization-aware fine-tuned row (`int8+qat`, `w4+qat`) after each int8 / k-bit format.
 
-use crate::common::{NETWORK_KINDS, load_data, model_row, peak_activation_elems, with_threads};
+use crate::common::{NETWORK_KINDS, model_row, peak_activation_elems, with_threads};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -280,7 +280,8 @@ fn quantize_one(
     method: &str,
     parent: &str,
 ) -> Result<Vec<Value>> {
-    let (data, _) = load_data(ctx, model.config())?;
+    let (data, ds) = crate::task::load_data(ctx, model.config())?;
+    let anomaly = ds.task == whittle_data::Task::AnomalyDetection;
     let test = data
         .test
         .as_ref()
@@ -299,8 +300,9 @@ fn quantize_one(
         }
         Ok(())
     };
+    // the task metric: accuracy, or the AUC of per-clip reconstruction errors
     let accuracy_of = |q: &QuantModel| -> Result<Option<f64>> {
-        Ok(whittle_nn::train::evaluate(q, test, LossKind::CrossEntropy, 100)?.accuracy)
+        score_of(q, &data, &ds, test)
     };
     let accuracy = |fmt: Format| -> Result<Option<f64>> {
         check_cancel()?;
@@ -323,6 +325,11 @@ fn quantize_one(
         let mut row = model_row(model, method, Some(parent), acc);
         let o = row.as_object_mut().context("model row is an object")?;
         o.remove("layers");
+        if anomaly {
+            o.insert("metric".into(), json!("auc"));
+            o.insert("test_accuracy".into(), Value::Null);
+            o.insert("test_auc".into(), json!(acc));
+        }
         o.insert("format".into(), json!(label));
         o.insert(
             "weight_bytes".into(),
@@ -349,7 +356,7 @@ fn quantize_one(
         });
         if p.qat && matches!(fmt, Format::Int8 | Format::WeightOnly(_)) {
             check_cancel()?;
-            let acc = qat_accuracy(ctx, p, model, fmt, &calib, &opts, &data)
+            let acc = qat_accuracy(ctx, p, model, fmt, &calib, &opts, &data, &ds)
                 .with_context(|| format!("quantization-aware training for {}", fmt.name()))?;
             let mut r = row(format!("{}+qat", fmt.name()), fmt, acc)?;
             r["qat_epochs"] = json!(p.qat_epochs.unwrap_or(QAT_EPOCHS));
@@ -382,15 +389,20 @@ fn qat_accuracy(
     calib: &candle_core::Tensor,
     opts: &QuantOptions,
     data: &whittle_nn::data::DataSet,
+    ds: &whittle_data::Dataset,
 ) -> Result<Option<f64>> {
     let qat = QatModel::new(model, fmt, Some(calib), opts)?;
+    let loss = match ds.task {
+        whittle_data::Task::AnomalyDetection => LossKind::Mse,
+        whittle_data::Task::Classification => LossKind::CrossEntropy,
+    };
     let cfg = TrainConfig {
         epochs: p.qat_epochs.unwrap_or(QAT_EPOCHS),
         batch_size: p.qat_batch_size.unwrap_or(QAT_BATCH),
         lr: p.qat_lr.unwrap_or(QAT_LR),
         optimizer: whittle_nn::optim::OptimizerConfig::adam(0.0),
         schedule: Default::default(),
-        loss: LossKind::CrossEntropy,
+        loss,
         patience: None,
         monitor: Monitor::ValLoss,
         keep_best: data.val.is_some(),
@@ -411,5 +423,24 @@ fn qat_accuracy(
         .as_ref()
         .or(data.val.as_ref())
         .context("the data set has neither a test nor a validation split")?;
-    Ok(whittle_nn::train::evaluate(&qat.quantized()?, test, LossKind::CrossEntropy, 100)?.accuracy)
+    score_of(&qat.quantized()?, data, ds, test)
+}
+
+/// The task metric of a (quantized) network on `test`: accuracy, or for anomaly detection the
+/// AUC of per-clip scores (on the test split).
+fn score_of(
+    q: &dyn whittle_nn::Trainable,
+    data: &whittle_nn::data::DataSet,
+    ds: &whittle_data::Dataset,
+    test: &whittle_nn::Split,
+) -> Result<Option<f64>> {
+    match ds.task {
+        whittle_data::Task::Classification => {
+            Ok(whittle_nn::train::evaluate(q, test, LossKind::CrossEntropy, 100)?.accuracy)
+        }
+        whittle_data::Task::AnomalyDetection => {
+            let f = crate::task::metric_fields(q, data, ds, None)?;
+            Ok(f.get("test_auc").and_then(Value::as_f64))
+        }
+    }
 }

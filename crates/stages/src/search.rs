@@ -6,7 +6,7 @@
 //! final validation accuracy at chance with a loss that did not fall) fails unless `allow_divergence = true`; a non-finite
 //! loss always fails (the search loop stops there).
 
-use crate::common::{NETWORK_KINDS, input_of_kind, load_data, model_row, with_threads};
+use crate::common::{NETWORK_KINDS, input_of_kind, model_row, with_threads};
 use crate::recipe::Recipe;
 use crate::train::parse_with_recipe;
 use anyhow::{Context, Result};
@@ -172,7 +172,8 @@ impl StageKind for Search {
             let parent = input_of_kind(ctx, &NETWORK_KINDS)?;
             let seed_model = Model::load(&parent.dir)
                 .with_context(|| format!("loading the seed network of `{}`", parent.node))?;
-            let (data, _) = load_data(ctx, seed_model.config())?;
+            let (data, ds) = crate::task::load_data(ctx, seed_model.config())?;
+            crate::task::check_loss(&ds, p.recipe.loss, ctx.stage)?;
             let seed_row = model_row(&seed_model, "seed", None, None);
             let classes = seed_model
                 .graph()
@@ -211,16 +212,19 @@ impl StageKind for Search {
                     ctx.stage
                 );
             }
-            let masked_acc = test_accuracy(&pit, &data, &p.recipe)?;
+            let masked = crate::task::score(&pit, &data, &ds, &p.recipe)?;
+            let masked_acc = masked.get("test_accuracy").and_then(Value::as_f64);
             let layer_costs = pit.layer_costs()?;
             let (small, changes) = pit.export()?;
-            let acc = test_accuracy(&small, &data, &p.recipe)?;
+            let fields = crate::task::score(&small, &data, &ds, &p.recipe)?;
+            let acc = fields.get("test_accuracy").and_then(Value::as_f64);
             small.save(ctx.out_dir)?;
             std::fs::write(
                 ctx.out_dir.join("layers.json"),
                 serde_json::to_string_pretty(&changes)?,
             )?;
             let mut row = model_row(&small, "pit", Some(&parent.node), acc);
+            crate::task::merge(&mut row, fields);
             row["lambda"] = json!(p.own.lambda);
             row["cost"] = json!(p.own.cost);
             row["changes"] = json!(changes);
@@ -236,6 +240,9 @@ impl StageKind for Search {
             });
             if let Some(d) = diverged {
                 m["diverged"] = json!(d.to_string());
+            }
+            if let Some(auc) = masked.get("test_auc") {
+                m["masked_test_auc"] = auc.clone();
             }
             Ok(m)
         })

@@ -46,6 +46,7 @@ pub(crate) fn split(n: usize, seed: u64) -> whittle_data::dataset::Split {
         x,
         shape: vec![n, 10, 49],
         y,
+        ..Default::default()
     }
 }
 
@@ -98,6 +99,7 @@ fn fixture_with(name: &str, cfg: ModelConfig) -> (PathBuf, Vec<InputArtifact>) {
         layout: "channels,steps".into(),
         normalization: None,
         description: json!({}),
+        ..Default::default()
     };
     whittle_data::save(&ds, &root.join("data")).unwrap();
     let m = Model::new(cfg, 1).unwrap();

@@ -2,7 +2,7 @@
 //! warm-up of a seed network, or any baseline), with epoch-end checkpoints so an interrupted
 //! run resumes to the same weights. Output: the network (`Model::save` format) + history.
 
-use crate::common::{Sink, load_data, model_row, with_threads};
+use crate::common::{Sink, model_row, with_threads};
 use crate::model_spec::ModelSpec;
 use crate::recipe::Recipe;
 use anyhow::{Context, Result};
@@ -167,13 +167,18 @@ impl StageKind for Train {
                 .map(Vec::len)
                 .context("data input has no classes")?;
             let cfg = p.model.config(&shape, classes)?;
-            let (data, _) = load_data(ctx, &cfg)?;
+            let (data, ds) = crate::task::load_data(ctx, &cfg)?;
+            crate::task::check_loss(&ds, p.recipe.loss, ctx.stage)?;
             let seed = p.seed.unwrap_or(ctx.seed);
             let model = Model::new(cfg, seed)?;
             let result = fit(ctx, &model, &data, &p.recipe, seed)?;
             model.save(ctx.out_dir)?;
             let acc = result.test.and_then(|m| m.accuracy);
             let mut row = model_row(&model, "train", None, acc);
+            crate::task::merge(
+                &mut row,
+                crate::task::metric_fields(&model, &data, &ds, acc)?,
+            );
             row["seed"] = json!(seed);
             let mut m = json!({
                 "models": [row],
