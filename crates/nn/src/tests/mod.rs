@@ -5,6 +5,7 @@ mod cifar_archs;
 mod counts;
 mod grads;
 mod interp;
+mod mlperf_tiny;
 mod models;
 mod new_ops;
 mod node_list;
