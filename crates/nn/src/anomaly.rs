@@ -114,6 +114,7 @@ mod tests {
             test: None,
         };
         let tc = TrainConfig {
+            augment: Default::default(),
             epochs: 30,
             batch_size: 32,
             lr: 1e-2,

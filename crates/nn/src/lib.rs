@@ -5,6 +5,7 @@
 pub mod anomaly;
 pub mod arch;
 pub mod auc;
+pub mod augment;
 pub mod config;
 pub mod data;
 pub mod distill;

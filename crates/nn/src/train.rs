@@ -85,6 +85,9 @@ pub struct TrainConfig {
     pub keep_best: bool,
     /// Seed of the data order.
     pub seed: u64,
+    /// Augmentation of each training batch (off: left out of the serialised config).
+    #[serde(default, skip_serializing_if = "crate::augment::Augment::is_off")]
+    pub augment: crate::augment::Augment,
 }
 
 fn yes() -> bool {
@@ -403,6 +406,7 @@ pub fn train_with(
         for (b, chunk) in perm.chunks(cfg.batch_size).enumerate() {
             cancelled(epoch)?;
             let (x, y) = data.train.batch(chunk)?;
+            let x = cfg.augment.apply(&x, cfg.seed, epoch, b)?;
             let out = model.forward_t(&x, true)?;
             let (mut l, c) = batch_loss(cfg.loss, &out, &y)?;
             let task = l.to_scalar::<f32>()? as f64;

@@ -120,6 +120,13 @@ impl StageKind for Distill {
             &["student", "temperature", "alpha", "seed", "threads"],
         )?;
         own.student.validate_at("student")?;
+        if !recipe.augment.is_off() {
+            // the teacher's logits are computed once per data set, on the stored items
+            return Err(ParamError::new(
+                ["augment"],
+                "distillation with augmentation is not supported yet: the teacher's logits are cached for the un-augmented training items; train the student without `augment`",
+            ));
+        }
         KdConfig {
             alpha: own.alpha,
             temperature: own.temperature,

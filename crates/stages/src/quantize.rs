@@ -397,6 +397,7 @@ fn qat_accuracy(
         whittle_data::Task::Classification => LossKind::CrossEntropy,
     };
     let cfg = TrainConfig {
+        augment: Default::default(),
         epochs: p.qat_epochs.unwrap_or(QAT_EPOCHS),
         batch_size: p.qat_batch_size.unwrap_or(QAT_BATCH),
         lr: p.qat_lr.unwrap_or(QAT_LR),

@@ -32,6 +32,11 @@ pub struct Recipe {
     /// would refuse it).
     #[serde(skip_serializing_if = "is_false")]
     pub allow_divergence: bool,
+    /// Training-time augmentation (`time_shift`, `noise`, `crop_pad`, `hflip`; see
+    /// `whittle_nn::augment`). Left out of the resolved parameters when off, so existing keys
+    /// are unchanged.
+    #[serde(skip_serializing_if = "whittle_nn::augment::Augment::is_off")]
+    pub augment: whittle_nn::augment::Augment,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -54,6 +59,7 @@ impl Default for Recipe {
             monitor: Monitor::ValLoss,
             keep_best: true,
             allow_divergence: false,
+            augment: Default::default(),
         }
     }
 }
@@ -76,6 +82,7 @@ impl Recipe {
     /// The nn training configuration, data order seeded by `seed`.
     pub fn train_config(&self, seed: u64) -> TrainConfig {
         TrainConfig {
+            augment: self.augment.clone(),
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,

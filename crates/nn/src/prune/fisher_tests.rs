@@ -563,6 +563,7 @@ fn on_a_trained_net_fisher_loses_less_than_random_pruning() {
         test: None,
     };
     let tc = crate::TrainConfig {
+        augment: Default::default(),
         epochs: 8,
         batch_size: 16,
         lr: 1e-2,

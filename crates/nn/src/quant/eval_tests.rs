@@ -214,6 +214,7 @@ fn int8_keeps_a_trained_nets_accuracy() {
         test: Some(synthetic(300, 3)),
     };
     let cfg = TrainConfig {
+        augment: Default::default(),
         epochs: 4,
         batch_size: 10,
         lr: 2e-2,

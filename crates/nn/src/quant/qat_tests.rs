@@ -105,6 +105,7 @@ fn synthetic(n: usize, seed: u64) -> Split {
 
 fn cfg(epochs: u64, lr: f64) -> TrainConfig {
     TrainConfig {
+        augment: Default::default(),
         epochs,
         batch_size: 20,
         lr,

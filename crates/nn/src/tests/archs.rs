@@ -72,6 +72,7 @@ fn mobilenet_v2_counts_match_torch_ref() {
 /// One epoch of Adam at lr 1e-2, batch 10, seed 3: the one-epoch training tests' recipe.
 pub(super) fn one_epoch() -> TrainConfig {
     TrainConfig {
+        augment: Default::default(),
         epochs: 1,
         batch_size: 10,
         lr: 1e-2,

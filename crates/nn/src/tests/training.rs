@@ -47,6 +47,7 @@ fn data(dscnn: bool, n: usize) -> DataSet {
 
 fn cfg(epochs: u64) -> TrainConfig {
     TrainConfig {
+        augment: Default::default(),
         epochs,
         batch_size: 10,
         lr: 2e-2,
