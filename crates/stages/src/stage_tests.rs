@@ -137,7 +137,6 @@ fn fixture_with(name: &str, cfg: ModelConfig) -> (PathBuf, Vec<InputArtifact>) {
 }
 
 fn default_cfg() -> whittle_nn::TrainConfig {
-    augment: Default::default(),
     whittle_nn::TrainConfig {
         augment: Default::default(),
         epochs: 4,
