@@ -73,6 +73,38 @@ impl Act {
     }
 }
 
+/// The clamp a convolution, batch norm or channel affine applies in its output pass (and masks
+/// its gradient by): none, ReLU (`max(·, 0)`) or ReLU6 (`min(max(·, 0), 6)`). `true` / `false`
+/// convert to `Relu` / `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clamp {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+}
+
+impl From<bool> for Clamp {
+    fn from(relu: bool) -> Self {
+        if relu { Clamp::Relu } else { Clamp::None }
+    }
+}
+
+impl Clamp {
+    /// True unless `None`.
+    pub fn on(self) -> bool {
+        self != Clamp::None
+    }
+
+    /// The upper bound of the gradient mask `0 < y < hi` (infinite for ReLU: `y > 0` only).
+    pub(crate) fn hi(self) -> f32 {
+        match self {
+            Clamp::Relu6 => 6.0,
+            _ => f32::INFINITY,
+        }
+    }
+}
+
 /// `act` elementwise, any shape.
 pub fn activation(x: &Tensor, act: Act) -> Result<Tensor> {
     check_cpu_f32(act.name(), "input", x)?;

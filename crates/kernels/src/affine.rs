@@ -3,6 +3,7 @@
 //! Backward: dx = g·scale (masked by y > 0 with ReLU), dscale = Σ g·x, dshift = Σ g per channel,
 //! split by channel with f64 accumulators in a fixed order (deterministic).
 
+use crate::act::Clamp;
 use crate::simd::{affine, grad_sums};
 use crate::util::{
     SyncPtr, check_cpu_f32, err, storage_slice, tensor, to_vec, uninit_vec, with_f32,
@@ -13,8 +14,15 @@ use rayon::prelude::*;
 const OP: &str = "channel_affine";
 
 /// `x (N, C, ...)`, `scale (C)`, `shift (C)` → `x·scale + shift` per channel (dim 1), then
-/// `max(·, 0)` when `relu`. Differentiable in all three inputs.
-pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Tensor> {
+/// `max(·, 0)` when `relu` (or clamped by the given [`Clamp`]). Differentiable in all three
+/// inputs.
+pub fn channel_affine(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    relu: impl Into<Clamp>,
+) -> Result<Tensor> {
+    let relu = relu.into();
     for (what, t) in [("input", x), ("scale", scale), ("shift", shift)] {
         check_cpu_f32(OP, what, t)?;
     }
@@ -49,15 +57,15 @@ struct AffineOp {
     n: usize,
     c: usize,
     s: usize,
-    relu: bool,
+    relu: Clamp,
 }
 
 impl CustomOp3 for AffineOp {
     fn name(&self) -> &'static str {
-        if self.relu {
-            "whittle-channel-affine-relu"
-        } else {
-            "whittle-channel-affine"
+        match self.relu {
+            Clamp::None => "whittle-channel-affine",
+            Clamp::Relu => "whittle-channel-affine-relu",
+            Clamp::Relu6 => "whittle-channel-affine-relu6",
         }
     }
 
@@ -115,15 +123,19 @@ impl CustomOp3 for AffineOp {
                             for i in 0..n {
                                 let off = (i * c + ch) * s;
                                 let r = off..off + s;
-                                let mask = self.relu.then(|| &ys[r.clone()]);
-                                let (p, q) = grad_sums(&gs[r.clone()], &xs[r.clone()], 0.0, mask);
+                                let mask = self.relu.on().then(|| &ys[r.clone()]);
+                                let hi = self.relu.hi();
+                                let (p, q) =
+                                    grad_sums(&gs[r.clone()], &xs[r.clone()], 0.0, mask, hi);
                                 sg += p as f64;
                                 sgx += q as f64;
                                 if need_dx {
                                     // SAFETY: each task writes only its own channel's planes.
                                     let d = unsafe { dxp.slice(off, s) };
                                     for j in 0..s {
-                                        let live = mask.is_none_or(|m| m[j] > 0.0);
+                                        let live = mask.is_none_or(|m| {
+                                            m[j] > 0.0 && (m[j] < hi || hi.is_infinite())
+                                        });
                                         d[j] = if live { gs[off + j] * a[ch] } else { 0.0 };
                                     }
                                 }

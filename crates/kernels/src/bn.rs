@@ -4,6 +4,7 @@
 //! its (sample, channel) planes; the per-channel totals are then f64 sums over the samples in
 //! order, so results do not depend on the thread count (deterministic).
 
+use crate::act::Clamp;
 use crate::simd::{affine, bn_dx, centered_sums, grad_sums};
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, uninit_vec, with_f32};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -19,7 +20,7 @@ pub fn batch_norm_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    bn(x, gamma, beta, eps, false)
+    bn(x, gamma, beta, eps, Clamp::None)
 }
 
 /// `relu(batch_norm_train(x))` in one op (one pass forward, one masked pass backward).
@@ -29,7 +30,18 @@ pub fn batch_norm_relu_train(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    bn(x, gamma, beta, eps, true)
+    bn(x, gamma, beta, eps, Clamp::Relu)
+}
+
+/// [`batch_norm_train`] clamped by `clamp` (ReLU, ReLU6 or nothing) in the same op.
+pub fn batch_norm_act_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    clamp: Clamp,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    bn(x, gamma, beta, eps, clamp)
 }
 
 fn bn(
@@ -37,7 +49,7 @@ fn bn(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
-    relu: bool,
+    relu: Clamp,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     for (what, t) in [("input", x), ("gamma", gamma), ("beta", beta)] {
         check_cpu_f32(OP, what, t)?;
@@ -139,15 +151,15 @@ struct BnOp {
     s: usize,
     mean: Vec<f32>,
     invstd: Vec<f32>,
-    relu: bool,
+    relu: Clamp,
 }
 
 impl CustomOp3 for BnOp {
     fn name(&self) -> &'static str {
-        if self.relu {
-            "whittle-bn-relu-train"
-        } else {
-            "whittle-bn-train"
+        match self.relu {
+            Clamp::None => "whittle-bn-train",
+            Clamp::Relu => "whittle-bn-relu-train",
+            Clamp::Relu6 => "whittle-bn-relu6-train",
         }
     }
 
@@ -193,8 +205,9 @@ impl CustomOp3 for BnOp {
             with_f32(OP, grad, |gs| {
                 with_f32(OP, res, |ys| {
                     let table = plane_table(n, c, s, |ch, off| {
-                        let mask = self.relu.then(|| &ys[off..off + s]);
-                        grad_sums(&gs[off..off + s], &xs[off..off + s], self.mean[ch], mask)
+                        let mask = self.relu.on().then(|| &ys[off..off + s]);
+                        let (g, xr) = (&gs[off..off + s], &xs[off..off + s]);
+                        grad_sums(g, xr, self.mean[ch], mask, self.relu.hi())
                     });
                     let m = (n * s) as f64;
                     let mut dg = Vec::with_capacity(c);
@@ -215,9 +228,10 @@ impl CustomOp3 for BnOp {
                             for (ch, &(k, c0, c1)) in coef.iter().enumerate() {
                                 let r = ch * s..(ch + 1) * s;
                                 let off = i * c * s + ch * s;
-                                let mask = self.relu.then(|| &ys[off..off + s]);
+                                let mask = self.relu.on().then(|| &ys[off..off + s]);
                                 let (g, xr) = (&gs[off..off + s], &xs[off..off + s]);
-                                bn_dx(&mut d[r], g, xr, mask, k, c0, c1, self.mean[ch]);
+                                let (hi, mu) = (self.relu.hi(), self.mean[ch]);
+                                bn_dx(&mut d[r], g, xr, mask, hi, k, c0, c1, mu);
                             }
                         });
                     }

@@ -1,6 +1,7 @@
 //! Public conv1d / conv2d entry points and the candle custom ops wrapping the GEMM and
 //! depthwise kernels (forward in `cpu_fwd`, all gradients in one pass in `bwd`).
 
+use crate::act::Clamp;
 use crate::geom::Geom;
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, with_f32};
 use crate::{conv_gemm, depthwise, depthwise_direct};
@@ -52,14 +53,16 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
     conv1d_act(x, w, bias, cfg, false)
 }
 
-/// [`conv1d`] followed by a ReLU when `relu`, applied in the same pass as the bias.
+/// [`conv1d`] followed by a ReLU when `relu` (or the given [`Clamp`]), applied in the same
+/// pass as the bias.
 pub fn conv1d_act(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     cfg: &Conv1dCfg,
-    relu: bool,
+    relu: impl Into<Clamp>,
 ) -> Result<Tensor> {
+    let relu = relu.into();
     let (n, cin, l) = x
         .dims3()
         .map_err(|e| err("conv1d", format!("input: {e}")))?;
@@ -85,14 +88,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dCfg) ->
     conv2d_act(x, w, bias, cfg, false)
 }
 
-/// [`conv2d`] followed by a ReLU when `relu`, applied in the same pass as the bias.
+/// [`conv2d`] followed by a ReLU when `relu` (or the given [`Clamp`]), applied in the same
+/// pass as the bias.
 pub fn conv2d_act(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     cfg: &Conv2dCfg,
-    relu: bool,
+    relu: impl Into<Clamp>,
 ) -> Result<Tensor> {
+    let relu = relu.into();
     let xd = x
         .dims4()
         .map_err(|e| err("conv2d", format!("input: {e}")))?;
@@ -124,7 +129,7 @@ fn apply(
     w: &Tensor,
     bias: Option<&Tensor>,
     out: Shape,
-    relu: bool,
+    relu: Clamp,
 ) -> Result<Tensor> {
     check_cpu_f32(OP, "input", x)?;
     check_cpu_f32(OP, "weight", w)?;
@@ -147,12 +152,12 @@ fn apply(
 }
 
 /// The convolution as a candle op; `out` is the output shape (rank 3 for conv1d, 4 for conv2d);
-/// `relu` applies a ReLU to the output (and masks the incoming gradient by it in backward).
+/// `relu` clamps the output (and masks the incoming gradient by it in backward).
 #[derive(Clone, Debug)]
 struct ConvOp {
     gm: Geom,
     out: Shape,
-    relu: bool,
+    relu: Clamp,
 }
 
 impl ConvOp {
@@ -165,8 +170,10 @@ impl ConvOp {
             depthwise_direct::forward(gm, x, w, b, self.relu)
         } else if gm.is_depthwise() {
             let mut y = depthwise::forward(gm, x, w, b);
-            if self.relu {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            match self.relu {
+                Clamp::None => {}
+                Clamp::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Clamp::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
             }
             y
         } else {
@@ -184,8 +191,8 @@ impl ConvOp {
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
         let gm = &self.gm;
         let masked;
-        let grad = if self.relu {
-            masked = crate::relu::relu_grad(res, grad)?;
+        let grad = if self.relu.on() {
+            masked = crate::relu::clamp_grad(res, grad, self.relu)?;
             &masked
         } else {
             grad

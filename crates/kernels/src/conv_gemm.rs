@@ -4,6 +4,7 @@
 //! processes sub-batches whose size depends on the shapes only, and weight/bias gradients are
 //! per-chunk partial sums reduced in chunk order, so results are bit-identical for any thread count.
 
+use crate::act::Clamp;
 use crate::geom::Geom;
 use crate::geom::Wide;
 use crate::im2col::{col2im, im2col, im2col_wide};
@@ -25,7 +26,7 @@ fn sub_batch(gm: &Geom, p: usize) -> usize {
 
 /// Forward convolution: `y (n, cout, oh, ow)` from `x (n, cin, h, w)`, `w (cout, cig, kh, kw)`,
 /// with the ReLU applied in the bias pass when `relu`.
-pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: Clamp) -> Vec<f32> {
     if crate::direct::usable(gm) {
         return crate::direct::forward(gm, x, w, bias, relu);
     }
@@ -73,7 +74,7 @@ pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool
                     }
                 }
             }
-            if bias.is_some() || relu {
+            if bias.is_some() || relu.on() {
                 for (i, plane) in ys.chunks_exact_mut(p.max(1)).enumerate() {
                     let bv = bias.map_or(0.0, |b| b[i % cout]);
                     crate::simd::add_bias(plane, bv, relu);
@@ -100,14 +101,14 @@ pub fn backward(
     let transposed = need_dx.then(|| transposed_geom(gm)).flatten();
     if crate::direct::usable(gm) {
         let dx = need_dx.then(|| match &transposed {
-            Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, false),
+            Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, Clamp::None),
             None => crate::direct::input_grad(gm, w, dy),
         });
         let (dw, db) = crate::direct::weight_grad(gm, x, dy);
         return (dx, dw, db);
     }
     let mut dx = match &transposed {
-        Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, false),
+        Some(tg) => forward(tg, dy, &flip_weight(gm, w), None, Clamp::None),
         None if need_dx => vec![0f32; gm.n * cin * hw],
         None => Vec::new(),
     };

@@ -6,6 +6,7 @@
 //! as one run), input gradient (unit stride: a forward pass over the output gradient with the
 //! flipped kernel). Sums run in a fixed order: bit-identical for any thread count.
 
+use crate::act::Clamp;
 use crate::direct::PadLayout;
 use crate::geom::Geom;
 use crate::util::{SyncPtr, uninit_vec};
@@ -25,7 +26,7 @@ pub fn usable(gm: &Geom) -> bool {
 
 /// Forward: `y (n, c, oh, ow)` with bias and ReLU applied in the output pass. Work is split
 /// by samples, one plane at a time, so input and output are read and written in order.
-pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: Clamp) -> Vec<f32> {
     let (c, p, kk) = (gm.cin, gm.p(), gm.kh * gm.kw);
     let lay = PadLayout::of(gm);
     let offs = lay.tap_offsets(gm, 1);
@@ -64,7 +65,13 @@ pub fn backward(
     let dx = need_dx.then(|| {
         let tg = crate::conv_gemm::transposed_geom(gm)
             .expect("backward_usable checked that the input gradient is a forward pass");
-        forward(&tg, dy, &crate::conv_gemm::flip_weight(gm, w), None, false)
+        forward(
+            &tg,
+            dy,
+            &crate::conv_gemm::flip_weight(gm, w),
+            None,
+            Clamp::None,
+        )
     });
     let lay = PadLayout::of(gm);
     let offs = lay.tap_offsets(gm, gm.n);

@@ -14,6 +14,7 @@
 //! in the weight gradient their output gradient is zero. Every sum runs in a fixed order, so
 //! results are bit-identical run to run and for any thread count.
 
+use crate::act::Clamp;
 use crate::geom::Geom;
 use crate::rowmap::RowMap;
 use crate::util::{SyncPtr, batch_ranges, sum_partials, uninit_vec, zeroed_once};
@@ -130,21 +131,21 @@ impl PadLayout {
     }
 
     /// One output plane from its columns (`src` starts at the sample's first column), plus
-    /// `bias`, then ReLU'd if `relu`.
+    /// `bias`, then clamped by `clamp`.
     pub(crate) fn gather_bias(
         &self,
         gm: &Geom,
         src: &[f32],
         dst: &mut [f32],
         bias: f32,
-        relu: bool,
+        clamp: Clamp,
     ) {
         assert!(dst.len() == gm.p() && src.len() >= (gm.oh - 1) * self.wq + gm.ow);
         // SAFETY: AVX-512F is present (the direct kernels' precondition); the region and the
         // plane are inside `src` and `dst` (asserted above).
         unsafe {
             self.out
-                .compress(src.as_ptr(), dst.as_mut_ptr(), bias, relu)
+                .compress(src.as_ptr(), dst.as_mut_ptr(), bias, clamp)
         }
     }
 
@@ -318,9 +319,9 @@ unsafe fn run_tiles(
     }
 }
 
-/// Forward convolution `y (n, cout, oh, ow)`, bias and ReLU applied in the output pass.
+/// Forward convolution `y (n, cout, oh, ow)`, bias and clamp applied in the output pass.
 /// Callers check [`usable`] first.
-pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+pub fn forward(gm: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: Clamp) -> Vec<f32> {
     let packed: Vec<Vec<f32>> = (0..gm.groups).map(|g| pack_weights(gm, w, g)).collect();
     if gm.is_pointwise() {
         return forward_pointwise(gm, x, &packed, bias, relu);
@@ -373,7 +374,7 @@ fn forward_pointwise(
     x: &[f32],
     packed: &[Vec<f32>],
     bias: Option<&[f32]>,
-    relu: bool,
+    relu: Clamp,
 ) -> Vec<f32> {
     let (cin, cout, cig, cog, hw) = (gm.cin, gm.cout, gm.cig(), gm.cog(), gm.hw());
     let blocks = cog.div_ceil(MR);
@@ -560,12 +561,23 @@ pub fn input_grad(gm: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
 /// against broadcast input values: `dwt[k][co] += Σ_q buf[offs[k] + q] · dyt[q][co]`, with no
 /// horizontal sums.
 pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    weight_grad_with(gm, x, dy, true)
+}
+
+/// [`weight_grad`]; `in_place` allows the pointwise route that reads `x` and `dy` in place
+/// (off: every convolution goes through the copied column layout, for the bit-identity test).
+fn weight_grad_with(gm: &Geom, x: &[f32], dy: &[f32], in_place: bool) -> (Vec<f32>, Vec<f32>) {
     let (cout, cog, p, kdim) = (gm.cout, gm.cog(), gm.p(), gm.kdim());
     let lay = PadLayout::of(gm);
     let cogr = cog.div_ceil(16) * 16;
     let sb = sub_batch((gm.cig() * lay.nph + cogr) * lay.s);
     // dwt rows per group: the taps plus room for the last tile's repeated taps.
     let krows = kdim + NK_MAX;
+    // An unpadded unit-stride 1×1 convolution's column layout is its planes back to back
+    // (`s = p`, no non-output columns): with whole 16 × 16 blocks (`cog`, `p` multiples of 16)
+    // the output gradient is transposed straight from `dy` and the microkernel reads `x` in
+    // place, sample by sample, summing in the same order as over the copied layout.
+    let in_place = in_place && gm.is_pointwise() && cog % 16 == 0 && p % 16 == 0 && lay.s == p;
     let partials: Vec<(Vec<f32>, Vec<f32>)> = batch_ranges(gm.n)
         .into_par_iter()
         .map(|r| {
@@ -578,6 +590,43 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                 let dys = &dy[n0 * cout * p..][..nb * cout * p];
                 for (i, plane) in dys.chunks_exact(p).enumerate() {
                     db[i % cout] += crate::simd::sum(plane);
+                }
+                if in_place {
+                    let ncols = nb * p;
+                    if dyt.len() < ncols * cogr {
+                        dyt = uninit_vec(ncols * cogr);
+                    }
+                    let offs: Vec<usize> = (0..kdim).map(|ci| ci * p).collect();
+                    for g in 0..gm.groups {
+                        for b in 0..nb {
+                            let src = &dys[(b * cout + g * cog) * p..][..cog * p];
+                            for c0 in (0..cog).step_by(16) {
+                                for q0 in (0..p).step_by(16) {
+                                    // SAFETY: AVX-512F is present; the blocks are inside `src`
+                                    // (cog rows of p) and `dyt` (ncols rows of cogr = cog).
+                                    unsafe {
+                                        crate::rowmap::transpose16(
+                                            src.as_ptr().add(c0 * p + q0),
+                                            p,
+                                            dyt.as_mut_ptr().add((b * p + q0) * cogr + c0),
+                                            cogr,
+                                        )
+                                    };
+                                }
+                            }
+                        }
+                        let xs = &x[(n0 * gm.cin + g * kdim) * p..];
+                        let segs = Segments {
+                            count: nb,
+                            len: p,
+                            stride: gm.cin * p,
+                        };
+                        assert!((nb - 1) * segs.stride + kdim * p <= xs.len());
+                        let dwg = &mut dwt[g * krows * cogr..][..krows * cogr];
+                        weight_grad_group(&offs, xs, &dyt, segs, cogr, dwg);
+                    }
+                    n0 += nb;
+                    continue;
                 }
                 let offs = lay.tap_offsets(gm, nb);
                 let ncols = lay.ncols(gm, nb);
@@ -613,7 +662,12 @@ pub fn weight_grad(gm: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                     }
                     debug_assert!(offs.iter().all(|o| o + ncols <= buf.len()));
                     let dwg = &mut dwt[g * krows * cogr..][..krows * cogr];
-                    weight_grad_group(&offs, &buf, &dyt, ncols, cogr, dwg);
+                    let segs = Segments {
+                        count: 1,
+                        len: ncols,
+                        stride: 0,
+                    };
+                    weight_grad_group(&offs, &buf, &dyt, segs, cogr, dwg);
                 }
                 n0 += nb;
             }
@@ -638,18 +692,34 @@ const NK_OF_NV: [usize; 5] = [0, 14, 12, 8, 6];
 /// Most taps per weight-gradient tile.
 const NK_MAX: usize = NK_OF_NV[1];
 
-/// `dwt[k][co] += Σ_{q < ncols} buf[offs[k] + q] · dyt[q][co]` for every tap `k` and the `cogr`
-/// (a multiple of 16) channels, in tiles of up to 64 channels × `NK` taps. The last tap tile
-/// repeats the last tap into rows past `offs.len()` (discarded by the caller).
+/// The columns of a weight-gradient sum: `count` runs of `len` input values, `stride` apart
+/// (one run over a copied layout; one per sample when reading the input in place).
+#[derive(Clone, Copy)]
+struct Segments {
+    count: usize,
+    len: usize,
+    stride: usize,
+}
+
+/// `dwt[k][co] += Σ_q buf[offs[k] + col(q)] · dyt[q][co]` for every tap `k` and the `cogr`
+/// (a multiple of 16) channels, in tiles of up to 64 channels × `NK` taps; column `q` of run `r`
+/// is `r·stride + q` in `buf` and `r·len + q` in `dyt`. The last tap tile repeats the last tap
+/// into rows past `offs.len()` (discarded by the caller).
 fn weight_grad_group(
     offs: &[usize],
     buf: &[f32],
     dyt: &[f32],
-    ncols: usize,
+    segs: Segments,
     cogr: usize,
     dwt: &mut [f32],
 ) {
     let kdim = offs.len();
+    let ncols = segs.len;
+    debug_assert!(
+        offs.iter()
+            .all(|o| segs.count == 0 || o + (segs.count - 1) * segs.stride + ncols <= buf.len())
+            && dyt.len() >= segs.count * ncols * cogr
+    );
     debug_assert!(dwt.len() >= (kdim + NK_MAX) * cogr);
     for c0 in (0..cogr).step_by(64) {
         let nv = ((cogr - c0) / 16).min(4);
@@ -661,14 +731,14 @@ fn weight_grad_group(
                 *p = unsafe { buf.as_ptr().add(offs[(k0 + j).min(kdim - 1)]) };
             }
             // SAFETY: AVX-512F is present (`usable`); reads stay within `buf` and `dyt`
-            // (`ncols` rows of `cogr`), writes within `dwt` (rows `k0..k0+nk < kdim + NK_MAX`).
+            // (`count·len` rows of `cogr`), writes within `dwt` (rows `k0..k0+nk < kdim + NK_MAX`).
             unsafe {
                 let (d, o) = (dyt.as_ptr().add(c0), dwt.as_mut_ptr().add(k0 * cogr + c0));
                 match nv {
-                    1 => tile_dw::<1, { NK_OF_NV[1] }>(ncols, &ptrs, d, cogr, o),
-                    2 => tile_dw::<2, { NK_OF_NV[2] }>(ncols, &ptrs, d, cogr, o),
-                    3 => tile_dw::<3, { NK_OF_NV[3] }>(ncols, &ptrs, d, cogr, o),
-                    _ => tile_dw::<4, { NK_OF_NV[4] }>(ncols, &ptrs, d, cogr, o),
+                    1 => tile_dw::<1, { NK_OF_NV[1] }>(segs, &ptrs, d, cogr, o),
+                    2 => tile_dw::<2, { NK_OF_NV[2] }>(segs, &ptrs, d, cogr, o),
+                    3 => tile_dw::<3, { NK_OF_NV[3] }>(segs, &ptrs, d, cogr, o),
+                    _ => tile_dw::<4, { NK_OF_NV[4] }>(segs, &ptrs, d, cogr, o),
                 }
             }
         }
@@ -710,11 +780,12 @@ unsafe fn tile_fwd(
     }
 }
 
-/// `o[j·ld + 16v..][..16] += Σ_{q < nq} p[j][q] · d[q·ld + 16v..][..16]` for `j < NK`, `v < NV`.
+/// `o[j·ld + 16v..][..16] += Σ_q p[j][col(q)] · d[q·ld + 16v..][..16]` for `j < NK`, `v < NV`,
+/// over the columns of `segs` in order (one accumulation, so runs do not change the rounding).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_dw<const NV: usize, const NK: usize>(
-    nq: usize,
+    segs: Segments,
     p: &[*const f32; NK_MAX],
     d: *const f32,
     ld: usize,
@@ -722,15 +793,18 @@ unsafe fn tile_dw<const NV: usize, const NK: usize>(
 ) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); NV]; NK];
-        for q in 0..nq {
-            let mut dv = [_mm512_setzero_ps(); NV];
-            for (v, x) in dv.iter_mut().enumerate() {
-                *x = _mm512_loadu_ps(d.add(q * ld + 16 * v));
-            }
-            for (j, row) in acc.iter_mut().enumerate() {
-                let s = _mm512_set1_ps(*p[j].add(q));
-                for (a, x) in row.iter_mut().zip(&dv) {
-                    *a = _mm512_fmadd_ps(s, *x, *a);
+        for r in 0..segs.count {
+            let (pr, dr) = (r * segs.stride, d.add(r * segs.len * ld));
+            for q in 0..segs.len {
+                let mut dv = [_mm512_setzero_ps(); NV];
+                for (v, x) in dv.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(dr.add(q * ld + 16 * v));
+                }
+                for (j, row) in acc.iter_mut().enumerate() {
+                    let s = _mm512_set1_ps(*p[j].add(pr + q));
+                    for (a, x) in row.iter_mut().zip(&dv) {
+                        *a = _mm512_fmadd_ps(s, *x, *a);
+                    }
                 }
             }
         }
@@ -750,11 +824,59 @@ unsafe fn tile_fwd(_: usize, _: *const f32, _: *const usize, _: *const f32, _: *
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile_dw<const NV: usize, const NK: usize>(
-    _: usize,
+    _: Segments,
     _: &[*const f32; NK_MAX],
     _: *const f32,
     _: usize,
     _: *mut f32,
 ) {
     unreachable!("direct kernels need x86-64 AVX-512 (checked by `usable`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pointwise weight gradient read in place sums in the same order as over the copied
+    /// layout: bit-identical results (sub-batches of several samples, groups, 16-multiples).
+    #[test]
+    fn in_place_pointwise_weight_grad_is_bit_identical() {
+        if !avx512() {
+            return;
+        }
+        // (n, cin, h, w, cout, groups)
+        for &(n, cin, h, w, cout, groups) in &[
+            (5, 24, 8, 8, 32, 1),
+            (20, 16, 4, 4, 64, 1),
+            (17, 32, 16, 16, 32, 2),
+            (9, 8, 2, 8, 16, 1),
+        ] {
+            let gm = Geom::new(
+                "test",
+                (n, cin, h, w),
+                (cout, cin / groups, 1, 1),
+                (1, 1),
+                (0, 0),
+                (1, 1),
+                groups,
+            )
+            .unwrap();
+            let x: Vec<f32> = (0..n * cin * h * w)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let dy: Vec<f32> = (0..n * cout * h * w)
+                .map(|i| ((i * 104729) % 997) as f32 / 498.5 - 1.0)
+                .collect();
+            let a = weight_grad_with(&gm, &x, &dy, true);
+            let b = weight_grad_with(&gm, &x, &dy, false);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&a.0),
+                bits(&b.0),
+                "dw {n} {cin} {h} {w} {cout} {groups}"
+            );
+            assert_eq!(bits(&a.1), bits(&b.1), "db");
+            assert!(a.0.iter().any(|v| *v != 0.0));
+        }
+    }
 }

@@ -9,12 +9,18 @@
 //!   weight gradient broadcasts inputs against 16 × 16-transposed output gradients. Elsewhere
 //!   (or with `WHITTLE_KERNELS_NO_DIRECT=1`), the portable path: im2col + GEMM (`gemm` crate)
 //!   for dense and grouped convolutions, direct loops on zero-padded planes for depthwise. Any
-//!   stride, per-axis padding and dilation, groups; bias and ReLU fused into the output pass.
+//!   stride, per-axis padding and dilation, groups; bias and ReLU / ReLU6 ([`Clamp`]) fused into
+//!   the output pass.
 //! - [`batch_norm_train`], [`batch_norm_relu_train`]: training-mode batch norm over every dim but
 //!   1, returning `(y, batch_mean, batch_biased_var)`; the fused variant applies ReLU in the same
-//!   pass and masks the gradient in the same backward pass. Eval mode is a plain affine.
+//!   pass and masks the gradient in the same backward pass ([`batch_norm_act_train`]: any
+//!   [`Clamp`], e.g. ReLU6). Eval mode is a plain affine.
 //! - [`channel_affine`]: per-channel `x·scale + shift` (optionally ReLU'd) in one pass: eval-mode
 //!   batch norm.
+//! - [`Clamp`]: the ReLU or ReLU6 that convolutions, batch norms and channel affines apply in
+//!   their output pass (`*_act` functions; `bool` means ReLU or nothing).
+//! - [`channel_mul`]: `x (N, C, ...)` scaled per sample and channel by `s (N, C)` (the
+//!   squeeze-and-excitation product), one pass forward and backward.
 //! - [`relu`], [`global_avg_pool`]: one-pass forward and backward.
 //! - [`activation`]: ReLU6, sigmoid, hard sigmoid, hard swish with a one-pass backward.
 //! - [`pool2d`]: max and average pooling with kernel, stride and padding, and their backward.
@@ -32,6 +38,7 @@
 mod act;
 mod affine;
 mod bn;
+mod chanmul;
 mod conv;
 mod conv_gemm;
 mod depthwise;
@@ -47,9 +54,10 @@ mod simd;
 mod threads;
 mod util;
 
-pub use act::{Act, activation};
+pub use act::{Act, Clamp, activation};
 pub use affine::channel_affine;
-pub use bn::{batch_norm_relu_train, batch_norm_train};
+pub use bn::{batch_norm_act_train, batch_norm_relu_train, batch_norm_train};
+pub use chanmul::channel_mul;
 pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv1d_act, conv2d, conv2d_act};
 pub use pool::{Pool2dCfg, PoolKind, pool_out, pool2d};
 pub use relu::{add_relu, global_avg_pool, relu};

@@ -2,7 +2,8 @@
 //! forward), the residual `ReLU(a + b)` in one pass, and global average pooling with a
 //! broadcast backward.
 
-use crate::simd::{relu_bwd, relu_fwd};
+use crate::act::Clamp;
+use crate::simd::{relu_bwd, relu_fwd, relu6_bwd};
 use crate::util::{check_cpu_f32, err, storage_slice, tensor, uninit_vec, with_f32};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -54,6 +55,28 @@ pub(crate) fn relu_grad(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
     ReluOp
         .bwd(res, res, grad)?
         .ok_or_else(|| err("relu", "no gradient"))
+}
+
+/// The gradient through a clamped output `res` ([`Clamp::Relu`]: [`relu_grad`];
+/// [`Clamp::Relu6`]: `grad` where `0 < res < 6`, else 0; one parallel pass). `Clamp::None`
+/// passes `grad` through.
+pub(crate) fn clamp_grad(res: &Tensor, grad: &Tensor, clamp: Clamp) -> Result<Tensor> {
+    match clamp {
+        Clamp::None => Ok(grad.clone()),
+        Clamp::Relu => relu_grad(res, grad),
+        Clamp::Relu6 => {
+            let d = with_f32("relu6", res, |y| {
+                with_f32("relu6", grad, |g| {
+                    let mut d = uninit_vec(y.len());
+                    d.par_chunks_mut(PAR_CHUNK)
+                        .zip(y.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)))
+                        .for_each(|(d, (y, g))| relu6_bwd(d, y, g));
+                    d
+                })
+            })??;
+            tensor(d, res.shape().clone())
+        }
+    }
 }
 
 /// `max(a + b, 0)` elementwise for two tensors of one shape (a residual sum and its ReLU in one

@@ -5,6 +5,7 @@
 //! and stores), so narrow rows such as DS-CNN's 5 columns cost a few instructions per 16 values
 //! instead of one `memcpy` call per row. Masked lanes are never read or written.
 
+use crate::act::Clamp;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -15,7 +16,16 @@ pub struct RowMap {
     lo: usize,
     /// One 16-bit lane mask per 16-element chunk from `lo`.
     masks: Vec<u16>,
+    /// Row stride, rows and row width of the region: rows of 16 or more columns are moved row
+    /// by row with plain vector loads and stores (the lane-mask walk serves narrow rows; its
+    /// compress/expand instructions cost more than the copy on wide ones).
+    wq: usize,
+    rows: usize,
+    width: usize,
 }
+
+/// Rows at least this wide are copied row by row.
+const WIDE_ROW: usize = 16;
 
 impl RowMap {
     pub fn new(wq: usize, r0: usize, rows: usize, c0: usize, width: usize) -> Self {
@@ -25,6 +35,9 @@ impl RowMap {
             return Self {
                 lo,
                 masks: Vec::new(),
+                wq,
+                rows: 0,
+                width: 0,
             };
         }
         let hi = (r0 + rows - 1) * wq + c0 + width;
@@ -38,24 +51,56 @@ impl RowMap {
                 })
             })
             .collect();
-        Self { lo, masks }
+        Self {
+            lo,
+            masks,
+            wq,
+            rows,
+            width,
+        }
     }
 
-    /// `dst[j] = src[region j] + bias` (then ReLU'd if `relu`) for the dense plane `dst`.
+    /// `dst[j] = src[region j] + bias` (then clamped by `clamp`) for the dense plane `dst`.
     ///
     /// # Safety
     /// AVX-512F must be present; `src` must be valid for reads of the whole region and `dst`
     /// for writes of `rows·width` floats.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn compress(&self, src: *const f32, dst: *mut f32, bias: f32, relu: bool) {
+    pub unsafe fn compress(&self, src: *const f32, dst: *mut f32, bias: f32, clamp: Clamp) {
+        let relu = clamp.on();
+        let six = clamp == Clamp::Relu6;
         unsafe {
             let (b, zero) = (_mm512_set1_ps(bias), _mm512_setzero_ps());
+            let hi = _mm512_set1_ps(6.0);
+            if self.width >= WIDE_ROW {
+                let tail = low_bits(self.width % 16);
+                for r in 0..self.rows {
+                    let (s, d) = (src.add(self.lo + r * self.wq), dst.add(r * self.width));
+                    let mut j = 0;
+                    while j < self.width {
+                        let m = if j + 16 <= self.width { 0xFFFF } else { tail };
+                        let mut v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s.add(j)), b);
+                        if relu {
+                            v = _mm512_max_ps(v, zero);
+                        }
+                        if six {
+                            v = _mm512_min_ps(v, hi);
+                        }
+                        _mm512_mask_storeu_ps(d.add(j), m, v);
+                        j += 16;
+                    }
+                }
+                return;
+            }
             let mut out = dst;
             for (i, &m) in self.masks.iter().enumerate() {
                 let mut v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src.add(self.lo + 16 * i)), b);
                 if relu {
                     v = _mm512_max_ps(v, zero);
+                }
+                if six {
+                    v = _mm512_min_ps(v, hi);
                 }
                 let n = m.count_ones() as usize;
                 _mm512_mask_storeu_ps(out, low_bits(n), _mm512_maskz_compress_ps(m, v));
@@ -73,6 +118,19 @@ impl RowMap {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn expand(&self, src: *const f32, dst: *mut f32) {
         unsafe {
+            if self.width >= WIDE_ROW {
+                let tail = low_bits(self.width % 16);
+                for r in 0..self.rows {
+                    let (s, d) = (src.add(r * self.width), dst.add(self.lo + r * self.wq));
+                    let mut j = 0;
+                    while j < self.width {
+                        let m = if j + 16 <= self.width { 0xFFFF } else { tail };
+                        _mm512_mask_storeu_ps(d.add(j), m, _mm512_maskz_loadu_ps(m, s.add(j)));
+                        j += 16;
+                    }
+                }
+                return;
+            }
             let mut inp = src;
             for (i, &m) in self.masks.iter().enumerate() {
                 let n = m.count_ones() as usize;
@@ -86,7 +144,7 @@ impl RowMap {
 
 #[cfg(not(target_arch = "x86_64"))]
 impl RowMap {
-    pub unsafe fn compress(&self, _: *const f32, _: *mut f32, _: f32, _: bool) {
+    pub unsafe fn compress(&self, _: *const f32, _: *mut f32, _: f32, _: Clamp) {
         unreachable!("row maps serve the AVX-512 kernels only")
     }
     pub unsafe fn expand(&self, _: *const f32, _: *mut f32) {
@@ -213,6 +271,10 @@ mod tests {
             (9, 2, 7, 0, 9),
             (50, 0, 1, 1, 49),
             (17, 3, 1, 2, 15),
+            // Rows of 16 or more columns: the row-by-row path.
+            (40, 2, 5, 3, 37),
+            (21, 1, 6, 2, 19),
+            (16, 0, 4, 0, 16),
         ] {
             let region = (r0 + rows + 1) * wq;
             let src: Vec<f32> = (0..region).map(|i| i as f32 - 40.0).collect();
@@ -224,11 +286,15 @@ mod tests {
             let map = RowMap::new(wq, r0, rows, c0, width);
             let mut got = vec![f32::NAN; rows * width];
             // SAFETY: AVX-512F checked; sizes as documented.
-            unsafe { map.compress(src.as_ptr(), got.as_mut_ptr(), 0.5, true) };
+            unsafe { map.compress(src.as_ptr(), got.as_mut_ptr(), 0.5, Clamp::Relu) };
             assert_eq!(
                 got, want,
                 "compress wq {wq} r0 {r0} rows {rows} c0 {c0} width {width}"
             );
+            let six: Vec<f32> = want.iter().map(|v| v.min(6.0)).collect();
+            // SAFETY: as above.
+            unsafe { map.compress(src.as_ptr(), got.as_mut_ptr(), 0.5, Clamp::Relu6) };
+            assert_eq!(got, six, "compress relu6 wq {wq} width {width}");
 
             let dense: Vec<f32> = (0..rows * width).map(|i| i as f32 + 1.0).collect();
             let mut got = vec![-7f32; region];

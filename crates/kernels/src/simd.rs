@@ -32,6 +32,8 @@ macro_rules! multiversion {
 
 pub(crate) use multiversion;
 
+use crate::act::Clamp;
+
 const LANES: usize = 16;
 
 /// `g` where `m > 0`, else `+0.0`, branch-free (a compare and a bitwise and, so loops using it
@@ -39,6 +41,22 @@ const LANES: usize = 16;
 #[inline(always)]
 fn keep(g: f32, m: f32) -> f32 {
     f32::from_bits(g.to_bits() & ((m > 0.0) as u32).wrapping_neg())
+}
+
+/// `g` where `0 < m < hi`, else `+0.0`, branch-free (the ReLU6 mask with `hi = 6`).
+#[inline(always)]
+fn keep_below(g: f32, m: f32, hi: f32) -> f32 {
+    f32::from_bits(g.to_bits() & (((m > 0.0) & (m < hi)) as u32).wrapping_neg())
+}
+
+/// `v` clamped by `c` (nothing, `max(v, 0)` or `min(max(v, 0), 6)`).
+#[inline(always)]
+fn clamp(v: f32, c: Clamp) -> f32 {
+    match c {
+        Clamp::None => v,
+        Clamp::Relu => v.max(0.0),
+        Clamp::Relu6 => v.clamp(0.0, 6.0),
+    }
 }
 
 multiversion! {
@@ -110,8 +128,9 @@ pub fn centered_sums(x: &[f32], mu: f32) -> (f32, f32) {
 }
 
 multiversion! {
-/// `(Σ g[i], Σ g[i]·(x[i]-mu))`, with `g[i]` zeroed where `mask[i] <= 0` if a mask is given.
-pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f32) {
+/// `(Σ g[i], Σ g[i]·(x[i]-mu))`, with `g[i]` zeroed where `mask[i] <= 0` (or `mask[i] >= hi`,
+/// for a finite `hi`: the ReLU6 mask) if a mask is given.
+pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>, hi: f32) -> (f32, f32) {
     let n = g.len().min(x.len());
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
@@ -125,6 +144,18 @@ pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f
                 for l in 0..LANES {
                     s[l] += gc[l];
                     q[l] += gc[l] * (xc[l] - mu);
+                }
+            }
+        }
+        Some(mk) if hi.is_finite() => {
+            let it = g[..full]
+                .chunks_exact(LANES)
+                .zip(x[..full].chunks_exact(LANES));
+            for ((gc, xc), mc) in it.zip(mk[..full].chunks_exact(LANES)) {
+                for l in 0..LANES {
+                    let gv = keep_below(gc[l], mc[l], hi);
+                    s[l] += gv;
+                    q[l] += gv * (xc[l] - mu);
                 }
             }
         }
@@ -143,7 +174,11 @@ pub fn grad_sums(g: &[f32], x: &[f32], mu: f32, mask: Option<&[f32]>) -> (f32, f
     }
     let (mut ts, mut tq) = (0f32, 0f32);
     for i in full..n {
-        let gv = mask.map_or(g[i], |m| keep(g[i], m[i]));
+        let gv = match mask {
+            None => g[i],
+            Some(m) if hi.is_finite() => keep_below(g[i], m[i], hi),
+            Some(m) => keep(g[i], m[i]),
+        };
         ts += gv;
         tq += gv * (x[i] - mu);
     }
@@ -179,24 +214,38 @@ pub fn add(d: &mut [f32], a: &[f32]) {
 }
 
 multiversion! {
-/// `y[i] = x[i]·a + b`, clamped at 0 when `relu`.
-pub fn affine(y: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
-    if relu {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y = (*x * a + b).max(0.0);
+/// `y[i] = x[i]·a + b`, clamped by `c`.
+pub fn affine(y: &mut [f32], x: &[f32], a: f32, b: f32, c: Clamp) {
+    match c {
+        Clamp::None => {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = *x * a + b;
+            }
         }
-    } else {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y = *x * a + b;
+        Clamp::Relu => {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = (*x * a + b).max(0.0);
+            }
+        }
+        Clamp::Relu6 => {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = clamp(*x * a + b, Clamp::Relu6);
+            }
         }
     }
 }
 }
 
 multiversion! {
-/// Batch-norm input gradient `d = k·(g' − c0 − (x − mu)·c1)`, `g' = g` masked by `y > 0` if given.
-pub fn bn_dx(d: &mut [f32], g: &[f32], x: &[f32], mask: Option<&[f32]>, k: f32, c0: f32, c1: f32, mu: f32) {
+/// Batch-norm input gradient `d = k·(g' − c0 − (x − mu)·c1)`, `g' = g` masked by `y > 0` (and
+/// `y < hi` for a finite `hi`) if given.
+pub fn bn_dx(d: &mut [f32], g: &[f32], x: &[f32], mask: Option<&[f32]>, hi: f32, k: f32, c0: f32, c1: f32, mu: f32) {
     match mask {
+        Some(m) if hi.is_finite() => {
+            for (((d, g), x), y) in d.iter_mut().zip(g).zip(x).zip(m) {
+                *d = k * (keep_below(*g, *y, hi) - c0 - (*x - mu) * c1);
+            }
+        }
         None => {
             for ((d, g), x) in d.iter_mut().zip(g).zip(x) {
                 *d = k * (*g - c0 - (*x - mu) * c1);
@@ -212,23 +261,26 @@ pub fn bn_dx(d: &mut [f32], g: &[f32], x: &[f32], mask: Option<&[f32]>, k: f32, 
 }
 
 multiversion! {
-/// `y[i] += b`, then `max(y[i], 0)` when `relu`.
-pub fn add_bias(y: &mut [f32], b: f32, relu: bool) {
-    if relu {
-        y.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
-    } else {
-        y.iter_mut().for_each(|v| *v += b);
+/// `y[i] += b`, then clamped by `c`.
+pub fn add_bias(y: &mut [f32], b: f32, c: Clamp) {
+    match c {
+        Clamp::None => y.iter_mut().for_each(|v| *v += b),
+        Clamp::Relu => y.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+        Clamp::Relu6 => y.iter_mut().for_each(|v| *v = clamp(*v + b, Clamp::Relu6)),
     }
 }
 }
 
 multiversion! {
-/// `y[i] = x[i] + b`, then `max(y[i], 0)` when `relu`.
-pub fn copy_bias(y: &mut [f32], x: &[f32], b: f32, relu: bool) {
-    if relu {
-        y.iter_mut().zip(x).for_each(|(v, x)| *v = (*x + b).max(0.0));
-    } else {
-        y.iter_mut().zip(x).for_each(|(v, x)| *v = *x + b);
+/// `y[i] = x[i] + b`, then clamped by `c`.
+pub fn copy_bias(y: &mut [f32], x: &[f32], b: f32, c: Clamp) {
+    match c {
+        Clamp::None => y.iter_mut().zip(x).for_each(|(v, x)| *v = *x + b),
+        Clamp::Relu => y.iter_mut().zip(x).for_each(|(v, x)| *v = (*x + b).max(0.0)),
+        Clamp::Relu6 => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(v, x)| *v = clamp(*x + b, Clamp::Relu6)),
     }
 }
 }
@@ -256,6 +308,24 @@ multiversion! {
 pub fn relu_bwd(d: &mut [f32], y: &[f32], g: &[f32]) {
     for ((d, y), g) in d.iter_mut().zip(y).zip(g) {
         *d = keep(*g, *y);
+    }
+}
+}
+
+multiversion! {
+/// `d[i] = g[i]` where `0 < y[i] < 6`, else 0 (the gradient through a ReLU6 output `y`).
+pub fn relu6_bwd(d: &mut [f32], y: &[f32], g: &[f32]) {
+    for ((d, y), g) in d.iter_mut().zip(y).zip(g) {
+        *d = keep_below(*g, *y, 6.0);
+    }
+}
+}
+
+multiversion! {
+/// `d[i] = x[i]·s`.
+pub fn scale_into(d: &mut [f32], x: &[f32], s: f32) {
+    for (d, x) in d.iter_mut().zip(x) {
+        *d = *x * s;
     }
 }
 }

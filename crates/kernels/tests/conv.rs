@@ -7,7 +7,7 @@ mod common;
 use candle_core::{Tensor, Var};
 use common::*;
 use rand::Rng;
-use whittle_kernels::{Conv1dCfg, Conv2dCfg, conv1d, conv2d};
+use whittle_kernels::{Clamp, Conv1dCfg, Conv2dCfg, conv1d, conv2d};
 
 fn tol_of(want: &[f64], k: usize) -> f64 {
     let m = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
@@ -413,7 +413,7 @@ fn bad_shapes_are_errors_not_panics() {
 }
 
 #[test]
-fn fused_relu_equals_relu_of_the_convolution_forward_and_backward() {
+fn fused_relu_and_relu6_equal_the_unfused_activation_forward_and_backward() {
     use rand::SeedableRng;
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(21);
     // (n, cin, h, w, cout, k, stride, pad, groups): dense wide, dense strided, depthwise, 1-D.
@@ -423,7 +423,11 @@ fn fused_relu_equals_relu_of_the_convolution_forward_and_backward() {
         (2, 4, 6, 5, 4, 3, 1, 1, 4),
         (3, 5, 1, 11, 6, 3, 1, 0, 1),
     ] {
-        let x = var(&randv(&mut r, n * cin * h * w), &[n, cin, h, w]);
+        let xs: Vec<f32> = randv(&mut r, n * cin * h * w)
+            .iter()
+            .map(|v| 4.0 * v)
+            .collect();
+        let x = var(&xs, &[n, cin, h, w]);
         let kh = if h == 1 { 1 } else { k };
         let wt = var(
             &randv(&mut r, cout * (cin / g) * kh * k),
@@ -437,18 +441,23 @@ fn fused_relu_equals_relu_of_the_convolution_forward_and_backward() {
             groups: g,
         };
         let dy = randv(&mut r, 4096);
-        let grads = |fused: bool| {
+        let grads = |fused: bool, clamp: Clamp| {
             let y = if fused {
                 whittle_kernels::conv2d_act(
                     x.as_tensor(),
                     wt.as_tensor(),
                     Some(b.as_tensor()),
                     &cfg,
-                    true,
+                    clamp,
                 )
             } else {
-                conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), &cfg)
-                    .and_then(|y| whittle_kernels::relu(&y))
+                let y = conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), &cfg);
+                match clamp {
+                    Clamp::Relu6 => {
+                        y.and_then(|y| whittle_kernels::activation(&y, whittle_kernels::Act::Relu6))
+                    }
+                    _ => y.and_then(|y| whittle_kernels::relu(&y)),
+                }
             }
             .unwrap();
             let loss = (&y * cst(&dy[..y.elem_count()], y.dims()))
@@ -459,15 +468,20 @@ fn fused_relu_equals_relu_of_the_convolution_forward_and_backward() {
             let get = |v: &Var| flat(gs.get(v.as_tensor()).unwrap());
             (flat(&y), get(&x), get(&wt), get(&b))
         };
-        let (a, b2) = (grads(true), grads(false));
-        assert!(a.0.contains(&0.0) && a.0.iter().any(|v| *v > 0.0));
-        assert_eq!(
-            a.0, b2.0,
-            "forward {n} {cin} {h} {w} {cout} {k} {s} {p} {g}"
-        );
-        assert_eq!(a.1, b2.1, "dx");
-        assert_eq!(a.2, b2.2, "dw");
-        assert_eq!(a.3, b2.3, "db");
+        for clamp in [Clamp::Relu, Clamp::Relu6] {
+            let (a, b2) = (grads(true, clamp), grads(false, clamp));
+            assert!(a.0.contains(&0.0) && a.0.iter().any(|v| *v > 0.0));
+            if clamp == Clamp::Relu6 {
+                assert!(a.0.contains(&6.0), "{clamp:?}: no output reaches 6");
+            }
+            assert_eq!(
+                a.0, b2.0,
+                "forward {clamp:?} {n} {cin} {h} {w} {cout} {k} {s} {p} {g}"
+            );
+            assert_eq!(a.1, b2.1, "dx {clamp:?}");
+            assert_eq!(a.2, b2.2, "dw {clamp:?}");
+            assert_eq!(a.3, b2.3, "db {clamp:?}");
+        }
     }
 }
 
@@ -483,6 +497,9 @@ fn wide_channel_counts_strides_and_groups() {
         rc(3, 40, 5, 5, 90, (1, 1), (1, 1), (0, 0), (1, 1), 1),
         rc(2, 16, 9, 9, 24, (1, 1), (2, 2), (0, 0), (1, 1), 1),
         rc(2, 48, 1, 30, 65, (1, 5), (1, 1), (0, 4), (1, 2), 1),
+        // Pointwise with whole 16 × 16 blocks (the weight gradient reads x and dy in place).
+        rc(11, 24, 8, 8, 32, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+        rc(10, 32, 4, 8, 32, (1, 1), (1, 1), (0, 0), (1, 1), 2),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         let as_1d = c.h == 1 && c.kh == 1 && c.g == 1;
@@ -506,13 +523,14 @@ fn portable_gemm_path_passes_the_same_checks() {
             "reference_model_layers",
             "wide_channel_counts_strides_and_groups",
             "dscnn_first_layer_with_input_gradient",
+            "fused_relu_and_relu6_equal_the_unfused_activation_forward_and_backward",
             "--test-threads=2",
         ])
         .output()
         .expect("running the test binary");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("4 passed"),
+        out.status.success() && text.contains("5 passed"),
         "portable path failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -21,8 +21,10 @@ use whittle_nn::optim::{Optimizer, OptimizerConfig};
 use whittle_nn::{Model, loss};
 
 /// The same allocator as the `whittle` binary (see crates/cli/src/main.rs).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator set-up of the `whittle` binary, so the bench measures what users run.
+#[path = "../../cli/src/alloc.rs"]
+mod alloc;
+use alloc::keep_freed_memory;
 
 const BS: usize = 100;
 const WARMUP: usize = 2;
@@ -174,6 +176,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 }
 
 fn main() -> Result<()> {
+    keep_freed_memory();
     whittle_nn::set_threads(2);
     let args: Vec<String> = std::env::args()
         .skip(1)

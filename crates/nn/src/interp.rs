@@ -10,14 +10,15 @@
 //! (straight-through weight and activation quantizers), [`StepTimes`] (per-step wall time) and,
 //! through [`eval_node`], the per-node latency table of the `calibrate` stage.
 //!
-//! Fusions (the fast path of training): a batch norm or a residual sum whose only consumer is a
-//! ReLU runs as one op; a ReLU that is a convolution's only consumer is applied in the
-//! convolution's output pass; in eval mode a batch norm that is a convolution's only consumer is
-//! folded into its weights. A node whose output a hook needs ([`Hook::keep`]) is never fused
+//! Fusions (the fast path of training): a batch norm whose only consumer is a ReLU or ReLU6, or
+//! a residual sum whose only consumer is a ReLU, runs as one op; a ReLU or ReLU6 that is a
+//! convolution's only consumer is applied in the convolution's output pass; in eval mode a batch
+//! norm that is a convolution's only consumer is folded into its weights. A squeeze-and-excitation
+//! product (`ChannelMul` by an `(N, C)` scale) is one kernel op. A node whose output a hook needs ([`Hook::keep`]) is never fused
 //! with its consumer, so a mask or a rounding between a convolution and its ReLU stays exact.
 
 use crate::graph::{Graph, Node, Op};
-use crate::ops;
+use crate::ops::{self, Clamp};
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::Tensor;
 use std::collections::HashMap;
@@ -76,7 +77,8 @@ pub struct NoHook;
 impl Hook for NoHook {}
 
 /// One step of the forward pass: node `node`, plus the batch norm folded into it (a conv in
-/// eval mode) and the ReLU applied in its output pass (conv, batch norm or sum).
+/// eval mode) and the ReLU (or ReLU6: conv and batch norm only) applied in its output pass
+/// (conv, batch norm or sum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Step {
     pub node: usize,
@@ -100,6 +102,7 @@ pub fn steps(graph: &Graph, train: bool, hook: &dyn Hook) -> Vec<Step> {
         !hook.keep(i) && uses[i + 1] == 1 && nodes.get(j).is_some_and(|n| n.inputs[0] == i + 1)
     };
     let is_relu = |j: usize| matches!(nodes[j].op, Op::Relu);
+    let is_clamp = |j: usize| matches!(nodes[j].op, Op::Relu | Op::Relu6);
     let mut out = vec![];
     let mut i = 0;
     while i < nodes.len() {
@@ -120,11 +123,14 @@ pub fn steps(graph: &Graph, train: bool, hook: &dyn Hook) -> Vec<Step> {
                     s.bn = Some(i + 1);
                     last = i + 1;
                 }
-                if only_next(last, last + 1) && is_relu(last + 1) {
+                if only_next(last, last + 1) && is_clamp(last + 1) {
                     s.relu = Some(last + 1);
                 }
             }
-            Op::BatchNorm { .. } | Op::Add if only_next(i, i + 1) && is_relu(i + 1) => {
+            Op::BatchNorm { .. } if only_next(i, i + 1) && is_clamp(i + 1) => {
+                s.relu = Some(i + 1);
+            }
+            Op::Add if only_next(i, i + 1) && is_relu(i + 1) => {
                 s.relu = Some(i + 1);
             }
             _ => {}
@@ -187,7 +193,11 @@ pub fn forward(
         let ctx = Ctx {
             train,
             seed,
-            relu: step.relu.is_some(),
+            clamp: match step.relu.map(|j| &graph.nodes[j].op) {
+                Some(Op::Relu6) => Clamp::Relu6,
+                Some(_) => Clamp::Relu,
+                None => Clamp::None,
+            },
             tensors: t,
         };
         let y = apply(node, &inputs, &mut |s| p(step.node, s), folded, &ctx)
@@ -206,7 +216,7 @@ pub fn eval_node(node: &Node, inputs: &[&Tensor], t: &dyn Tensors) -> Result<Ten
     let ctx = Ctx {
         train: false,
         seed: 0,
-        relu: false,
+        clamp: Clamp::None,
         tensors: t,
     };
     let mut p = |s: &str| Ok(t.get(&format!("{}.{s}", node.name))?.clone());
@@ -218,8 +228,8 @@ struct Ctx<'a> {
     train: bool,
     /// Dropout seed of this pass (train mode).
     seed: u64,
-    /// Apply a ReLU in the same op.
-    relu: bool,
+    /// The ReLU or ReLU6 applied in the same op.
+    clamp: Clamp,
     tensors: &'a dyn Tensors,
 }
 
@@ -254,7 +264,7 @@ fn apply(
                 kernel.len(),
                 (stride, padding, dilation),
                 *groups,
-                ctx.relu,
+                ctx.clamp,
             )?
         }
         Op::BatchNorm { eps, momentum, .. } => {
@@ -262,7 +272,7 @@ fn apply(
             batch_norm(node, a, &g, &bt, (*eps, *momentum), ctx)?
         }
         Op::Relu => ops::relu(a)?,
-        Op::Add if ctx.relu => ops::add_relu(a, inputs[1])?,
+        Op::Add if ctx.clamp == Clamp::Relu => ops::add_relu(a, inputs[1])?,
         Op::Add => (a + inputs[1])?,
         Op::GlobalAvgPool => ops::global_avg_pool(a)?,
         Op::Linear { bias, .. } => {
@@ -277,6 +287,9 @@ fn apply(
         Op::Sigmoid => ops::activation(a, ops::Act::Sigmoid)?,
         Op::HardSigmoid => ops::activation(a, ops::Act::HardSigmoid)?,
         Op::HardSwish => ops::activation(a, ops::Act::HardSwish)?,
+        Op::ChannelMul if a.rank() >= 2 && inputs[1].dims() == &a.dims()[..2] => {
+            ops::channel_mul(a, inputs[1])?
+        }
         Op::ChannelMul => {
             let s = inputs[1];
             let mut shape = s.dims().to_vec();
@@ -409,12 +422,12 @@ fn batch_norm(
     if !ctx.train {
         let scale = (g / (rv + eps)?.sqrt()?)?;
         let shift = (bt - (rm * &scale)?)?;
-        return Ok(ops::channel_affine(a, &scale, &shift, ctx.relu)?);
+        return Ok(ops::channel_affine(a, &scale, &shift, ctx.clamp)?);
     }
-    let (y, mean, var) = if ctx.relu {
-        ops::batch_norm_relu_train(a, g, bt, eps)?
-    } else {
-        ops::batch_norm_train(a, g, bt, eps)?
+    let (y, mean, var) = match ctx.clamp {
+        Clamp::None => ops::batch_norm_train(a, g, bt, eps)?,
+        Clamp::Relu => ops::batch_norm_relu_train(a, g, bt, eps)?,
+        c => ops::batch_norm_act_train(a, g, bt, eps, c)?,
     };
     let n = (a.elem_count() / a.dim(1)?) as f64;
     let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
@@ -472,8 +485,8 @@ pub(crate) fn fold_bn_into(
 /// Stride, (low, high) padding and dilation per spatial axis.
 type ConvGeom<'a> = (&'a [usize], &'a [(usize, usize)], &'a [usize]);
 
-/// A graph convolution through `ops`, padding explicitly when low ≠ high, with the ReLU
-/// applied in the convolution's output pass when `relu`.
+/// A graph convolution through `ops`, padding explicitly when low ≠ high, with the ReLU or
+/// ReLU6 `relu` applied in the convolution's output pass.
 fn conv_act(
     x: &Tensor,
     w: &Tensor,
@@ -481,7 +494,7 @@ fn conv_act(
     nd: usize,
     (stride, padding, dilation): ConvGeom,
     groups: usize,
-    relu: bool,
+    relu: Clamp,
 ) -> Result<Tensor> {
     let mut x = x.clone();
     let mut sym = vec![0usize; nd];

@@ -7,8 +7,9 @@
 use candle_core::{Result, Tensor};
 
 pub use whittle_kernels::{
-    Act, Conv1dCfg, Conv2dCfg, Pool2dCfg, PoolKind, activation, add_relu, batch_norm_relu_train,
-    batch_norm_train, channel_affine, conv2d, conv2d_act, global_avg_pool, pool2d, relu,
+    Act, Clamp, Conv1dCfg, Conv2dCfg, Pool2dCfg, PoolKind, activation, add_relu,
+    batch_norm_act_train, batch_norm_relu_train, batch_norm_train, channel_affine, channel_mul,
+    conv2d, conv2d_act, global_avg_pool, pool2d, relu,
 };
 
 /// x (N, Cin, L), w (Cout, Cin/groups, K) → (N, Cout, Lout); optional bias (Cout). The number
@@ -17,14 +18,15 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv1dCfg) ->
     conv1d_act(x, w, bias, cfg, false)
 }
 
-/// [`conv1d`] followed by a ReLU (in the same pass) when `relu`.
+/// [`conv1d`] followed by a ReLU (in the same pass) when `relu` (or the given [`Clamp`]).
 pub fn conv1d_act(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     cfg: &Conv1dCfg,
-    relu: bool,
+    relu: impl Into<Clamp>,
 ) -> Result<Tensor> {
+    let relu = relu.into();
     let (n, cin, l) = x.dims3()?;
     let (cout, cin_g, k) = w.dims3()?;
     if cin_g == 0 || cin % cin_g != 0 {
