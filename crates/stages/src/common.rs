@@ -51,10 +51,12 @@ pub fn input_of_kind<'a>(ctx: &'a RunContext, kinds: &[&str]) -> Result<&'a Inpu
 }
 
 /// Kinds whose output folder holds a network saved by `Model::save`.
-pub const NETWORK_KINDS: [&str; 5] = ["train", "search", "prune", "finetune", "distill"];
+pub const NETWORK_KINDS: [&str; 6] = [
+    "train", "import", "search", "prune", "finetune", "distill",
+];
 
 /// Converts one data split to the layout a network expects: same values, items reshaped (and
-/// for a TCN on (steps, features) items, transposed to features × steps).
+/// for a TCN or a graph network on (steps, features) items, transposed to features × steps).
 fn split_for(s: &whittle_data::Split, cfg: &ModelConfig) -> Result<Split> {
     let want = cfg.input_shape();
     let item: Vec<usize> = s.shape[1..].to_vec();
@@ -64,7 +66,9 @@ fn split_for(s: &whittle_data::Split, cfg: &ModelConfig) -> Result<Split> {
         bail!("the network expects items of shape {want:?}, the data set has {item:?}");
     }
     let x = match (cfg, item.as_slice()) {
-        (ModelConfig::Tcn(_), [steps, feats]) if want == vec![*feats, *steps] && steps != feats => {
+        (ModelConfig::Tcn(_) | ModelConfig::Graph(_), [steps, feats])
+            if want == vec![*feats, *steps] && steps != feats =>
+        {
             let mut t = vec![0f32; s.x.len()];
             for i in 0..n {
                 let src = &s.x[i * per..(i + 1) * per];

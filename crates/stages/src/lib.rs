@@ -8,6 +8,7 @@ pub mod distill;
 pub mod export;
 pub mod fetch;
 pub mod finetune;
+pub mod import;
 pub mod latency;
 pub mod mcu;
 pub mod memory;
@@ -25,6 +26,7 @@ pub fn registry() -> whittle_engine::Registry {
     let mut r = whittle_engine::Registry::with_builtins();
     r.register(fetch::Fetch);
     r.register(train::Train);
+    r.register(import::Import);
     r.register(distill::Distill);
     r.register(search::Search);
     r.register(prune::Prune);

@@ -1,0 +1,243 @@
+//! The `import` stage kind: a network node from an ONNX file (a network trained elsewhere,
+//! exported with `torch.onnx.export`, tf2onnx, …). `path` is relative to the experiment file
+//! and its content hash joins the node key; the file is mapped by
+//! [`whittle_export::onnx_import`] and then to a graph network ([`from_network`]), evaluated
+//! on the data input's test and validation splits and saved like `train` saves, so `search`,
+//! `prune`, `finetune`, `distill`, `quantize`, `export` and `calibrate` take it as they take a
+//! trained network.
+//!
+//! Options: `input` (the data input's name when the graph has several inputs), `layout`
+//! (`"nchw"`: items are fed in the network's channels-first layout; `"steps_features"`:
+//! (steps, features) items are transposed for a network that reads (features, steps)), and
+//! `bn_recalibrate` (re-estimate the batch-norm running statistics on the training split,
+//! for a network whose statistics do not fit the data; weights stay as imported).
+
+pub mod from_network;
+
+use crate::common::{input_of_kind, load_data, model_row, with_threads};
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::Path;
+use whittle_engine::{ParamError, RunContext, StageKind, from_params};
+use whittle_export::{ImportOptions, import_onnx};
+use whittle_nn::graph::Op;
+use whittle_nn::loss::LossKind;
+use whittle_nn::{DataSet, Model};
+
+/// How data items relate to the imported network's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Items are in the network's (channels-first) layout, reshaped when only unit axes
+    /// differ (a (49, 10) item for a (1, 49, 10) input).
+    #[default]
+    Nchw,
+    /// Items are (steps, features); the network reads (features, steps).
+    StepsFeatures,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// The ONNX file, relative to the experiment file.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub layout: Layout,
+    #[serde(default)]
+    pub bn_recalibrate: bool,
+    /// Batches of the evaluation and of the batch-norm re-estimation.
+    #[serde(default = "hundred")]
+    pub batch_size: usize,
+    #[serde(default = "two")]
+    pub threads: usize,
+}
+
+fn hundred() -> usize {
+    100
+}
+fn two() -> usize {
+    2
+}
+
+pub struct Import;
+
+fn read(dir: &Path, path: &str) -> Result<Vec<u8>> {
+    let abs = dir.join(path);
+    std::fs::read(&abs)
+        .with_context(|| format!("reading the ONNX file `{path}` ({})", abs.display()))
+}
+
+impl StageKind for Import {
+    fn name(&self) -> &'static str {
+        "import"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
+        let mut p: ImportParams = from_params(params)?;
+        if p.path.trim().is_empty() {
+            return Err(ParamError::new(["path"], "`path` must name an ONNX file"));
+        }
+        if p.batch_size == 0 {
+            return Err(ParamError::new(["batch_size"], "`batch_size` must be ≥ 1"));
+        }
+        p.threads = p.threads.max(1);
+        serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
+    }
+
+    fn threads(&self, resolved: &Value) -> usize {
+        resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
+    }
+
+    fn extra_key(&self, resolved: &Value, dir: &Path) -> Result<Vec<u8>> {
+        let p: ImportParams = serde_json::from_value(resolved.clone())?;
+        Ok(blake3::hash(&read(dir, &p.path)?).as_bytes().to_vec())
+    }
+
+    fn run(&self, ctx: &RunContext) -> Result<Value> {
+        let p: ImportParams = serde_json::from_value(ctx.params.clone())?;
+        with_threads(ctx.threads, || {
+            let bytes = read(ctx.experiment_dir, &p.path)?;
+            let opts = ImportOptions {
+                input: p.input.clone(),
+            };
+            let imported = import_onnx(&bytes, &p.path, &opts)?;
+            let fetch = input_of_kind(ctx, &["fetch"])?;
+            let shape: Vec<usize> = fetch
+                .metrics
+                .get("input_shape")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .context("data input has no input_shape")?;
+            let classes = fetch
+                .metrics
+                .get("classes")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .context("data input has no classes")?;
+            let transposed = imported.input_perm.as_deref() == Some(&[1, 0]);
+            check_layout(
+                &p.path,
+                imported.network.input.1[1..].to_vec(),
+                &shape,
+                p.layout,
+                transposed,
+            )?;
+            let (cfg, state) = from_network::to_config(&imported.network, classes)
+                .with_context(|| format!("{}: mapping to the graph IR", p.path))?;
+            let model = from_network::model(cfg, &state)?;
+            let (data, _) = load_data(ctx, model.config())?;
+            let recalibrated = if p.bn_recalibrate {
+                Some(recalibrate_bn(&model, &data, p.batch_size)?)
+            } else {
+                None
+            };
+            let eval =
+                |s: &Option<whittle_nn::Split>| -> Result<Option<whittle_nn::train::Metrics>> {
+                    s.as_ref()
+                        .map(|s| {
+                            whittle_nn::train::evaluate(
+                                &model,
+                                s,
+                                LossKind::CrossEntropy,
+                                p.batch_size,
+                            )
+                        })
+                        .transpose()
+                };
+            let (test, val) = (eval(&data.test)?, eval(&data.val)?);
+            model.save(ctx.out_dir)?;
+            let acc = test.as_ref().and_then(|m| m.accuracy);
+            let mut row = model_row(&model, "import", None, acc);
+            row["source"] = json!(p.path);
+            tracing::info!(
+                "imported {} ({} layers, {} parameters, opset {}): test accuracy {:?}",
+                p.path,
+                model.graph().nodes.len(),
+                model.num_params(),
+                imported.opset,
+                acc
+            );
+            Ok(json!({
+                "models": [row],
+                "test": test,
+                "val": val,
+                "history": [],
+                "source": {
+                    "path": p.path,
+                    "blake3": blake3::hash(&bytes).to_hex().to_string(),
+                    "opset": imported.opset,
+                    "producer": imported.producer,
+                    "input_transposed": imported.input_perm,
+                },
+                "bn_recalibrated_batches": recalibrated,
+            }))
+        })
+    }
+}
+
+/// Checks that the data's items fit the network input (see [`Layout`]); `transposed`: the
+/// file itself transposes its (steps, features) input.
+pub fn check_layout(
+    file: &str,
+    want: Vec<usize>,
+    item: &[usize],
+    layout: Layout,
+    transposed: bool,
+) -> Result<()> {
+    let swapped =
+        matches!((want.as_slice(), item), ([f, s], [s2, f2]) if f == f2 && s == s2 && f != s);
+    match layout {
+        Layout::StepsFeatures => ensure!(
+            swapped,
+            "{file}: layout = \"steps_features\" needs a network reading (features, steps) items and data of (steps, features) items; the network reads {want:?}, the data has {item:?}"
+        ),
+        Layout::Nchw if swapped && !transposed => bail!(
+            "{file}: the network reads {want:?} items, the data has {item:?}; set layout = \"steps_features\" to transpose (steps, features) items"
+        ),
+        Layout::Nchw => {
+            let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+            ensure!(
+                swapped || squeeze(&want) == squeeze(item),
+                "{file}: the network reads items of shape {want:?}, the data set has items of shape {item:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Re-estimates every batch norm's running statistics: train-mode passes over the training
+/// split (in order; the graph has no dropout) until each statistic has seen every batch at
+/// least once with momentum 0.1 weighting, i.e. at least 30 batches. Returns the batch count.
+pub fn recalibrate_bn(model: &Model, data: &DataSet, batch_size: usize) -> Result<usize> {
+    if !model
+        .graph()
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::BatchNorm { .. }))
+    {
+        return Ok(0);
+    }
+    let n = data.train.len();
+    ensure!(n > 0, "bn_recalibrate needs training data");
+    let idx: Vec<u32> = (0..n as u32).collect();
+    let per_pass = n.div_ceil(batch_size);
+    let passes = 30usize.div_ceil(per_pass).max(1);
+    let mut batches = 0;
+    for _ in 0..passes {
+        for chunk in idx.chunks(batch_size) {
+            let (x, _) = data.train.batch(chunk)?;
+            model.forward(&x, true)?;
+            batches += 1;
+        }
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests;
