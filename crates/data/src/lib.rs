@@ -1,12 +1,15 @@
-//! Data sets for whittle: built-in synthetic keyword, image and machine-sound sets, the real
-//! Speech Commands, CIFAR-10 and DCASE 2020 task 2 (ToyADMOS / MIMII) loaders, the MFCC and
-//! log-mel front ends, splits and normalisation.
+//! Data sets for whittle: built-in synthetic keyword, image, machine-sound and visual-wake-words
+//! sets, the real Speech Commands, CIFAR-10, DCASE 2020 task 2 (ToyADMOS / MIMII) and MLPerf
+//! Tiny visual wake words (`person/`, `non_person/` PNG / JPEG) loaders, the MFCC and log-mel
+//! front ends, splits and normalisation.
 //!
 //! Entry points: [`build`] (parameters + seed → [`Dataset`]), [`save`] / [`load`]
 //! (`data.safetensors` + `dataset.json`). Keyword items are MFCCs stored (N, 49, 10) =
 //! (clips, frames, coefficients): a (49, 10) one-channel image for DS-CNN, or transposed to
 //! 10 channels × 49 steps for a TCN. Image items are (N, 3, 32, 32), RGB planes in [0, 1]
-//! before normalisation. Machine-sound items ([`Task::AnomalyDetection`]: `synthetic_machine`,
+//! before normalisation; visual-wake-words items (`synthetic_vww`, `vww`) are (N, 3, size,
+//! size), size 96 by default, classes `non_person` (0) and `person` (1), images resized with
+//! the same code ([`vww::to_planes`]). Machine-sound items ([`Task::AnomalyDetection`]: `synthetic_machine`,
 //! `dcase2020`) are log-mel windows (N, 5, 128) = 640 values (frames × mel bands, MLPerf
 //! Tiny's autoencoder input), with per item the clip and machine ID it came from
 //! ([`Split::clip`], [`Split::group`]) and `y` = 0 normal / 1 anomalous; training and
@@ -26,6 +29,8 @@ pub mod store;
 pub mod synth_images;
 pub mod synth_kws;
 pub mod synth_machine;
+pub mod synth_vww;
+pub mod vww;
 pub mod wav;
 
 use std::path::Path;
@@ -67,6 +72,8 @@ pub fn build(
             synth_machine::build(p, &params.log_mel(), seed, progress)?
         }
         DatasetSpec::Dcase2020(p) => dcase::build(p, &params.log_mel(), seed, downloads, progress)?,
+        DatasetSpec::SyntheticVww(p) => synth_vww::build(p, seed, progress)?,
+        DatasetSpec::Vww(p) => vww::build(p, seed, downloads, progress)?,
     };
     if params.normalize {
         let audio = params.dataset.is_audio() || params.dataset.is_anomaly_detection();

@@ -21,6 +21,8 @@ use crate::speech_commands::SpeechCommandsParams;
 use crate::synth_images::SyntheticImagesParams;
 use crate::synth_kws::SyntheticKwsParams;
 use crate::synth_machine::SyntheticMachineParams;
+use crate::synth_vww::SyntheticVwwParams;
+use crate::vww::VwwParams;
 
 /// Which data set to build.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,10 @@ pub enum DatasetSpec {
     SyntheticMachine(SyntheticMachineParams),
     /// DCASE 2020 task 2 / ToyADMOS / MIMII folder layout (anomaly detection).
     Dcase2020(DcaseParams),
+    /// Built-in synthetic person / non-person images (visual wake words).
+    SyntheticVww(SyntheticVwwParams),
+    /// MLPerf Tiny visual wake words folder layout (`person/`, `non_person/` images).
+    Vww(VwwParams),
 }
 
 impl Default for DatasetSpec {
@@ -55,7 +61,7 @@ impl<'de> Deserialize<'de> for DatasetSpec {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = DatasetSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a data set name (synthetic_kws, speech_commands, synthetic_images, cifar10, synthetic_machine, dcase2020) or a table with `kind`")
+                f.write_str("a data set name (synthetic_kws, speech_commands, synthetic_images, cifar10, synthetic_machine, dcase2020, synthetic_vww, vww) or a table with `kind`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DatasetSpec, E> {
                 let map =
@@ -83,6 +89,8 @@ impl DatasetSpec {
             DatasetSpec::Cifar10(_) => "cifar10",
             DatasetSpec::SyntheticMachine(_) => "synthetic_machine",
             DatasetSpec::Dcase2020(_) => "dcase2020",
+            DatasetSpec::SyntheticVww(_) => "synthetic_vww",
+            DatasetSpec::Vww(_) => "vww",
         }
     }
 
@@ -180,6 +188,8 @@ impl FetchParams {
             DatasetSpec::SyntheticImages(p) => p.validate()?,
             DatasetSpec::SyntheticMachine(p) => p.validate()?,
             DatasetSpec::Dcase2020(p) => p.validate()?,
+            DatasetSpec::SyntheticVww(p) => p.validate()?,
+            DatasetSpec::Vww(p) => p.validate()?,
         }
         Ok(self)
     }

@@ -41,9 +41,11 @@ impl StageKind for Fetch {
             DatasetSpec::SpeechCommands(d) => (&d.source, &d.sha256),
             DatasetSpec::Cifar10(d) => (&d.source, &d.sha256),
             DatasetSpec::Dcase2020(d) => (&d.source, &d.sha256),
+            DatasetSpec::Vww(d) => (&d.source, &d.sha256),
             DatasetSpec::SyntheticKws(_)
             | DatasetSpec::SyntheticImages(_)
-            | DatasetSpec::SyntheticMachine(_) => return Vec::new(),
+            | DatasetSpec::SyntheticMachine(_)
+            | DatasetSpec::SyntheticVww(_) => return Vec::new(),
         };
         match sha {
             Some(sha) if source::is_url(source) => {
