@@ -491,14 +491,23 @@ impl SlurmExecutor {
 
 /// Why a job ended without committing: Slurm state, the error the job recorded, log tail.
 fn failure(cache: &Cache, key: &str, t: &Tracked) -> String {
-    let log = tail(&t.log, 15);
+    let mut log = tail(&t.log, 15);
+    if log.is_empty() {
+        // slurmstepd may still be flushing the job's last lines
+        std::thread::sleep(Duration::from_secs(1));
+        log = tail(&t.log, 15);
+    }
+    let lower = log.to_lowercase();
+    let over_memory = (lower.contains("exceeded") && lower.contains("memory limit"))
+        || lower.contains("oom-kill")
+        || lower.contains("out of memory");
     let mut state = match &t.state {
         Some(s) if s.reason.is_empty() || s.reason == "None" => s.state.clone(),
         Some(s) => format!("{} ({})", s.state, s.reason),
         None => "unknown (no longer in squeue, and sacct is unavailable)".into(),
     };
     // jobacct_gather's OverMemoryKill ends the job FAILED; say what happened
-    if !state.starts_with("OUT_OF_MEMORY") && log.contains("exceeded memory limit") {
+    if !state.starts_with("OUT_OF_MEMORY") && over_memory {
         state = format!("OUT_OF_MEMORY (the job exceeded its --mem; Slurm says {state})");
     } else if state.starts_with("OUT_OF_MEMORY") {
         state.push_str(" (the job exceeded its --mem; raise `mem` in [executor])");
