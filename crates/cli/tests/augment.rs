@@ -41,16 +41,7 @@ batch_size = 16
 }
 
 fn key_of(dir: &std::path::Path, cache: &std::path::Path, node: &str) -> String {
-    let o = whittle(dir, cache, &["status", "exp.toml", "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == node)
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    status_field(dir, cache, "exp.toml", node, "key")
 }
 
 #[test]

@@ -99,3 +99,18 @@ done
 "#
     )
 }
+
+/// A string field (`key`, `state`, `job`, …) of `node` in `whittle status FILE --json`, run
+/// in `dir` against `cache`; empty when the node has no such field.
+pub fn status_field(dir: &Path, cache: &Path, file: &str, node: &str, field: &str) -> String {
+    let o = whittle(dir, cache, &["status", file, "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {:?}", text(&o)));
+    rows.as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|r| r["node"] == node)
+        .and_then(|r| r[field].as_str())
+        .map(String::from)
+        .unwrap_or_default()
+}

@@ -233,15 +233,7 @@ fn same_as_local(d: &Path, cache: &Path, counter: &Path) {
 
 /// The job id of `stage`'s node from its job record.
 fn job_of(cache: &Path, dir: &Path, file: &str, node: &str) -> String {
-    let o = whittle(dir, cache, &["status", file, "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == node)
-        .and_then(|r| r["job"].as_str())
-        .map(String::from)
-        .unwrap_or_default()
+    status_field(dir, cache, file, node, "job")
 }
 
 #[test]
@@ -324,18 +316,7 @@ fn a_killed_controller_is_replaced_by_one_that_adopts_the_running_job() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let job = job_of(&cache, d.path(), "exp.toml", "slow");
-    let key16 = {
-        let o = whittle(d.path(), &cache, &["status", "exp.toml", "--json"]);
-        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["node"] == "slow")
-            .unwrap()["key"]
-            .as_str()
-            .unwrap()[..16]
-            .to_string()
-    };
+    let key16 = status_field(d.path(), &cache, "exp.toml", "slow", "key")[..16].to_string();
     let name = format!("whittle-slurm_adopt-{key16}");
     assert_eq!(
         jobs_named(&name).len(),
