@@ -283,6 +283,7 @@ impl Builder {
             name: name.to_string(),
             op_type: op.to_string(),
             attribute: a,
+            ..Default::default()
         });
     }
 
@@ -292,6 +293,7 @@ impl Builder {
             data_type,
             name: name.to_string(),
             raw_data,
+            ..Default::default()
         });
     }
 
@@ -426,7 +428,8 @@ fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
                     dim: shape
                         .iter()
                         .map(|&d| Dimension {
-                            dim_value: d as i64,
+                            dim_value: Some(d as i64),
+                            dim_param: None,
                         })
                         .collect(),
                 }),

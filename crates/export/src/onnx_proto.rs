@@ -1,5 +1,10 @@
-//! The subset of onnx.proto (field numbers from the official schema) that the ONNX writer
-//! needs, declared by hand with prost derive macros (no protoc at build time).
+//! The part of onnx.proto whittle reads and writes (field numbers from the official schema),
+//! declared by hand with prost derive macros (no protoc at build time): what the writer
+//! (`onnx`) fills, and what real exporters fill that the importer (`onnx_import`) reads: typed
+//! data arrays (`float_data`, `int64_data`, …), external data, tensor and string attributes,
+//! node domains and symbolic dimensions. Fields left at their defaults are not encoded, so
+//! the writer's files hold only what it sets; fields not declared here are skipped when
+//! decoding.
 
 #![allow(missing_docs)]
 
@@ -51,11 +56,13 @@ pub struct NodeProto {
     pub name: String,
     #[prost(string, tag = "4")]
     pub op_type: String,
+    #[prost(string, tag = "7")]
+    pub domain: String,
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
 }
 
-/// AttributeProto.AttributeType values used here.
+/// AttributeProto.AttributeType values the writer uses.
 pub const ATTR_FLOAT: i32 = 1;
 pub const ATTR_INT: i32 = 2;
 pub const ATTR_INTS: i32 = 7;
@@ -70,15 +77,24 @@ pub struct AttributeProto {
     pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
 }
 
-/// TensorProto.DataType values used here.
+/// TensorProto.DataType values the importer reads.
 pub const FLOAT: i32 = 1;
+pub const UINT8: i32 = 2;
 pub const INT8: i32 = 3;
 pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
+pub const BOOL: i32 = 9;
+pub const DOUBLE: i32 = 11;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {
@@ -86,11 +102,32 @@ pub struct TensorProto {
     pub dims: Vec<i64>,
     #[prost(int32, tag = "2")]
     pub data_type: i32,
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
-    /// Little-endian fixed-width values.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    /// Non-empty: the values live in another file.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// 1 = EXTERNAL.
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -103,7 +140,6 @@ pub struct ValueInfoProto {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TypeProto {
-    /// oneof value: tensor_type = 1.
     #[prost(message, optional, tag = "1")]
     pub tensor_type: Option<TypeProtoTensor>,
 }
@@ -124,7 +160,8 @@ pub struct TensorShapeProto {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Dimension {
-    /// oneof value: dim_value = 1.
-    #[prost(int64, tag = "1")]
-    pub dim_value: i64,
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
