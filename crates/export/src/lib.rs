@@ -15,7 +15,7 @@ mod safetensors_io;
 
 pub use c_export::write_c;
 pub use network::{Activation, Layer, Network, PoolKind, Tensor32, fold_batchnorm};
-pub use onnx::{write_onnx, write_onnx_qdq};
+pub use onnx::{Batch, write_onnx, write_onnx_qdq, write_onnx_with};
 pub use onnx_import::{ImportOptions, Imported, import_onnx, import_onnx_file};
 pub use quant::{ActQuant, Int8Params};
 pub use safetensors_io::{read_safetensors, write_safetensors};

@@ -20,16 +20,35 @@ use std::path::Path;
 pub const OPSET: i64 = 13;
 const IR_VERSION: i64 = 8;
 
-/// Writes the float network as an ONNX model.
-pub fn write_onnx(net: &Network, path: &Path) -> Result<()> {
-    let bytes = onnx_bytes(net, None)?;
-    write(path, &bytes)
+/// The batch axis of the exported input and output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Batch {
+    /// A symbolic dimension `batch`: the file runs at any batch size (the default).
+    #[default]
+    Dynamic,
+    /// Fixed at 1, for toolchains that need static shapes.
+    One,
 }
 
-/// Writes the network as an int8 QDQ ONNX model. Batch norm must be folded first
-/// ([`crate::fold_batchnorm`]); `params` needs the input and every layer output.
+/// Writes the float network as an ONNX model with a dynamic batch axis.
+pub fn write_onnx(net: &Network, path: &Path) -> Result<()> {
+    write_onnx_with(net, None, Batch::Dynamic, path)
+}
+
+/// Writes the network as an int8 QDQ ONNX model with a dynamic batch axis. Batch norm must be
+/// folded first ([`crate::fold_batchnorm`]); `params` needs the input and every layer output.
 pub fn write_onnx_qdq(net: &Network, params: &Int8Params, path: &Path) -> Result<()> {
-    let bytes = onnx_bytes(net, Some(params))?;
+    write_onnx_with(net, Some(params), Batch::Dynamic, path)
+}
+
+/// Writes the float (`q = None`) or int8 QDQ network with the given batch axis.
+pub fn write_onnx_with(
+    net: &Network,
+    q: Option<&Int8Params>,
+    batch: Batch,
+    path: &Path,
+) -> Result<()> {
+    let bytes = onnx_bytes_with(net, q, batch)?;
     write(path, &bytes)
 }
 
@@ -37,8 +56,14 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing ONNX file {}", path.display()))
 }
 
-/// The serialized ModelProto.
+/// The serialized ModelProto (dynamic batch).
 pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
+    onnx_bytes_with(net, q, Batch::Dynamic)
+}
+
+/// The serialized ModelProto with the given batch axis. Inside the graph the batch is never
+/// written as a number: reshapes copy it from their input (ONNX `Reshape`'s 0).
+pub fn onnx_bytes_with(net: &Network, q: Option<&Int8Params>, batch: Batch) -> Result<Vec<u8>> {
     let shapes = net.shapes()?;
     if q.is_some() {
         require_folded(net)?;
@@ -153,8 +178,8 @@ pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
                 }
             },
             Layer::ChannelMul { x, s, .. } => {
-                // s (1, C) → (1, C, 1, …) to broadcast over the spatial axes of x.
-                let mut dims = vec![1i64, shapes[s][1] as i64];
+                // s (N, C) → (N, C, 1, …) to broadcast over the spatial axes of x.
+                let mut dims = vec![0i64, shapes[s][1] as i64];
                 dims.resize(shapes[x].len(), 1);
                 let shape = format!("{out}/scale_shape");
                 g.init_i64(&shape, &dims);
@@ -179,11 +204,13 @@ pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
                 g.node("Slice", &node_name, inputs, &raw, vec![]);
             }
             Layer::ChannelShuffle { input, groups, .. } => {
-                // (1, C, rest…) → (1, g, C/g, Π rest) → swap axes 1, 2 → (1, C, rest…).
+                // (N, C, rest…) → (N, g, C/g, Π rest) → swap axes 1, 2 → (N, C, rest…).
                 let xs = &shapes[input];
                 let rest: usize = xs[2..].iter().product();
-                let split = [1, *groups, xs[1] / groups, rest].map(|v| v as i64);
-                let back: Vec<i64> = xs.iter().map(|&v| v as i64).collect();
+                let split = [0, *groups, xs[1] / groups, rest].map(|v| v as i64);
+                let back: Vec<i64> = std::iter::once(0)
+                    .chain(xs[1..].iter().map(|&v| v as i64))
+                    .collect();
                 let (s1, s2) = (format!("{out}/split_shape"), format!("{out}/shape"));
                 g.init_i64(&s1, &split);
                 g.init_i64(&s2, &back);
@@ -241,8 +268,8 @@ pub fn onnx_bytes(net: &Network, q: Option<&Int8Params>) -> Result<Vec<u8>> {
         node: g.nodes,
         name: net.name.clone(),
         initializer: g.inits,
-        input: vec![value_info(in_name, &net.input.1)],
-        output: vec![value_info(&net.output, &shapes[&net.output])],
+        input: vec![value_info(in_name, &net.input.1, batch)],
+        output: vec![value_info(&net.output, &shapes[&net.output], batch)],
     };
     let model = ModelProto {
         ir_version: IR_VERSION,
@@ -418,7 +445,7 @@ fn ints(name: &str, v: Vec<i64>) -> AttributeProto {
     }
 }
 
-fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
+fn value_info(name: &str, shape: &[usize], batch: Batch) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -427,9 +454,16 @@ fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
                 shape: Some(TensorShapeProto {
                     dim: shape
                         .iter()
-                        .map(|&d| Dimension {
-                            dim_value: Some(d as i64),
-                            dim_param: None,
+                        .enumerate()
+                        .map(|(i, &d)| match (i, batch) {
+                            (0, Batch::Dynamic) => Dimension {
+                                dim_value: None,
+                                dim_param: Some("batch".into()),
+                            },
+                            _ => Dimension {
+                                dim_value: Some(d as i64),
+                                dim_param: None,
+                            },
                         })
                         .collect(),
                 }),

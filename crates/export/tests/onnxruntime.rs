@@ -141,3 +141,55 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max)
 }
+
+/// The files declare a symbolic batch axis: run at batch 100 in tract, every item's output
+/// equals its output at batch 1 (float and int8, every test network). A static-batch file
+/// (`Batch::One`) declares 1 and runs at batch 1.
+#[test]
+fn onnx_exports_run_at_any_batch_with_identical_items() {
+    use whittle_export::{Batch, write_onnx_with};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    const N: usize = 100;
+    for net in common::all(7) {
+        let folded = fold_batchnorm(&net).unwrap();
+        let calib: Vec<Vec<f32>> = (0..8).map(|s| common::input(&net, 1000 + s)).collect();
+        let params = Int8Params::calibrate(&folded, &calib).unwrap();
+        let items: Vec<Vec<f32>> = (0..N as u64)
+            .map(|s| common::input(&net, 500 + s))
+            .collect();
+        for (label, model, q) in [("float", &net, None), ("int8", &folded, Some(&params))] {
+            let path = d.join(format!("{}_{label}.onnx", net.name));
+            write_onnx_with(model, q, Batch::Dynamic, &path).unwrap();
+            let mut shape = net.input.1.clone();
+            shape[0] = N;
+            let all: Vec<f32> = items.concat();
+            let batched = tract_run(&path, &shape, &all)
+                .unwrap_or_else(|e| panic!("{} {label} at batch {N}: {e:?}", net.name));
+            let per = batched.len() / N;
+            // the runtime may sum in another order at another batch: float within rounding,
+            // int8 within one output step (a rounding tie)
+            let tol = match q {
+                None => 1e-5,
+                Some(p) => p.get(&net.output).unwrap().scale * 1.001,
+            };
+            for (i, x) in items.iter().enumerate().step_by(9) {
+                let one = tract_run(&path, &net.input.1, x).unwrap();
+                let diff = max_diff(&one, &batched[i * per..(i + 1) * per]);
+                assert!(
+                    diff <= tol,
+                    "{} {label}: item {i} at batch 1 vs batch {N} differs by {diff}",
+                    net.name
+                );
+            }
+            let fixed = d.join(format!("{}_{label}_b1.onnx", net.name));
+            write_onnx_with(model, q, Batch::One, &fixed).unwrap();
+            let one = tract_run(&fixed, &net.input.1, &items[0]).unwrap();
+            assert!(
+                max_diff(&one, &batched[..per]) <= tol,
+                "{} {label}: static batch file",
+                net.name
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use whittle_engine::{ParamError, RunContext, StageKind, from_params};
-use whittle_export::{Int8Params, write_c, write_onnx, write_onnx_qdq, write_safetensors};
+use whittle_export::{Batch, Int8Params, write_c, write_onnx_with, write_safetensors};
 use whittle_nn::Model;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -20,6 +20,10 @@ pub struct ExportParams {
     /// Training inputs used to calibrate the int8 activation ranges (min/max).
     #[serde(default = "fifty")]
     pub calibration_samples: usize,
+    /// ONNX files with the batch axis fixed at 1 (for toolchains that need static shapes)
+    /// instead of a symbolic `batch` dimension. The C export always runs one item per call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub static_batch: bool,
 }
 
 fn fifty() -> usize {
@@ -51,7 +55,8 @@ impl StageKind for Export {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        // 2: ONNX files declare a symbolic batch axis
+        "2"
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
@@ -109,9 +114,14 @@ fn export_one(ctx: &RunContext, p: &ExportParams, dir: &Path, node: &str) -> Res
     let calib: Vec<Vec<f32>> = xs.chunks(per).map(<[f32]>::to_vec).collect();
     let params = Int8Params::calibrate(&net, &calib)?;
     let float = out.join(format!("{stem}.onnx"));
-    write_onnx(&net, &float)?;
+    let batch = if p.static_batch {
+        Batch::One
+    } else {
+        Batch::Dynamic
+    };
+    write_onnx_with(&net, None, batch, &float)?;
     let int8 = out.join(format!("{stem}_int8.onnx"));
-    write_onnx_qdq(&net, &params, &int8)?;
+    write_onnx_with(&net, Some(&params), batch, &int8)?;
     let (h, c) = write_c(&net, &params, &out, &stem)?;
     let (st, js) = write_safetensors(&net, &out, &stem)?;
     [
