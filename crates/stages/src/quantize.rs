@@ -301,9 +301,7 @@ fn quantize_one(
         Ok(())
     };
     // the task metric: accuracy, or the AUC of per-clip reconstruction errors
-    let accuracy_of = |q: &QuantModel| -> Result<Option<f64>> {
-        score_of(q, &data, &ds, test)
-    };
+    let accuracy_of = |q: &QuantModel| -> Result<Option<f64>> { score_of(q, &data, &ds, test) };
     let accuracy = |fmt: Format| -> Result<Option<f64>> {
         check_cancel()?;
         accuracy_of(&QuantModel::prepare(model, fmt, Some(&calib), &opts)?)
