@@ -231,6 +231,28 @@ fn same_as_local(d: &Path, cache: &Path, counter: &Path) {
     assert_eq!(outputs(&local), outputs(cache));
 }
 
+/// Starts `whittle run exp.toml --executor slurm EXTRA…` (output piped) and returns once the
+/// slow node has done `n` steps.
+fn start_controller(
+    d: &Path,
+    cache: &Path,
+    counter: &Path,
+    extra: &[&str],
+    n: usize,
+) -> std::process::Child {
+    let mut args = vec!["run", "exp.toml", "--executor", "slurm"];
+    args.extend(extra);
+    let child = cmd(d, cache, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("{n} steps of the slow node"), 120, || {
+        steps(counter).len() >= n
+    });
+    child
+}
+
 /// The job id of `stage`'s node from its job record.
 fn job_of(cache: &Path, dir: &Path, file: &str, node: &str) -> String {
     status_field(dir, cache, file, node, "job")
@@ -242,18 +264,7 @@ fn a_job_cancelled_mid_way_fails_its_node_and_a_rerun_resumes_it() {
         return;
     }
     let (d, counter, cache) = slow_setup("slurm_scancel");
-    let child = cmd(
-        d.path(),
-        &cache,
-        &["run", "exp.toml", "--executor", "slurm"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_for("10 steps of the slow node", 120, || {
-        steps(&counter).len() >= 10
-    });
+    let child = start_controller(d.path(), &cache, &counter, &[], 10);
     let job = job_of(&cache, d.path(), "exp.toml", "slow");
     assert!(!job.is_empty());
     let st = Command::new("scancel").arg(&job).status().unwrap();
@@ -301,18 +312,7 @@ fn a_killed_controller_is_replaced_by_one_that_adopts_the_running_job() {
         return;
     }
     let (d, counter, cache) = slow_setup("slurm_adopt");
-    let mut child = cmd(
-        d.path(),
-        &cache,
-        &["run", "exp.toml", "--executor", "slurm"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    wait_for("5 steps of the slow node", 120, || {
-        steps(&counter).len() >= 5
-    });
+    let mut child = start_controller(d.path(), &cache, &counter, &[], 5);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let job = job_of(&cache, d.path(), "exp.toml", "slow");
@@ -354,16 +354,7 @@ fn interrupt_controller(
     counter: &Path,
     extra: &[&str],
 ) -> (String, String) {
-    let mut args = vec!["run", "exp.toml", "--executor", "slurm"];
-    args.extend(extra);
-    let child = cmd(d, cache, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("5 steps of the slow node", 120, || {
-        steps(counter).len() >= 5
-    });
+    let child = start_controller(d, cache, counter, extra, 5);
     let st = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

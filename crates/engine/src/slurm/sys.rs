@@ -62,14 +62,6 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether `sinfo` answers (a controller is reachable).
-pub fn available() -> bool {
-    Command::new("sinfo")
-        .args(["--noheader", "--format=%T"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Submit a batch script; returns the job id.
 pub fn sbatch(script: &Path) -> Result<String> {
     let out = run(Command::new("sbatch").arg("--parsable").arg(script))?;
