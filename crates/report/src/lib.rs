@@ -14,6 +14,7 @@ pub mod pareto;
 pub mod render;
 pub mod svg;
 pub mod table;
+mod tasks;
 pub mod warnings;
 
 pub use diff::{Diff, diff};

@@ -37,7 +37,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(doc: &'a Document, folder: &'a str) -> Self {
+    pub(crate) fn new(doc: &'a Document, folder: &'a str) -> Self {
         let lineage = Lineage::new(doc);
         let rows = &doc.models[..];
         let methods = rows.iter().map(|m| lineage.method(m)).collect();
@@ -337,27 +337,56 @@ fn summary(ctx: &Ctx, out: &mut String) {
 /// Renders the whole report. `folder` is the name of the report folder relative to the
 /// Markdown file (e.g. `kws_pit`), used in image links.
 pub fn render(doc: &Document, folder: &str) -> Rendered {
-    let ctx = Ctx::new(doc, folder);
     let p = &doc.provenance;
     let mut md = format!("# {}\n\n", p.experiment);
     if !p.description.is_empty() {
         md.push_str(&format!("{}\n\n", p.description.trim()));
     }
-    summary(&ctx, &mut md);
-    md.push_str(&crate::warnings::section(&doc.nodes));
     let mut files = Vec::new();
-    md.push_str(&crate::arch::section(&ctx, &mut files));
-    md.push_str(&crate::fronts::sections(&ctx, &mut files));
-    md.push_str(&crate::fronts::precision(&ctx, &mut files));
-    md.push_str(&crate::distill::section(&ctx));
-    md.push_str(&crate::calibration::section(&doc.nodes));
-    md.push_str(&crate::full::sections(&ctx));
-    md.push_str(&crate::channels::section(&ctx, &mut files));
+    if let Some(tasks) = crate::tasks::split(doc) {
+        // several tasks: an overview, then every section per task, never across tasks
+        let ctxs: Vec<_> = tasks
+            .iter()
+            .map(|t| (t, Ctx::new(&t.doc, folder)))
+            .collect();
+        md.push_str(&crate::tasks::overview(&ctxs));
+        md.push_str(&crate::warnings::section(&doc.nodes));
+        for (task, ctx) in &ctxs {
+            md.push_str(&crate::tasks::heading(task));
+            md.push_str(&crate::tasks::table(ctx));
+            let mut body = String::new();
+            let mut own = Vec::new();
+            summary(ctx, &mut body);
+            body.push_str(&sections(ctx, &mut own));
+            let (body, own) =
+                crate::tasks::prefix_files(&task.name, folder, crate::tasks::demote(&body), own);
+            md.push_str(&body);
+            files.extend(own);
+        }
+    } else {
+        let ctx = Ctx::new(doc, folder);
+        summary(&ctx, &mut md);
+        md.push_str(&crate::warnings::section(&doc.nodes));
+        md.push_str(&sections(&ctx, &mut files));
+    }
     provenance(doc, &mut md);
     Rendered {
         markdown: md,
         files,
     }
+}
+
+/// Every section after the summary and warnings, for one task's networks.
+fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
+    let mut md = String::new();
+    md.push_str(&crate::arch::section(ctx, files));
+    md.push_str(&crate::fronts::sections(ctx, files));
+    md.push_str(&crate::fronts::precision(ctx, files));
+    md.push_str(&crate::distill::section(ctx));
+    md.push_str(&crate::calibration::section(&ctx.doc.nodes));
+    md.push_str(&crate::full::sections(ctx));
+    md.push_str(&crate::channels::section(ctx, files));
+    md
 }
 
 /// The node name without its `seed=…` sweep coordinate: `kd[seed=3]` → `kd`,

@@ -193,6 +193,7 @@ impl StageKind for Search {
                 patience: p.recipe.patience,
                 restore_best: p.own.restore_best,
                 seed: p.own.seed.unwrap_or(ctx.seed),
+                augment: p.recipe.augment.clone(),
             };
             let cancel = || ctx.cancel.is_cancelled();
             ctx.progress.set_length(cfg.epochs);

@@ -37,6 +37,10 @@ pub struct SearchConfig {
     #[serde(default)]
     pub restore_best: bool,
     pub seed: u64,
+    /// Training-time augmentation of the batches (as in [`crate::TrainConfig`]); seeded by
+    /// `seed`, epoch and batch.
+    #[serde(default, skip_serializing_if = "crate::augment::Augment::is_off")]
+    pub augment: crate::augment::Augment,
 }
 
 /// What a search returns.
@@ -112,6 +116,7 @@ pub fn search(
                 bail!("search cancelled at epoch {epoch}");
             }
             let (x, y) = data.train.batch(chunk)?;
+            let x = cfg.augment.apply(&x, cfg.seed, epoch, b)?;
             let out = pit.forward(&x, true)?;
             let (l, c) = task_loss(&out, &y)?;
             let task = l.to_scalar::<f32>()? as f64;

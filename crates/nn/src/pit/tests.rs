@@ -240,6 +240,7 @@ fn search_fixture(restore_best: bool) -> (PitModel, DataSet, SearchConfig) {
         patience: None,
         restore_best,
         seed: 1,
+        augment: Default::default(),
     };
     (pit, data, scfg)
 }

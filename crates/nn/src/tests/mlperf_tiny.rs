@@ -35,6 +35,7 @@ fn one_epoch(batch: usize) -> SearchConfig {
         patience: None,
         restore_best: false,
         seed: 3,
+        augment: Default::default(),
     }
 }
 

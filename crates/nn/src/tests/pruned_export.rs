@@ -514,6 +514,7 @@ fn pit_search_then_export_on_mobilenet_v2_se_and_shufflenet_v2() {
             patience: None,
             restore_best: false,
             seed: 1,
+            augment: Default::default(),
         };
         let r = search(&pit, &data(), &sc, &|| false, &mut |_, _| {}).unwrap();
         assert_eq!(r.history.len(), 3);
