@@ -21,6 +21,7 @@ pub mod pit;
 pub mod prune;
 pub mod quant;
 pub mod schedule;
+pub mod space;
 pub mod train;
 
 pub use config::ModelConfig;

@@ -17,6 +17,8 @@ pub mod prune;
 pub mod quantize;
 pub mod recipe;
 pub mod search;
+pub mod select;
+pub mod space;
 pub mod task;
 pub mod to_export;
 pub mod train;
@@ -34,6 +36,8 @@ pub fn registry() -> whittle_engine::Registry {
     r.register(quantize::Quantize);
     r.register(calibrate::Calibrate);
     r.register(export::Export);
+    r.register(space::SpaceStage);
+    r.register(select::Select);
     r
 }
 

@@ -8,6 +8,7 @@ pub mod format;
 pub mod grid;
 pub mod int;
 pub mod qat;
+pub mod tformat;
 
 #[cfg(test)]
 mod eval_tests;
@@ -20,3 +21,4 @@ pub use eval::{ObserverKind, QuantModel, QuantOptions, weight_bytes};
 pub use format::Format;
 pub use grid::{Candidate, FloatGrid, best_within_budget};
 pub use qat::QatModel;
+pub use tformat::TFormat;
