@@ -69,7 +69,8 @@ struct ExpArgs {
 struct RunArgs {
     #[command(flatten)]
     exp: ExpArgs,
-    /// Core budget: nodes run in parallel while the sum of their threads fits
+    /// Core budget: nodes run in parallel while the sum of their threads fits; a node that
+    /// can make do with fewer threads gets fewer while others are ready to run beside it
     /// [default: number of cores].
     #[arg(short, long, value_name = "N")]
     jobs: Option<usize>,
@@ -258,6 +259,7 @@ fn run(
 ) -> Result<ExitCode> {
     // A run finishes its nodes even when nobody reads its output any more (see `out`).
     out::keep_going();
+    let clock = whittle_engine::cpu::Clock::start();
     let plan: Plan = query::load_plan(&a.exp.file, &a.exp.sets, registry)?;
     let started = whittle_engine::cache::now_unix();
     if resume {
@@ -309,6 +311,9 @@ fn run(
             slurm::run(&plan, cache, registry, &opts, &so)?
         }
     };
+    // CPU time / wall time of this process on its core budget; under Slurm the nodes ran in
+    // jobs elsewhere and this process only waited for them
+    let cpu = (kind == ExecutorKind::Local).then(|| clock.stop(jobs));
     if summary.skipped > 0 {
         errln!(
             "skipped {} node(s) downstream of a failure",
@@ -327,11 +332,27 @@ fn run(
     }
     if !summary.cancelled {
         // The report shows whatever completed, also when some node failed.
-        match report::document(&plan, cache, Some(started)).and_then(|d| report::write(&d, reports))
-        {
+        // A run that computed nodes records its CPU use for the reports of this plan; a fully
+        // cached rerun keeps the record of the run that did the work (same report bytes).
+        if let Some(u) = cpu.as_ref().filter(|_| summary.ran + summary.resumed > 0) {
+            let rec = whittle_report::model::RunCpu {
+                cpu_secs: u.cpu_secs,
+                wall_secs: u.wall_secs,
+                cores: u.cores,
+            };
+            if let Err(e) = report::save_run_cpu(&plan, cache, &rec) {
+                errln!("report: CPU use not recorded: {e:#}");
+            }
+        }
+        let doc = report::document(&plan, cache, Some(started));
+        match doc.and_then(|d| report::write(&d, reports)) {
             Ok(md) => outln!("report: {}", md.display()),
             Err(e) => errln!("report: not written: {e:#}"),
         }
+    }
+    match cpu {
+        Some(u) => outln!("{}", u.line()),
+        None => outln!("CPU n/a (slurm: the nodes ran in batch jobs)"),
     }
     outln!("{}", summary.line());
     Ok(if summary.cancelled {

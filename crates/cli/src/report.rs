@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use whittle_engine::cache::write_atomic;
 use whittle_engine::{Cache, Plan, Registry, query};
+use whittle_report::model::RunCpu;
 use whittle_report::{Constraints, Document, NodeRecord, Provenance, ReportOptions};
 
 /// The experiment's `[report]` table.
@@ -169,6 +170,8 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
             machine: machine(),
             executor,
             jobs,
+            // the last local run of this plan that computed nodes (see `save_run_cpu`)
+            cpu: load_run_cpu(plan, cache),
         },
         Constraints {
             max_params: section.max_params,
@@ -183,6 +186,37 @@ pub fn document(plan: &Plan, cache: &Cache, since: Option<f64>) -> Result<Docume
         show_intermediate: section.show_intermediate,
     };
     Ok(doc)
+}
+
+/// Where the CPU use of the last run of `plan` that computed nodes is kept: one small file
+/// per plan (named by the hash of its node keys) under the cache's `runs/`, so that a fully
+/// cached rerun and `whittle report` render the same bytes as the run that did the work.
+fn run_cpu_path(plan: &Plan, cache: &Cache) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    for n in &plan.nodes {
+        h.update(n.key.as_bytes());
+        h.update(b"\n");
+    }
+    cache
+        .root()
+        .join("runs")
+        .join(format!("{}.cpu.json", &h.finalize().to_hex()[..32]))
+}
+
+/// Records a run's CPU use for its plan's reports (called when the run computed nodes).
+pub fn save_run_cpu(plan: &Plan, cache: &Cache, cpu: &RunCpu) -> Result<()> {
+    let path = run_cpu_path(plan, cache);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_atomic(&path, serde_json::to_string(cpu)?.as_bytes())
+}
+
+/// The recorded CPU use of the last run of `plan` that computed nodes; `None` when there is
+/// none (or it cannot be read: the report then leaves the line out).
+fn load_run_cpu(plan: &Plan, cache: &Cache) -> Option<RunCpu> {
+    let text = std::fs::read_to_string(run_cpu_path(plan, cache)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Writes `<dir>/<name>.md` and `<dir>/<name>/{*.svg, metrics.json}`; returns the Markdown path.

@@ -68,6 +68,12 @@ pub struct Manifest {
     /// `{"kind": "slurm", "job": "1234_5", "host": "node07"}` (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<serde_json::Value>,
+    /// Threads the scheduler granted the node (absent in entries written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// CPU seconds the node used (its thread pools', see [`crate::cpu::in_pool`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_secs: Option<f64>,
 }
 
 /// State of a key in the cache.

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod canon;
 pub mod checkpoints;
 pub mod command;
+pub mod cpu;
 pub mod experiment;
 pub mod hash;
 pub mod locate;

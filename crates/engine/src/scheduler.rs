@@ -3,6 +3,16 @@
 //! using cached entries where valid, resuming from saved state, and stopping only the
 //! descendants of a failed node. A node whose estimate alone exceeds the memory budget fails
 //! before it starts.
+//!
+//! Packing: a node asks for `threads` (its kind's [`StageKind::threads`]) and can make do with
+//! [`StageKind::min_threads`]. While other nodes wait for cores, a ready node leaves one core
+//! to each of them and takes no more than earlier nodes of its stage kept busy (CPU time /
+//! wall time, recorded in each manifest); alone, it gets all it asks for. So on 2 cores a
+//! sweep of training nodes runs two at a time on one thread each, and the last node of a
+//! chain runs on both. Kinds whose results depend on the thread count keep a fixed count.
+//!
+//! [`StageKind::threads`]: crate::StageKind::threads
+//! [`StageKind::min_threads`]: crate::StageKind::min_threads
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -11,6 +21,7 @@ use std::sync::mpsc;
 use anyhow::{Context, Result};
 
 use crate::cache::{Cache, InputRecord, Manifest, now_unix};
+use crate::cpu::{Meter, set_meter, thread_cpu_secs};
 use crate::memory::{Budget, LIMIT_VAR, budget, human};
 use crate::plan::Plan;
 use crate::progress::Reporter;
@@ -297,21 +308,59 @@ pub(crate) fn schedule(
     let mut told_waiting = vec![false; n];
     let mut running = 0usize;
     let (tx, rx) = mpsc::channel::<(usize, usize, Outcome)>();
+    // (fewest, most) threads of each node, and what earlier nodes of each stage kept busy
+    let range: Vec<(usize, usize)> = plan
+        .nodes
+        .iter()
+        .map(|x| {
+            let want = x.threads.clamp(1, jobs);
+            let min = registry
+                .get(&x.kind)
+                .map_or(want, |k| k.min_threads(&x.params))
+                .clamp(1, want);
+            (min, want)
+        })
+        .collect();
+    let mut profiles = if executor.counts_cores() {
+        Profiles::from_cache(plan, cache)
+    } else {
+        Profiles::default()
+    };
 
     std::thread::scope(|s| {
         loop {
             // dispatch ready nodes in topological order while the budget allows
             if !opts.cancel.is_cancelled() {
-                for i in 0..n {
-                    if st[i] != St::Waiting || missing[i] != 0 {
-                        continue;
-                    }
-                    let threads = plan.nodes[i].threads.min(jobs);
-                    // what the node holds of the `--jobs` budget
-                    let t = if executor.counts_cores() { threads } else { 1 };
-                    if t > free && (running > 0 || !executor.counts_cores()) {
-                        continue;
-                    }
+                let ready: Vec<usize> = (0..n)
+                    .filter(|&i| st[i] == St::Waiting && missing[i] == 0)
+                    .collect();
+                // ready nodes that will run (not merely be found in the cache)
+                let work: Vec<bool> = ready
+                    .iter()
+                    .map(|&i| !executor.counts_cores() || !cache.is_done(&plan.nodes[i].key))
+                    .collect();
+                for (pos, &i) in ready.iter().enumerate() {
+                    let (threads, t) = if executor.counts_cores() {
+                        let (min, want) = range[i];
+                        let others = work[pos + 1..].iter().filter(|w| **w).count();
+                        let useful = profiles.useful(&plan.nodes[i].stage);
+                        let g = if work[pos] {
+                            grant(min, want, useful, free, others)
+                        } else {
+                            // found in the cache at once: its fewest threads
+                            grant(min, min, None, free, 0)
+                        };
+                        match g {
+                            Some(g) => (g, g),
+                            None => continue,
+                        }
+                    } else {
+                        // what the node holds of the `--jobs` budget: one job slot
+                        if free == 0 {
+                            continue;
+                        }
+                        (plan.nodes[i].threads.min(jobs), 1)
+                    };
                     let inputs = inputs_of(plan, i, cache, |j| {
                         manifests[j].clone().expect("inputs complete")
                     });
@@ -391,6 +440,7 @@ pub(crate) fn schedule(
                     } else {
                         summary.ran += 1;
                     }
+                    profiles.learn(&m);
                     manifests[i] = Some(Arc::new(m));
                     true
                 }
@@ -511,7 +561,14 @@ pub(crate) fn execute(
         cancel: &opts.cancel,
         progress: &progress,
     };
+    // CPU time of the node: its thread pools' (crate::cpu::in_pool) and this thread's own
+    let meter = Arc::new(Meter::default());
+    let before = set_meter(Some(meter.clone()));
+    let own = thread_cpu_secs();
     let result = kind.run(&ctx);
+    let own = thread_cpu_secs() - own;
+    set_meter(before);
+    let pools = meter.secs();
     progress.finish();
     let metrics = match result {
         Ok(m) => m,
@@ -557,11 +614,24 @@ pub(crate) fn execute(
         resumed,
         experiment: plan.experiment.name.clone(),
         executor: executor.cloned(),
+        threads: Some(threads),
+        // a kind that runs no pool (e.g. an external command) is not measured
+        cpu_secs: (pools > 0.0).then_some(pools + own),
     };
     match cache.commit(&node.key, manifest) {
         Ok(m) => {
-            opts.reporter
-                .line(&format!("done {} in {:.2}s", node.name, m.duration_secs));
+            let busy = match m.cpu_secs {
+                Some(c) if m.duration_secs > 0.0 => {
+                    format!(", {:.2} cores busy", c / m.duration_secs)
+                }
+                _ => String::new(),
+            };
+            opts.reporter.line(&format!(
+                "done {} in {:.2}s ({threads} thread{}{busy})",
+                node.name,
+                m.duration_secs,
+                if threads == 1 { "" } else { "s" }
+            ));
             Outcome::Ran(m, resumed)
         }
         Err(e) => {
@@ -569,5 +639,151 @@ pub(crate) fn execute(
             cache.mark_failed(&node.key, &msg);
             Outcome::Failed(msg)
         }
+    }
+}
+
+/// Threads for a ready node that will run: between `min` and `want`, `free` cores free and
+/// `others` more ready nodes behind it in line. A node of a fixed count (`min == want`) gets it
+/// or waits (`None`). Otherwise it leaves a core to each node behind it that it can, and while
+/// any wait it takes no more than its stage was measured to keep busy (`useful`).
+pub(crate) fn grant(
+    min: usize,
+    want: usize,
+    useful: Option<usize>,
+    free: usize,
+    others: usize,
+) -> Option<usize> {
+    let min = min.clamp(1, want.max(1));
+    if min > free {
+        return None;
+    }
+    let reserve = others.min(free - min);
+    let mut g = want.min(free - reserve);
+    if others > 0
+        && let Some(u) = useful
+    {
+        g = g.min(u);
+    }
+    Some(g.max(min))
+}
+
+/// What finished nodes of each stage measured: CPU seconds / wall seconds on the threads they
+/// had (latest node of the stage wins), from earlier runs in the cache and from this run.
+#[derive(Default)]
+pub(crate) struct Profiles(std::collections::HashMap<String, (f64, usize)>);
+
+impl Profiles {
+    /// The stages of `plan` as their entries in `cache` measured them.
+    fn from_cache(plan: &Plan, cache: &Cache) -> Self {
+        let stages: std::collections::HashSet<&str> =
+            plan.nodes.iter().map(|n| n.stage.as_str()).collect();
+        let mut ms: Vec<Manifest> = cache
+            .all_manifests()
+            .into_iter()
+            .filter(|m| stages.contains(m.stage.as_str()))
+            .collect();
+        ms.sort_by(|a, b| a.finished.total_cmp(&b.finished));
+        let mut p = Profiles::default();
+        for m in &ms {
+            p.learn(m);
+        }
+        p
+    }
+
+    /// Remembers what node `m` kept busy (too short a node says nothing).
+    pub(crate) fn learn(&mut self, m: &Manifest) {
+        if let (Some(cpu), Some(t)) = (m.cpu_secs, m.threads)
+            && m.duration_secs >= 0.5
+        {
+            self.0
+                .insert(m.stage.clone(), (cpu / m.duration_secs, t.max(1)));
+        }
+    }
+
+    /// Threads worth giving a node of `stage`: the cores its last node kept busy, rounded;
+    /// `None` (no limit) when unknown or when that node was using all the threads it had.
+    pub(crate) fn useful(&self, stage: &str) -> Option<usize> {
+        let &(busy, had) = self.0.get(stage)?;
+        if busy >= had as f64 - 0.5 {
+            return None;
+        }
+        Some((busy.round() as usize).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_share_the_cores_among_ready_nodes() {
+        // 2 free cores, nodes asking for 2 but able to run on 1
+        assert_eq!(grant(1, 2, None, 2, 0), Some(2), "alone: all it asks");
+        assert_eq!(
+            grant(1, 2, None, 2, 1),
+            Some(1),
+            "one behind: leaves it a core"
+        );
+        assert_eq!(grant(1, 2, None, 1, 0), Some(1));
+        assert_eq!(grant(1, 2, None, 0, 0), None, "no core free");
+        // a fixed 2-thread node waits for both cores, whoever is behind it
+        assert_eq!(grant(2, 2, None, 1, 0), None);
+        assert_eq!(grant(2, 2, None, 2, 3), Some(2));
+        // 8 cores, 2 nodes behind: 6 for the first; a measured 3 caps it while others wait
+        assert_eq!(grant(1, 8, None, 8, 2), Some(6));
+        assert_eq!(grant(1, 8, Some(3), 8, 2), Some(3));
+        assert_eq!(
+            grant(1, 8, Some(3), 8, 0),
+            Some(8),
+            "alone: the cap does not apply"
+        );
+        assert_eq!(
+            grant(2, 4, Some(1), 4, 1),
+            Some(2),
+            "never below its minimum"
+        );
+    }
+
+    fn manifest(stage: &str, threads: usize, cpu: f64, wall: f64) -> Manifest {
+        Manifest {
+            format: 1,
+            key: "k".into(),
+            node: stage.into(),
+            stage: stage.into(),
+            kind: "x".into(),
+            version: "1".into(),
+            params: serde_json::json!({}),
+            inputs: vec![],
+            seed: 1,
+            extra: String::new(),
+            outputs: Default::default(),
+            metrics: serde_json::json!({}),
+            started: 0.0,
+            finished: wall,
+            duration_secs: wall,
+            resumed: false,
+            experiment: "e".into(),
+            executor: None,
+            threads: Some(threads),
+            cpu_secs: Some(cpu),
+        }
+    }
+
+    #[test]
+    fn profiles_learn_the_cores_a_stage_kept_busy() {
+        let mut p = Profiles::default();
+        assert_eq!(p.useful("train"), None);
+        // 4 threads, 1.2 cores busy → 1 is worth giving
+        p.learn(&manifest("train", 4, 12.0, 10.0));
+        assert_eq!(p.useful("train"), Some(1));
+        // 4 threads, 2.6 busy → 3
+        p.learn(&manifest("train", 4, 26.0, 10.0));
+        assert_eq!(p.useful("train"), Some(3));
+        // saturated its 2 threads: it might use more, no limit
+        p.learn(&manifest("train", 2, 19.0, 10.0));
+        assert_eq!(p.useful("train"), None);
+        // too short to say anything: the last useful measurement stays
+        p.learn(&manifest("prune", 4, 0.1, 0.1));
+        assert_eq!(p.useful("prune"), None);
     }
 }

@@ -118,6 +118,13 @@ pub trait StageKind: Send + Sync {
     fn threads(&self, _resolved: &serde_json::Value) -> usize {
         1
     }
+    /// The fewest threads a node of this kind can be given: the scheduler grants a node
+    /// between this and [`StageKind::threads`], fewer when other nodes are ready to share the
+    /// cores. Only a kind whose results do not depend on its thread count may return less
+    /// than `threads` (the default: a fixed count).
+    fn min_threads(&self, resolved: &serde_json::Value) -> usize {
+        self.threads(resolved)
+    }
     /// Estimated peak memory of a node of this kind, computed just before it starts, when its
     /// inputs are complete (their metrics and folders readable). The scheduler never starts
     /// nodes whose estimates together exceed the memory budget and fails a node whose

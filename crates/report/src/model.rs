@@ -199,6 +199,32 @@ pub struct Provenance {
     /// Node → the executor's job that ran it (Slurm job ids).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub jobs: std::collections::BTreeMap<String, String>,
+    /// CPU use of the `whittle run` that wrote the report, when its nodes ran locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<RunCpu>,
+}
+
+/// Whole-run CPU time against wall time on the run's core budget (`--jobs`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct RunCpu {
+    pub cpu_secs: f64,
+    pub wall_secs: f64,
+    pub cores: usize,
+}
+
+impl RunCpu {
+    /// `CPU 1.85 of 2 cores (185.0 s CPU / 100.0 s wall)`.
+    pub fn line(&self) -> String {
+        let busy = if self.wall_secs > 0.0 {
+            self.cpu_secs / self.wall_secs
+        } else {
+            0.0
+        };
+        format!(
+            "CPU {busy:.2} of {} cores ({:.1} s CPU / {:.1} s wall)",
+            self.cores, self.cpu_secs, self.wall_secs
+        )
+    }
 }
 
 /// Constraints named in the experiment's `[report]` table.

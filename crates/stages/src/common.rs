@@ -20,15 +20,9 @@ pub fn downloads_dir(ctx: &RunContext) -> PathBuf {
 }
 
 /// Runs `f` inside a rayon pool with exactly `threads` threads, so a node never uses more
-/// cores than the scheduler granted it.
+/// cores than the scheduler granted it; the pool's CPU time counts as the node's.
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-    {
-        Ok(pool) => pool.install(f),
-        Err(_) => f(),
-    }
+    whittle_engine::cpu::in_pool(threads, f)
 }
 
 /// The input produced by a stage of kind `kind` (the first one in `inputs` order).

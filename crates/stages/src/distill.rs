@@ -156,6 +156,12 @@ impl StageKind for Distill {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     /// The teacher's logits: the first network input and the first `fetch` input, as `run`
     /// picks them.
     fn shared_files(&self, _resolved: &Value, inputs: &[(&str, &str)]) -> Vec<String> {

@@ -65,6 +65,12 @@ impl StageKind for Finetune {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
         let p: Params = serde_json::from_value(resolved.clone()).ok()?;
         let g = crate::memory::first_input_graph(inputs)?;

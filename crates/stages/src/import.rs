@@ -95,6 +95,12 @@ impl StageKind for Import {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     fn extra_key(&self, resolved: &Value, dir: &Path) -> Result<Vec<u8>> {
         let p: ImportParams = serde_json::from_value(resolved.clone())?;
         Ok(blake3::hash(&read(dir, &p.path)?).as_bytes().to_vec())

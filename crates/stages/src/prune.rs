@@ -184,8 +184,18 @@ impl StageKind for Prune {
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
     }
 
+    /// Methods that only rank and cut (l1, uniform, random) evaluate once: one thread is
+    /// plenty; bn_gamma and fisher train, and get what `threads` asks for.
     fn threads(&self, resolved: &Value) -> usize {
-        resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
+        let asked = resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize;
+        let trains = !resolved["recipe"].is_null() || !resolved["fisher"].is_null();
+        if trains { asked } else { 1 }
+    }
+
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
     }
 
     /// bn_gamma: its slimming training; fisher: training at its batch size (gradients and

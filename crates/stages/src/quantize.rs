@@ -191,6 +191,12 @@ impl StageKind for Quantize {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(1) as usize
     }
 
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     /// The largest input network: evaluated at batch 100, or with `qat` trained at the QAT
     /// batch size; networks are quantized one after the other.
     fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {

@@ -154,6 +154,12 @@ impl StageKind for Search {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     /// The seed network's training, plus its masked weights (one more copy of the weights).
     fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
         let p: Params = serde_json::from_value(resolved.clone()).ok()?;

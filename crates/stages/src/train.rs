@@ -144,6 +144,12 @@ impl StageKind for Train {
         resolved.get("threads").and_then(Value::as_u64).unwrap_or(2) as usize
     }
 
+    /// Results do not depend on the thread count (the kernels split work in fixed chunks), so
+    /// the scheduler may give it as few as one thread to run beside another node.
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     fn memory(&self, resolved: &Value, inputs: &[InputArtifact]) -> Option<MemoryNeed> {
         let p: TrainParams = serde_json::from_value(resolved.clone()).ok()?;
         let (shape, classes) = crate::memory::data_shape(inputs)?;
