@@ -5,6 +5,7 @@
 //! ONNX importer that reads trained networks back ([`onnx_import`]).
 
 mod c_export;
+pub mod c_ladder;
 pub mod network;
 pub mod onnx;
 pub mod onnx_import;

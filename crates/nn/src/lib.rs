@@ -21,6 +21,7 @@ pub mod pit;
 pub mod prune;
 pub mod quant;
 pub mod schedule;
+pub mod slice;
 pub mod space;
 pub mod train;
 

@@ -8,6 +8,7 @@ pub mod diff;
 mod distill;
 mod fronts;
 mod full;
+mod ladder;
 pub mod lineage;
 pub mod model;
 pub mod pareto;

@@ -384,6 +384,7 @@ fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
     md.push_str(&crate::fronts::precision(ctx, files));
     md.push_str(&crate::distill::section(ctx));
     md.push_str(&crate::calibration::section(&ctx.doc.nodes));
+    md.push_str(&crate::ladder::section(&ctx.doc.nodes, ctx.folder, files));
     md.push_str(&crate::full::sections(ctx));
     md.push_str(&crate::channels::section(ctx, files));
     md
@@ -437,6 +438,16 @@ fn provenance(doc: &Document, md: &mut String) {
             p.jobs.len(),
             jobs.join(", ")
         ));
+    }
+    match &p.cpu {
+        _ if p.executor == "slurm" => {
+            md.push_str("- Run: CPU n/a (slurm: nodes ran in batch jobs)\n")
+        }
+        Some(c) => md.push_str(&format!(
+            "- Run: {} in the last run that computed nodes\n",
+            c.line()
+        )),
+        None => {}
     }
     let mut t = Table::new(&[
         ("node", Align::Left),

@@ -9,6 +9,7 @@ pub mod export;
 pub mod fetch;
 pub mod finetune;
 pub mod import;
+pub mod ladder;
 pub mod latency;
 pub mod mcu;
 pub mod memory;
@@ -38,6 +39,7 @@ pub fn registry() -> whittle_engine::Registry {
     r.register(export::Export);
     r.register(space::SpaceStage);
     r.register(select::Select);
+    r.register(ladder::Ladder);
     r
 }
 
