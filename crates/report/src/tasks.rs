@@ -348,8 +348,7 @@ fn reference_text(r: &Reference, metric: Metric) -> String {
         .iter()
         .map(|&(l, v, p)| {
             format!(
-                "λ {} → {} at {} ({})",
-                num_str(l),
+                "λ {l:e} → {} at {} ({})",
                 opt_acc(Some(v)),
                 thousands(p),
                 percent_change(p, r.seed_params)
