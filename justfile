@@ -35,6 +35,9 @@ test-long:
 # Model throughput benchmark: DS-CNN, TCN-64, ResNet-8 at batch 100, training and inference
 # samples/s, side by side with PyTorch (run `just torch` once first): 3 alternating rounds per
 # model, medians and the median per-round ratio (WHITTLE_BENCH_ROUNDS, WHITTLE_BENCH_STEPS).
+# `just bench pit_tcn64`: the PIT search step of TCN-64 against its plain training step (mask
+# overhead) and PLiNIO on PyTorch (needs `just torch`, `.venv-torch/bin/pip install tdigest` and a
+# checkout of eml-eda/plinio at .plinio or PLINIO_SRC; skipped with one line otherwise).
 bench *MODELS:
     cargo bench -p whittle-nn --bench models -- {{MODELS}}
 

@@ -8,7 +8,8 @@
 //! then PyTorch; the lines give medians and the ratio is the median of the per-round ratios.
 //! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 20 as in torch_ref.py), `WHITTLE_BENCH_TORCH=0` (skip the
 //! PyTorch reference, for A/B runs and profiles of our side only), `WHITTLE_BENCH_INFER_ONLY=1`
-//! (inference only), models as arguments.
+//! (inference only), models as arguments. `pit_tcn64` is the PIT search step of TCN-64 against
+//! its plain training step and PLiNIO (see `models/pit.rs`).
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -25,6 +26,8 @@ use whittle_nn::{Model, loss};
 #[path = "../../cli/src/alloc.rs"]
 mod alloc;
 use alloc::keep_freed_memory;
+#[path = "models/pit.rs"]
+mod pit;
 
 const BS: usize = 100;
 const WARMUP: usize = 2;
@@ -212,6 +215,10 @@ fn main() -> Result<()> {
     // shared host drifts by ±15 % over minutes, which a single back-to-back pair would misread.
     let rounds = env_usize("WHITTLE_BENCH_ROUNDS", if torch.is_some() { 3 } else { 1 }).max(1);
     for m in &models {
+        if m == "pit_tcn64" {
+            pit_rounds(&root, torch.as_ref().map(|t| t.0.clone()), steps)?;
+            continue;
+        }
         let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
         for _ in 0..rounds {
             let o = bench(m, steps)?;
@@ -252,6 +259,60 @@ fn main() -> Result<()> {
             ratios.len(),
             range(&rt),
             range(&ri)
+        );
+    }
+    Ok(())
+}
+
+fn range(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(0.0, f64::max);
+    format!("{lo:.2}-{hi:.2}")
+}
+
+/// `pit_tcn64`: alternating rounds of our search step, our plain training step of the same
+/// network (the mask overhead is their ratio) and PLiNIO's search step when it can run.
+fn pit_rounds(root: &std::path::Path, py: Option<PathBuf>, steps: usize) -> Result<()> {
+    let plinio = match pit::plinio(root, py) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            println!("{why}");
+            None
+        }
+    };
+    let rounds = env_usize("WHITTLE_BENCH_ROUNDS", 3).max(1);
+    let (mut search, mut plain, mut theirs, mut overhead, mut vs) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let s = pit::search_step(steps, BS, WARMUP)?;
+        let p = bench("tcn64", steps)?.0;
+        search.push(s);
+        plain.push(p);
+        overhead.push(p / s);
+        if let Some((py, script, src)) = &plinio
+            && let Some(t) = pit::plinio_run(py, script, src)?
+        {
+            theirs.push(t);
+            vs.push(s / t);
+        }
+    }
+    println!(
+        "bench pit_tcn64 search_samples_per_s={:.1} plain_train_samples_per_s={:.1} mask_overhead={:.2} (plain / search, median of {rounds} rounds; {})",
+        median(&search),
+        median(&plain),
+        median(&overhead),
+        range(&overhead)
+    );
+    if !theirs.is_empty() {
+        println!(
+            "plinio pit_tcn64 search_samples_per_s={:.1}",
+            median(&theirs)
+        );
+        println!(
+            "ratio pit_tcn64 vs_plinio={:.2} (ours / PLiNIO, median of {} alternating rounds; {})",
+            median(&vs),
+            vs.len(),
+            range(&vs)
         );
     }
     Ok(())
