@@ -340,6 +340,13 @@ impl Hook for PitHook<'_> {
     }
     fn output(&mut self, node: usize, y: Tensor) -> Result<Tensor> {
         match self.mask_of(node) {
+            // (N, C, …): one pass per plane and a plane-wise dot product for the mask's
+            // gradient (candle's broadcast multiply sums that gradient over strided dims,
+            // which made the masks cost more than the convolutions)
+            Some(m) if y.rank() >= 3 => {
+                let s = m.unsqueeze(0)?.broadcast_as((y.dim(0)?, m.elem_count()))?;
+                Ok(whittle_kernels::channel_mul(&y, &s)?)
+            }
             Some(m) => Ok(y.broadcast_mul(&ops::bcast(m, y.rank())?)?),
             None => Ok(y),
         }
