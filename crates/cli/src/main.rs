@@ -188,7 +188,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Cmd::Run(a) => run(&a, &cache, &registry, false, &cli.reports),
         Cmd::Resume(a) => run(&a, &cache, &registry, true, &cli.reports),
         Cmd::Report { exp } => {
-            let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
+            let plan = query::load_plan_cached(&exp.file, &exp.sets, &registry, &cache)?;
             let md = report::write(&report::document(&plan, &cache, None)?, &cli.reports)?;
             outln!("report: {}", md.display());
             Ok(ExitCode::SUCCESS)
@@ -206,7 +206,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { exp, json } => {
-            let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
+            let plan = query::load_plan_cached(&exp.file, &exp.sets, &registry, &cache)?;
             let mut rows = query::status(&plan, &cache);
             if rows.iter().any(|r| r.job.is_some()) {
                 // one squeue call; jobs it no longer knows keep only their id
@@ -225,6 +225,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             } else {
                 let w = rows.iter().map(|r| r.node.len()).max().unwrap_or(4);
                 for r in &rows {
+                    if let Some(wait) = r.waiting(&plan) {
+                        outln!("{:<w$}  {wait}", r.node);
+                        continue;
+                    }
                     let job = match (&r.job, &r.job_state) {
                         (Some(j), Some(s)) => format!("  slurm {j} {s}"),
                         (Some(j), None) => format!("  slurm {j}"),
@@ -241,7 +245,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Why { exp, node } => {
-            let plan = query::load_plan(&exp.file, &exp.sets, &registry)?;
+            let plan = query::load_plan_cached(&exp.file, &exp.sets, &registry, &cache)?;
             outln!("{}", query::why(&plan, &cache, &node)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -260,7 +264,9 @@ fn run(
     // A run finishes its nodes even when nobody reads its output any more (see `out`).
     out::keep_going();
     let clock = whittle_engine::cpu::Clock::start();
-    let plan: Plan = query::load_plan(&a.exp.file, &a.exp.sets, registry)?;
+    let experiment = whittle_engine::Experiment::load(&a.exp.file, &a.exp.sets, registry)?;
+    // validated at once (exit 2), before anything runs; `run_rounds` builds it again
+    let plan: Plan = Plan::build_cached(experiment.clone(), registry, cache)?;
     let started = whittle_engine::cache::now_unix();
     if resume {
         let rows = query::status(&plan, cache);
@@ -293,8 +299,8 @@ fn run(
         reporter: Reporter::auto(),
     };
     let kind = a.executor.unwrap_or(plan.experiment.executor.kind);
-    let summary = match kind {
-        ExecutorKind::Local => whittle_engine::run(&plan, cache, registry, &opts)?,
+    let so = match kind {
+        ExecutorKind::Local => None,
         ExecutorKind::Slurm => {
             let config = plan.experiment.executor.clone();
             let whittle = match &config.whittle {
@@ -303,14 +309,20 @@ fn run(
                     "cannot find this executable for the Slurm jobs; set `whittle` in [executor]",
                 )?,
             };
-            let so = slurm::SlurmOptions {
+            Some(slurm::SlurmOptions {
                 config,
                 whittle,
                 keep_jobs: a.keep_jobs,
-            };
-            slurm::run(&plan, cache, registry, &opts, &so)?
+            })
         }
     };
+    drop(plan);
+    // one round per fan-out level: a `for_each` stage expands once its source completed
+    let (plan, summary) =
+        whittle_engine::run_rounds(experiment, cache, registry, |plan| match &so {
+            None => whittle_engine::run(plan, cache, registry, &opts),
+            Some(so) => slurm::run(plan, cache, registry, &opts, so),
+        })?;
     // CPU time / wall time of this process on its core budget; under Slurm the nodes ran in
     // jobs elsewhere and this process only waited for them
     let cpu = (kind == ExecutorKind::Local).then(|| clock.stop(jobs));
@@ -378,7 +390,8 @@ fn exec_node(batch: &Path, cache: &Cache, registry: &Registry) -> Result<ExitCod
         Err(_) => None,
     };
     let key = b.key_for(task)?.to_string();
-    let plan = query::load_plan(&b.file, &b.sets, registry)?;
+    // a fan-out child exists only in the plan expanded from the cache
+    let plan = query::load_plan_cached(&b.file, &b.sets, registry, cache)?;
     let var = |k: &str| std::env::var(k).ok();
     let job = match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
         (Some(a), Some(t)) => format!("{a}_{t}"),
@@ -460,7 +473,8 @@ fn gc(files: &[PathBuf], dry_run: bool, cache: &Cache, registry: &Registry) -> R
     };
     let mut keep = query::References::default();
     for f in &files {
-        let plan = query::load_plan(f, &[], registry).with_context(|| {
+        // expanded from the cache, so that fan-out children are kept
+        let plan = query::load_plan_cached(f, &[], registry, cache).with_context(|| {
             format!(
                 "gc keeps nothing it cannot account for; fix {} first",
                 f.display()

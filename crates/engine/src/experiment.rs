@@ -1,6 +1,6 @@
 //! Experiment files: parsing `[experiment]`, `[stages.NAME]`, `[report]` and `[executor]`, `--set`
-//! overrides, and validation of the engine's own keys (`kind`, `inputs`, `sweep`, `gather`)
-//! with errors that name file, line and column.
+//! overrides, and validation of the engine's own keys (`kind`, `inputs`, `sweep`, `gather`,
+//! `for_each`, `for_each_key`) with errors that name file, line and column.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,17 @@ use crate::locate::{line_col, locate};
 use crate::registry::Registry;
 
 /// The engine's own keys in a stage table; everything else goes to the kind.
-pub const ENGINE_KEYS: [&str; 4] = ["kind", "inputs", "sweep", "gather"];
+pub const ENGINE_KEYS: [&str; 6] = [
+    "kind",
+    "inputs",
+    "sweep",
+    "gather",
+    "for_each",
+    "for_each_key",
+];
+
+/// Where a fan-out child goes in the parameters when `for_each_key` is not given.
+pub const DEFAULT_FOR_EACH_KEY: &str = "model";
 
 /// A problem in an experiment file, located at `FILE:LINE:COL` (or at a `--set` argument).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -36,11 +46,24 @@ pub struct StageDef {
     pub sweep: Vec<(String, Vec<toml::Value>)>,
     /// Inputs whose swept nodes this stage takes all at once.
     pub gather: Vec<String>,
+    /// Dynamic fan-out: one node per child configuration that this stage's nodes list in
+    /// their `children.json` (see [`crate::plan`]). The source is an ordering dependency,
+    /// not an input: a child node's key is its own content.
+    pub for_each: Option<String>,
+    /// Dotted parameter path that receives each child (default [`DEFAULT_FOR_EACH_KEY`]).
+    pub for_each_key: String,
     /// Kind-specific parameters (the table without the engine keys).
     pub params: toml::Table,
     /// The `[stages.NAME]` table this stage comes from: its own name, or for a link of a
     /// chain its kind expanded (`student-ta1`), the stage that was written (`student`).
     pub origin: String,
+}
+
+impl StageDef {
+    /// The stages this one waits for: its inputs, then its `for_each` source.
+    pub fn deps(&self) -> impl Iterator<Item = &String> {
+        self.inputs.iter().chain(self.for_each.iter())
+    }
 }
 
 /// A parsed and validated experiment file.
@@ -412,6 +435,91 @@ impl Experiment {
                     ));
                 }
             }
+            let for_each = match t.remove("for_each") {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s),
+                Some(v) => {
+                    return Err(self.error_at(
+                        &p(&["stages", &name, "for_each"]),
+                        format!(
+                            "`for_each` must be the name of a stage whose nodes list children, found {}",
+                            type_name(&v)
+                        ),
+                    ));
+                }
+            };
+            let key_given = t.contains_key("for_each_key");
+            let for_each_key = match t.remove("for_each_key") {
+                None => DEFAULT_FOR_EACH_KEY.to_string(),
+                Some(_) if for_each.is_none() => {
+                    return Err(self.error_at(
+                        &p(&["stages", &name, "for_each_key"]),
+                        "`for_each_key` without `for_each`; expected both, e.g. for_each = \"select\"",
+                    ));
+                }
+                Some(toml::Value::String(s)) => s,
+                Some(v) => {
+                    return Err(self.error_at(
+                        &p(&["stages", &name, "for_each_key"]),
+                        format!(
+                            "`for_each_key` must be a parameter path like \"model\", found {}",
+                            type_name(&v)
+                        ),
+                    ));
+                }
+            };
+            if let Some(src) = &for_each {
+                let at = p(&["stages", &name, "for_each"]);
+                if *src == name {
+                    return Err(self.error_at(
+                        &at,
+                        format!("stage `{name}` fans out over itself; expected another stage"),
+                    ));
+                }
+                if !names.contains(src) {
+                    return Err(self.error_at(
+                        &at,
+                        format!(
+                            "unknown stage `{src}` in `for_each`; expected one of: {}",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                if let Some(i) = inputs.iter().position(|x| x == src) {
+                    return Err(self.error_at(
+                        &p(&["stages", &name, "inputs", &i.to_string()]),
+                        format!(
+                            "`{src}` is both an input and the `for_each` source of stage `{name}`; \
+                             remove it from `inputs` (each child node is keyed by its own content, \
+                             not by the node that listed it)"
+                        ),
+                    ));
+                }
+                let kp: Vec<&str> = for_each_key.split('.').collect();
+                let kat = if key_given {
+                    p(&["stages", &name, "for_each_key"])
+                } else {
+                    at.clone()
+                };
+                if kp.iter().any(|s| s.is_empty()) || ENGINE_KEYS.contains(&kp[0]) {
+                    return Err(self.error_at(
+                        &kat,
+                        format!(
+                            "`for_each_key` `{for_each_key}` is not a parameter path; expected e.g. \"model\""
+                        ),
+                    ));
+                }
+                if get_path(&t, &kp).is_some() {
+                    let mut kat = p(&["stages", &name]);
+                    kat.extend(kp.iter().map(|s| s.to_string()));
+                    return Err(self.error_at(
+                        &kat,
+                        format!(
+                            "`{for_each_key}` is set in stage `{name}`, but `for_each` fills it with each child of `{src}`; remove it"
+                        ),
+                    ));
+                }
+            }
             let mut sweep = Vec::new();
             match t.remove("sweep") {
                 None => {}
@@ -461,6 +569,22 @@ impl Experiment {
                         sweep.push((k, vals));
                     }
                     sweep.sort_by(|a, b| a.0.cmp(&b.0));
+                    if let Some(src) = &for_each {
+                        let overlaps = |a: &str, b: &str| {
+                            a == b
+                                || a.starts_with(&format!("{b}."))
+                                || b.starts_with(&format!("{a}."))
+                        };
+                        if let Some((k, _)) = sweep.iter().find(|(k, _)| overlaps(k, &for_each_key))
+                        {
+                            return Err(self.error_at(
+                                &p(&["stages", &name, "sweep", k]),
+                                format!(
+                                    "cannot sweep `{k}`: `for_each` fills `{for_each_key}` with each child of `{src}`"
+                                ),
+                            ));
+                        }
+                    }
                 }
                 Some(v) => {
                     return Err(self.error_at(
@@ -481,6 +605,8 @@ impl Experiment {
                     inputs,
                     sweep,
                     gather,
+                    for_each,
+                    for_each_key,
                     params: t,
                 },
             );
@@ -570,6 +696,15 @@ impl Experiment {
                 );
                 continue;
             }
+            if def.for_each.is_some() {
+                return Err(self.error_at(
+                    &at(&["for_each".to_string()]),
+                    format!(
+                        "stage `{}` expands into a chain, which cannot fan out with `for_each`; fan out a stage of another kind",
+                        def.name
+                    ),
+                ));
+            }
             if def.inputs.is_empty() || def.gather.contains(&def.inputs[0]) {
                 return Err(self.error_at(
                     &at(&[]),
@@ -603,6 +738,8 @@ impl Experiment {
                         inputs,
                         sweep: Vec::new(),
                         gather: Vec::new(),
+                        for_each: None,
+                        for_each_key: DEFAULT_FOR_EACH_KEY.to_string(),
                         params,
                         origin: def.name.clone(),
                     },
@@ -632,7 +769,7 @@ impl Experiment {
         while order.len() < defs.len() {
             let next = defs
                 .values()
-                .find(|d| !done.contains(&d.name) && d.inputs.iter().all(|i| done.contains(i)));
+                .find(|d| !done.contains(&d.name) && d.deps().all(|i| done.contains(i)));
             match next {
                 Some(d) => {
                     done.insert(d.name.clone());
@@ -649,7 +786,7 @@ impl Experiment {
                     let mut cur = start;
                     loop {
                         let d = &defs[&cur];
-                        let Some(n) = d.inputs.iter().find(|i| !done.contains(*i)) else {
+                        let Some(n) = d.deps().find(|i| !done.contains(*i)) else {
                             break;
                         };
                         if let Some(pos) = path.iter().position(|x| x == n) {
@@ -661,18 +798,17 @@ impl Experiment {
                             let first = cyc[0].clone();
                             cyc.push(first.clone());
                             let feeder = &cyc[cyc.len() - 2];
-                            let idx = defs[&first]
-                                .inputs
-                                .iter()
-                                .position(|i| i == feeder)
-                                .unwrap_or(0);
-                            return Err(self.error_at(
-                                &[
+                            let at = match defs[&first].inputs.iter().position(|i| i == feeder) {
+                                Some(idx) => vec![
                                     "stages".into(),
                                     first.clone(),
                                     "inputs".into(),
                                     idx.to_string(),
                                 ],
+                                None => vec!["stages".into(), first.clone(), "for_each".into()],
+                            };
+                            return Err(self.error_at(
+                                &at,
                                 format!(
                                     "cycle between stages: {}; expected inputs to form a DAG",
                                     cyc.join(" -> ")

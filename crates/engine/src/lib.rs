@@ -5,6 +5,8 @@
 //!
 //! Typical use: [`load_plan`] (parse + validate + expand + keys), then [`run`] against a
 //! [`Cache`]; [`status`], [`why`] and [`Cache::manifest`] answer questions about a plan.
+//! A plan with dynamic fan-out (`for_each`) grows as its sources complete: [`run_rounds`]
+//! and [`load_plan_cached`].
 
 pub mod cache;
 pub mod canon;
@@ -25,11 +27,11 @@ pub mod stage;
 
 pub use cache::{Cache, Manifest, NodeState};
 pub use experiment::{Experiment, ExperimentError, StageDef};
-pub use plan::{Node, Plan};
+pub use plan::{Deferred, Node, Plan};
 pub use progress::Reporter;
-pub use query::{StatusRow, load_plan, manifests, status, why};
+pub use query::{StatusRow, load_plan, load_plan_cached, manifests, status, why};
 pub use registry::Registry;
-pub use scheduler::{RunOptions, RunSummary, run, run_node, run_with_budget};
+pub use scheduler::{RunOptions, RunSummary, run, run_node, run_rounds, run_with_budget};
 pub use stage::{
     CancelToken, Checkpoints, ExpandContext, Expansion, InputArtifact, MemoryNeed, ParamError,
     Progress, RunContext, StageKind, from_params,

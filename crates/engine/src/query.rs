@@ -15,10 +15,22 @@ use crate::experiment::Experiment;
 use crate::plan::Plan;
 use crate::registry::Registry;
 
-/// Load an experiment file (with `--set` overrides) and expand it into a plan.
+/// Load an experiment file (with `--set` overrides) and expand it into a plan; `for_each`
+/// stages stay deferred (see [`load_plan_cached`]).
 pub fn load_plan(file: &Path, sets: &[String], registry: &Registry) -> Result<Plan> {
     let exp = Experiment::load(file, sets, registry)?;
     Ok(Plan::build(exp, registry)?)
+}
+
+/// [`load_plan`], fanning out over the children that source nodes committed in `cache`.
+pub fn load_plan_cached(
+    file: &Path,
+    sets: &[String],
+    registry: &Registry,
+    cache: &Cache,
+) -> Result<Plan> {
+    let exp = Experiment::load(file, sets, registry)?;
+    Ok(Plan::build_cached(exp, registry, cache)?)
 }
 
 /// One line of `status`.
@@ -34,21 +46,57 @@ pub struct StatusRow {
     /// That job's Slurm state, when asked (`whittle status` asks squeue once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_state: Option<String>,
+    /// A stage whose nodes are not known yet: the fan-out source it waits for (`node` is the
+    /// stage name, `key` empty, `state` pending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<String>,
 }
 
-/// State of every node of `plan`, in topological order.
+impl StatusRow {
+    /// `(fan-out: waits for select)` or `(fan-out: waits for select, via train)`.
+    pub fn waiting(&self, plan: &Plan) -> Option<String> {
+        let src = self.waits_for.as_ref()?;
+        Some(
+            match plan.deferred(&self.stage).and_then(|d| d.via.as_ref()) {
+                Some(via) => format!("(fan-out: waits for {src}, via {via})"),
+                None => format!("(fan-out: waits for {src})"),
+            },
+        )
+    }
+}
+
+/// State of every node of `plan`, in topological order; a deferred stage is one row.
 pub fn status(plan: &Plan, cache: &Cache) -> Vec<StatusRow> {
-    plan.nodes
-        .iter()
-        .map(|n| StatusRow {
-            node: n.name.clone(),
-            stage: n.stage.clone(),
-            key: n.key.clone(),
-            state: cache.state(&n.key),
-            job: crate::slurm::JobRecord::load(cache, &n.key).map(|r| r.job),
-            job_state: None,
-        })
-        .collect()
+    let mut rows = Vec::new();
+    for stage in plan.experiment.stages.keys() {
+        if let Some(d) = plan.deferred(stage) {
+            rows.push(StatusRow {
+                node: stage.clone(),
+                stage: stage.clone(),
+                key: String::new(),
+                state: NodeState::Pending,
+                job: None,
+                job_state: None,
+                waits_for: Some(d.source.clone()),
+            });
+            continue;
+        }
+        rows.extend(
+            plan.nodes
+                .iter()
+                .filter(|n| n.stage == *stage)
+                .map(|n| StatusRow {
+                    node: n.name.clone(),
+                    stage: n.stage.clone(),
+                    key: n.key.clone(),
+                    state: cache.state(&n.key),
+                    job: crate::slurm::JobRecord::load(cache, &n.key).map(|r| r.job),
+                    job_state: None,
+                    waits_for: None,
+                }),
+        );
+    }
+    rows
 }
 
 /// Manifests of the completed nodes of `plan` (node name → manifest), in topological order.
@@ -80,6 +128,17 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 /// Why node `name` would run, naming what differs from the closest cached entry of its stage.
 pub fn why(plan: &Plan, cache: &Cache, name: &str) -> Result<String> {
     let Some(idx) = plan.nodes.iter().position(|n| n.name == name) else {
+        let stage = name.split('[').next().unwrap_or(name);
+        if let Some(d) = plan.deferred(stage) {
+            let through = match &d.via {
+                Some(v) => format!(" through `{v}`"),
+                None => String::new(),
+            };
+            return Ok(format!(
+                "{stage} fans out{through} over the children that `{}` lists; its nodes are known once every node of `{}` has completed (run the experiment), so it will run after them",
+                d.source, d.source
+            ));
+        }
         let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
         bail!(
             "no node `{name}` in {}; nodes are: {}",

@@ -66,6 +66,58 @@ impl RunSummary {
     pub fn ok(&self) -> bool {
         self.failed == 0 && self.skipped == 0 && self.interrupted == 0 && !self.cancelled
     }
+
+    /// Add the counts of a later round of the same run.
+    pub fn absorb(&mut self, o: RunSummary) {
+        self.ran += o.ran;
+        self.cached += o.cached;
+        self.resumed += o.resumed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.interrupted += o.interrupted;
+        self.cancelled |= o.cancelled;
+        self.failures.extend(o.failures);
+    }
+}
+
+/// Run an experiment whose plan may grow (dynamic fan-out, see [`crate::plan`]): build the
+/// plan from what `cache` holds, run it with `run_once`, and while a deferred stage's source
+/// has completed, rebuild and run again. Nodes settled in an earlier round are neither rerun
+/// nor counted again, so the summary counts each node once. Returns the last plan (every
+/// stage expanded unless a source failed or the run was interrupted) and the summed summary.
+pub fn run_rounds(
+    experiment: crate::Experiment,
+    cache: &Cache,
+    registry: &Registry,
+    mut run_once: impl FnMut(&Plan) -> Result<RunSummary>,
+) -> Result<(Plan, RunSummary)> {
+    let mut plan = Plan::build_cached(experiment, registry, cache)?;
+    let mut total = RunSummary::default();
+    loop {
+        let s = run_once(&plan)?;
+        let stop = s.cancelled || plan.deferred.is_empty();
+        total.absorb(s);
+        if stop {
+            break;
+        }
+        let mut next = Plan::build_cached(plan.experiment.clone(), registry, cache)?;
+        if next.deferred.len() == plan.deferred.len() {
+            // no source completed: what waits stays waiting (its source failed)
+            break;
+        }
+        let mut settled = std::mem::take(&mut plan.settled);
+        for n in &plan.nodes {
+            settled.insert(n.key.clone(), cache.is_done(&n.key));
+        }
+        tracing::debug!(
+            "fan-out: {} more node(s), {} stage(s) still deferred",
+            next.nodes.len().saturating_sub(plan.nodes.len()),
+            next.deferred.len()
+        );
+        next.settled = settled;
+        plan = next;
+    }
+    Ok((plan, total))
 }
 
 /// How one node ended, as an [`Executor`] reports it.
@@ -326,6 +378,40 @@ pub(crate) fn schedule(
     } else {
         Profiles::default()
     };
+    // nodes an earlier round of this run settled: done (not counted again) or failed
+    for i in 0..n {
+        let node = &plan.nodes[i];
+        match plan.settled.get(&node.key) {
+            Some(true) => match cache.manifest(&node.key) {
+                Some(m) => {
+                    st[i] = St::Done;
+                    manifests[i] = Some(Arc::new(m));
+                }
+                None => continue,
+            },
+            Some(false) => st[i] = St::Failed,
+            None => {
+                if node
+                    .inputs
+                    .iter()
+                    .any(|&j| matches!(st[j], St::Failed | St::Skipped))
+                {
+                    st[i] = St::Skipped;
+                    summary.skipped += 1;
+                }
+                continue;
+            }
+        }
+    }
+    for i in 0..n {
+        if st[i] == St::Done {
+            for &c in &children[i] {
+                missing[c] -= 1;
+            }
+        }
+    }
+    // keys being computed: a second node of the same key waits, then finds it cached
+    let mut busy_keys: std::collections::HashSet<&str> = Default::default();
 
     std::thread::scope(|s| {
         loop {
@@ -340,6 +426,9 @@ pub(crate) fn schedule(
                     .map(|&i| !executor.counts_cores() || !cache.is_done(&plan.nodes[i].key))
                     .collect();
                 for (pos, &i) in ready.iter().enumerate() {
+                    if busy_keys.contains(plan.nodes[i].key.as_str()) {
+                        continue;
+                    }
                     let (threads, t) = if executor.counts_cores() {
                         let (min, want) = range[i];
                         let others = work[pos + 1..].iter().filter(|w| **w).count();
@@ -398,6 +487,7 @@ pub(crate) fn schedule(
                         mem_free = Some(f - m.min(f));
                     }
                     st[i] = St::Running;
+                    busy_keys.insert(plan.nodes[i].key.as_str());
                     free = free.saturating_sub(t);
                     running += 1;
                     let tx = tx.clone();
@@ -427,6 +517,7 @@ pub(crate) fn schedule(
                 *f += need[i].unwrap_or(0);
             }
             let node = &plan.nodes[i];
+            busy_keys.remove(node.key.as_str());
             let cancelled_node = matches!(out, Outcome::Cancelled);
             let ok = match out {
                 Outcome::Cached(m) => {
@@ -583,6 +674,19 @@ pub(crate) fn execute(
             return Outcome::Failed(msg);
         }
     };
+    // a fan-out source must list its children before it is committed
+    let fans = plan.fans_out(&node.stage);
+    if !fans.is_empty()
+        && let Err(e) = crate::plan::read_children(&out_dir.join(crate::plan::CHILDREN_FILE))
+    {
+        let msg = format!(
+            "stage `{}` fans out over `{}` (`for_each`), but {e}",
+            fans.join("`, `"),
+            node.stage
+        );
+        cache.mark_failed(&node.key, &msg);
+        return Outcome::Failed(msg);
+    }
     let finished = now_unix();
     let manifest = Manifest {
         format: 1,

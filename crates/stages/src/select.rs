@@ -6,7 +6,9 @@
 //! feasible ones, smallest to largest).
 //!
 //! Output: `selected.json`, a JSON array of child configurations, each an object usable as the
-//! `model` table of a `train` stage (a candidate chosen in several cells appears once), and
+//! `model` table of a `train` stage (a candidate chosen in several cells appears once), the
+//! same array as `children.json` (what a stage with `for_each = "<this stage>"` fans out
+//! over: one node per child, see `whittle_engine::plan`), and
 //! `selection.json`: per cell its limits, feasible count and the chosen candidates with the
 //! index of their child in `selected.json`; and per child its candidate id and values.
 
@@ -170,9 +172,11 @@ impl StageKind for Select {
                 json!({ "candidate": id, "law": c.law, "values": space.named(&c.values) })
             })
             .collect();
+        let tables = serde_json::to_vec_pretty(&tables)?;
+        std::fs::write(ctx.out_dir.join("selected.json"), &tables)?;
         std::fs::write(
-            ctx.out_dir.join("selected.json"),
-            serde_json::to_vec_pretty(&tables)?,
+            ctx.out_dir.join(whittle_engine::plan::CHILDREN_FILE),
+            &tables,
         )?;
         std::fs::write(
             ctx.out_dir.join("selection.json"),

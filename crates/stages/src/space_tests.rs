@@ -124,6 +124,9 @@ fn space_then_select_gives_train_models_within_each_budget() {
         serde_json::from_slice(&std::fs::read(root.join("select/selection.json")).unwrap())
             .unwrap();
     assert_eq!(sm["children"].as_u64().unwrap() as usize, children.len());
+    // what `for_each` stages fan out over: the same list, as the engine reads it
+    let listed = whittle_engine::plan::read_children(&root.join("select/children.json")).unwrap();
+    assert_eq!(listed, children);
     assert!(
         children.len() <= 6 && children.len() >= 3,
         "{}",
