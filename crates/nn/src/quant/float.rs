@@ -23,12 +23,20 @@ impl FloatFormat {
         man_bits: 7,
     };
 
-    /// A format emulable on f32: 2 ≤ w ≤ 8 exponent bits, t ≤ 23 mantissa bits.
+    /// A format emulable on f32: 1 ≤ w ≤ 8 exponent bits, t ≤ 23 mantissa bits. With w = 1
+    /// (`004`'s subnormal-only case) the exponent field is 0 (subnormals ±k·2^(1−t), k < 2^t)
+    /// or all ones (±Inf), so t ≥ 1.
     pub fn new(exp_bits: u32, man_bits: u32) -> Result<Self, String> {
-        if !(2..=8).contains(&exp_bits) {
+        if !(1..=8).contains(&exp_bits) {
             return Err(format!(
-                "float({exp_bits},{man_bits}): exponent bits must be 2..=8 to be emulated on f32"
+                "float({exp_bits},{man_bits}): exponent bits must be 1..=8 to be emulated on f32"
             ));
+        }
+        if exp_bits == 1 && man_bits == 0 {
+            return Err(
+                "float(1,0): with one exponent bit and no mantissa bit the only finite value is 0"
+                    .into(),
+            );
         }
         if man_bits > 23 {
             return Err(format!(
@@ -47,8 +55,11 @@ impl FloatFormat {
         (1 << (self.exp_bits - 1)) - 1
     }
 
-    /// Largest finite value: (2 − 2^−t)·2^bias.
+    /// Largest finite value: (2 − 2^−t)·2^bias; with w = 1 the largest subnormal 2 − 2^(1−t).
     pub fn max_finite(&self) -> f64 {
+        if self.exp_bits == 1 {
+            return 2.0 - (1.0 - self.man_bits as f64).exp2();
+        }
         (2.0 - (-(self.man_bits as f64)).exp2()) * (self.bias() as f64).exp2()
     }
 
@@ -77,6 +88,10 @@ impl FloatFormat {
         }
         // Biased f32 exponent of the smallest normal of this format: emin + 127.
         let min_normal_field = (1 - self.bias() + 127) as u32;
+        if self.exp_bits == 1 {
+            // no normal numbers: the exact path (multiples of 2^(1−t) below 2, else ±Inf)
+            return self.round_reference(x);
+        }
         if (abs >> 23) < min_normal_field {
             if self.exp_bits == 8 {
                 // The scale 2^(126 + t) below would overflow f32.
@@ -223,6 +238,29 @@ mod tests {
     }
 
     #[test]
+    fn one_exponent_bit_is_subnormal_only_as_tformat_rounds_it() {
+        let xs: Vec<f32> = sample_bits(20_000)
+            .map(f32::from_bits)
+            .filter(|x| !x.is_nan())
+            .chain((0..4096).map(|i| i as f32 / 2048.0))
+            .collect();
+        for t in 1..=23 {
+            let f = FloatFormat::new(1, t).unwrap();
+            let r = crate::quant::TFormat::new(1, t).unwrap();
+            assert_eq!(f.max_finite(), 2.0 - (1.0 - t as f64).exp2());
+            for &x in &xs {
+                assert_eq!(f.round(x).to_bits(), r.round(x).to_bits(), "T(1,{t}) at {x:e}");
+            }
+        }
+        // T(1,2): multiples of 0.5 below 2; 1.74 → 1.5, 1.76 → Inf (2 is not in the format)
+        let f = FloatFormat::new(1, 2).unwrap();
+        assert_eq!(f.round(1.74), 1.5);
+        assert_eq!(f.round(-0.3), -0.5);
+        assert_eq!(f.round(1.76), f32::INFINITY);
+        assert_eq!(f.round(0.24), 0.0);
+    }
+
+    #[test]
     fn bit_path_agrees_with_the_f64_reference_on_every_grid_format() {
         let mut xs: Vec<f32> = sample_bits(20_000)
             .map(f32::from_bits)
@@ -261,7 +299,8 @@ mod tests {
             }
         }
         assert!(FloatFormat::new(9, 3).is_err());
-        assert!(FloatFormat::new(1, 3).is_err());
+        assert!(FloatFormat::new(1, 0).is_err(), "only zero is finite");
+        assert!(FloatFormat::new(0, 3).is_err());
         assert!(FloatFormat::new(5, 24).is_err());
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatGrid {
-    /// [lowest, highest] exponent bits, within 2..=8 (w = 1 has no normal numbers).
+    /// [lowest, highest] exponent bits, within 1..=8 (w = 1: subnormals only, t ≥ 1).
     pub exp_bits: [u32; 2],
     /// [lowest, highest] mantissa bits, within 0..=23.
     pub man_bits: [u32; 2],
@@ -18,7 +18,8 @@ pub struct FloatGrid {
 
 impl Default for FloatGrid {
     /// w ∈ 2..=8, t ∈ 0..=7: 56 formats of 3 to 16 bits (every 8-bit float, bf16 = T(8,7)).
-    /// `004` went up to t = 23 (184 types with w ∈ 1..=8); set `man_bits = [0, 23]` for that.
+    /// `004`'s full grid is w ∈ 1..=8, t ∈ 1..=23 (184 types): `exp_bits = [1, 8]`,
+    /// `man_bits = [1, 23]`.
     fn default() -> Self {
         Self {
             exp_bits: [2, 8],
@@ -107,7 +108,23 @@ mod tests {
             }
             .formats()
             .unwrap_err()
-            .contains("exponent bits must be 2..=8")
+            .contains("float(1,0)")
+        );
+        let full = FloatGrid {
+            exp_bits: [1, 8],
+            man_bits: [1, 23],
+        }
+        .formats()
+        .unwrap();
+        assert_eq!(full.len(), 184, "004's grid");
+        assert!(
+            FloatGrid {
+                exp_bits: [0, 2],
+                man_bits: [1, 3]
+            }
+            .formats()
+            .unwrap_err()
+            .contains("exponent bits must be 1..=8")
         );
         assert!(
             FloatGrid {
