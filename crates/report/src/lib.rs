@@ -6,6 +6,7 @@ pub mod calibration;
 mod channels;
 pub mod diff;
 mod distill;
+mod formats;
 mod fronts;
 mod full;
 mod ladder;

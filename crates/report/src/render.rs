@@ -382,6 +382,7 @@ fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
     md.push_str(&crate::arch::section(ctx, files));
     md.push_str(&crate::fronts::sections(ctx, files));
     md.push_str(&crate::fronts::precision(ctx, files));
+    md.push_str(&crate::formats::section(ctx, files));
     md.push_str(&crate::distill::section(ctx));
     md.push_str(&crate::calibration::section(&ctx.doc.nodes));
     md.push_str(&crate::ladder::section(&ctx.doc.nodes, ctx.folder, files));
