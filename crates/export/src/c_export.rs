@@ -47,6 +47,37 @@ pub fn write_c(
     dir: &Path,
     name: &str,
 ) -> Result<(PathBuf, PathBuf)> {
+    write_c_in(net, params, dir, name, ParamStore::Inline)
+}
+
+/// Where [`write_c_in`] puts the parameter arrays.
+pub(crate) enum ParamStore<'a> {
+    /// `static const` arrays in the `.c` (what [`write_c`] writes).
+    Inline,
+    /// Appended to `blob`, each array little-endian and starting at a multiple of 4 bytes
+    /// (int8 weights, int32 biases, f32 weight scales per weighted layer, in layer order); the
+    /// layer table points into `extern uint32_t <symbol>[]` at the same offsets.
+    Slot {
+        symbol: &'a str,
+        blob: &'a mut Vec<u8>,
+    },
+}
+
+/// Appends `bytes` to `blob` at the next multiple of 4 bytes; returns the offset in words.
+fn push_words(blob: &mut Vec<u8>, bytes: impl IntoIterator<Item = u8>) -> usize {
+    blob.resize(blob.len().next_multiple_of(4), 0);
+    let at = blob.len() / 4;
+    blob.extend(bytes);
+    at
+}
+
+pub(crate) fn write_c_in(
+    net: &Network,
+    params: &Int8Params,
+    dir: &Path,
+    name: &str,
+    mut store: ParamStore,
+) -> Result<(PathBuf, PathBuf)> {
     ensure!(
         !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -162,16 +193,26 @@ pub fn write_c(
             let (wq, ws) = quantize_weights(&weight.data, cout);
             let b = bias.clone().unwrap_or_else(|| vec![0.0; cout]);
             let (bq, _) = quantize_bias(&b, ti.scale, &ws);
-            array(&mut data, "int8_t", &format!("{name}_w{i}"), &wq, |v| {
-                v.to_string()
-            });
-            array(&mut data, "int32_t", &format!("{name}_b{i}"), &bq, |v| {
-                v.to_string()
-            });
-            array(&mut data, "float", &format!("{name}_ws{i}"), &ws, |v| {
-                cfloat(*v)
-            });
-            format!("{name}_w{i}, {name}_b{i}, {name}_ws{i}")
+            if let ParamStore::Slot { symbol, blob } = &mut store {
+                let w = push_words(blob, wq.iter().map(|&v| v as u8));
+                let b = push_words(blob, bq.iter().flat_map(|v| v.to_le_bytes()));
+                let s = push_words(blob, ws.iter().flat_map(|v| v.to_le_bytes()));
+                blob.resize(blob.len().next_multiple_of(4), 0);
+                format!(
+                    "(const int8_t *)({symbol} + {w}), (const int32_t *)({symbol} + {b}), (const float *)({symbol} + {s})"
+                )
+            } else {
+                array(&mut data, "int8_t", &format!("{name}_w{i}"), &wq, |v| {
+                    v.to_string()
+                });
+                array(&mut data, "int32_t", &format!("{name}_b{i}"), &bq, |v| {
+                    v.to_string()
+                });
+                array(&mut data, "float", &format!("{name}_ws{i}"), &ws, |v| {
+                    cfloat(*v)
+                });
+                format!("{name}_w{i}, {name}_b{i}, {name}_ws{i}")
+            }
         } else {
             "0, 0, 0".to_string()
         };
@@ -314,6 +355,12 @@ pub fn write_c(
         "#include \"{name}.h\"\n#include <math.h>\n#include <string.h>\n"
     )?;
     c.push_str(&data);
+    if let ParamStore::Slot { symbol, .. } = &store {
+        writeln!(
+            c,
+            "/* The parameters live in the ladder's slot (filled by its loader); offsets in words. */\nextern uint32_t {symbol}[];"
+        )?;
+    }
     writeln!(
         c,
         "\nconst {name}_tensor_t {name}_tensors[{up}_NUM_TENSORS] = {{"

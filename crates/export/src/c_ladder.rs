@@ -8,8 +8,13 @@
 //!
 //! Flash accounting ([`flash_bytes`]) counts the parameter data of the C files (int8 weights,
 //! int32 biases, float per-channel weight scales); code and tables are not counted.
+//!
+//! When the variants do not fit the flash together, [`write_c_ladder_loader`] writes them for
+//! one-at-a-time residency: each variant's parameters as a checked blob `<name>_v<k>.bin`, the
+//! C tables pointing into one slot sized for the largest, `<name>_load` filling the slot through
+//! a user read callback and `<name>_step` loading on a switch.
 
-use crate::c_export::write_c;
+use crate::c_export::{ParamStore, write_c, write_c_in};
 use crate::network::{Layer, Network};
 use crate::quant::Int8Params;
 use anyhow::{Context, Result, ensure};
@@ -90,50 +95,15 @@ pub fn write_c_ladder(
     dir: &Path,
     name: &str,
 ) -> Result<LadderFiles> {
-    ensure!(
-        !variants.is_empty(),
-        "a C ladder needs at least one variant"
-    );
+    let (inp, outp) = check(variants, dispatch)?;
     let n = variants.len();
-    ensure!(
-        dispatch.order.len() == dispatch.rules.len()
-            && !dispatch.order.is_empty()
-            && dispatch.order.iter().all(|&k| k < n)
-            && dispatch.fallback < dispatch.order.len(),
-        "C ladder: the dispatch table does not match the {n} variants"
-    );
-    let size = |net: &Network| -> Result<(usize, usize)> {
-        let s = net.shapes()?;
-        let input: usize = net.input.1.iter().product();
-        let out = s
-            .get(&net.output)
-            .with_context(|| format!("output `{}`", net.output))?;
-        Ok((input, out[1..].iter().product()))
-    };
-    let (inp, outp) = size(variants[0].net)?;
-    for v in variants {
-        ensure!(
-            size(v.net)? == (inp, outp),
-            "C ladder: variant `{}` has input/output sizes {:?}, the first one {:?}",
-            v.label,
-            size(v.net)?,
-            (inp, outp)
-        );
-    }
     let up = name.to_ascii_uppercase();
     let mut files = Vec::new();
     let (mut flash, mut arenas) = (Vec::new(), Vec::new());
     for (k, v) in variants.iter().enumerate() {
         let vn = format!("{name}_v{k}");
         let (h, c) = write_c(v.net, v.params, dir, &vn)?;
-        let text = std::fs::read_to_string(&h)?;
-        let key = format!("#define {}_ARENA_SIZE ", vn.to_ascii_uppercase());
-        let arena: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|r| r.parse().ok())
-            .context("arena size of a variant")?;
+        let arena = arena_of(&h, &vn)?;
         files.push((h, c));
         flash.push(flash_bytes(v.net));
         arenas.push(arena);
@@ -218,6 +188,38 @@ pub fn write_c_ladder(
         )?;
     }
     writeln!(c, "}};\n")?;
+    dispatcher(&mut c, dispatch, name, &up)?;
+    writeln!(
+        c,
+        "void {name}_predict(int v, const float *x, float *y, int8_t *arena) {{"
+    )?;
+    writeln!(
+        c,
+        "    static int8_t q[{up}_INPUT_SIZE], o[{up}_OUTPUT_SIZE];\n    switch (v) {{"
+    )?;
+    for k in 0..n {
+        let vn = format!("{name}_v{k}");
+        writeln!(
+            c,
+            "    case {k}: {vn}_quantize_input(x, q); {vn}_run(q, o, arena); {vn}_dequantize_output(o, y); break;"
+        )?;
+    }
+    writeln!(c, "    default: break;\n    }}\n}}")?;
+    let header = dir.join(format!("{name}.h"));
+    let source = dir.join(format!("{name}.c"));
+    std::fs::write(&header, h).with_context(|| format!("writing {}", header.display()))?;
+    std::fs::write(&source, c).with_context(|| format!("writing {}", source.display()))?;
+    Ok(LadderFiles {
+        header,
+        source,
+        variant_files: files,
+        flash_bytes: flash,
+        arena_bytes: arenas,
+    })
+}
+
+/// The policy tables, `<name>_met`, `<name>_init` and `<name>_select` (both modes).
+fn dispatcher(c: &mut String, dispatch: &Dispatch, name: &str, up: &str) -> Result<()> {
     let np = dispatch.order.len();
     writeln!(c, "#define {up}_POSITIONS {np}")?;
     let order: Vec<String> = dispatch.order.iter().map(usize::to_string).collect();
@@ -294,13 +296,314 @@ pub fn write_c_ladder(
         },
         h = cdouble(dispatch.hysteresis),
     )?;
+    Ok(())
+}
+
+/// Checks the variants and the dispatch table; returns the common input and output sizes.
+fn check(variants: &[CVariant], dispatch: &Dispatch) -> Result<(usize, usize)> {
+    ensure!(
+        !variants.is_empty(),
+        "a C ladder needs at least one variant"
+    );
+    let n = variants.len();
+    ensure!(
+        dispatch.order.len() == dispatch.rules.len()
+            && !dispatch.order.is_empty()
+            && dispatch.order.iter().all(|&k| k < n)
+            && dispatch.fallback < dispatch.order.len(),
+        "C ladder: the dispatch table does not match the {n} variants"
+    );
+    let size = |net: &Network| -> Result<(usize, usize)> {
+        let s = net.shapes()?;
+        let input: usize = net.input.1.iter().product();
+        let out = s
+            .get(&net.output)
+            .with_context(|| format!("output `{}`", net.output))?;
+        Ok((input, out[1..].iter().product()))
+    };
+    let (inp, outp) = size(variants[0].net)?;
+    for v in variants {
+        ensure!(
+            size(v.net)? == (inp, outp),
+            "C ladder: variant `{}` has input/output sizes {:?}, the first one {:?}",
+            v.label,
+            size(v.net)?,
+            (inp, outp)
+        );
+    }
+    Ok((inp, outp))
+}
+
+/// The `<VN>_ARENA_SIZE` of a variant's written header.
+fn arena_of(h: &Path, vn: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(h)?;
+    let key = format!("#define {}_ARENA_SIZE ", vn.to_ascii_uppercase());
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .context("arena size of a variant")
+}
+
+/// Where the loader's parameter slot lives (only the accounting and the header comment
+/// differ: the C code declares it `<NAME>_SLOT_ATTR uint32_t <name>_slot[]`, and the attribute
+/// can place it in a linker section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotPlace {
+    /// In SRAM (`.bss`): counted against SRAM next to the arena.
+    Ram,
+    /// In a reserved, writable region of the internal flash (the user's `read_fn` programs
+    /// it): counted against flash.
+    Flash,
+}
+
+/// Bytes before the payload of a parameter blob (see [`write_c_ladder_loader`]).
+pub const BLOB_HEADER_BYTES: u64 = 20;
+/// The blob's first four bytes.
+pub const BLOB_MAGIC: &[u8; 4] = b"WLDR";
+/// The blob layout version (bytes 4..8).
+pub const BLOB_VERSION: u32 = 1;
+
+/// Bytes of a network's C tables (tensor and layer rows, concat input lists) on a 32-bit
+/// target: a tensor row is 6 words, a layer row 27 (21 ints, 4 pointers, 2 ints).
+pub fn table_bytes(net: &Network) -> u64 {
+    let lists: u64 = net
+        .layers
+        .iter()
+        .map(|l| match l {
+            Layer::Concat { inputs, .. } => 4 * inputs.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    24 * (net.layers.len() as u64 + 1) + 108 * net.layers.len() as u64 + lists
+}
+
+/// What the loader artifact wrote, besides the C files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoaderFiles {
+    pub files: LadderFiles,
+    /// `<name>_v<k>.bin`, in variant order.
+    pub blobs: Vec<PathBuf>,
+    /// Bytes of each blob file (header + payload): what a switch to the variant reads.
+    pub blob_bytes: Vec<u64>,
+    /// CRC-32 of each payload.
+    pub checksums: Vec<u32>,
+    /// Bytes of the slot: the largest payload (a multiple of 4).
+    pub slot_bytes: u64,
+    /// Bytes of each variant's C tables (flash), see [`table_bytes`].
+    pub table_bytes: Vec<u64>,
+}
+
+/// Writes the ladder `name` for one-variant-at-a-time residency: every variant's `.c` keeps
+/// its tensor and layer tables, but its weight / bias / scale pointers point into one shared
+/// slot, `<name>_slot` (words, sized for the largest variant), that `<name>_load(k, read, ctx)`
+/// fills from `<name>_v<k>.bin` through the user's callback (external flash, SD card).
+///
+/// Blob layout (all integers little-endian u32): bytes 0..4 the magic `WLDR`, 4..8 the layout
+/// version (1), 8..12 the variant index, 12..16 the payload length n, 16..20 the CRC-32 (IEEE,
+/// as zlib) of the payload, then n payload bytes: per weighted layer in layer order, the int8
+/// weights, the int32 biases and the f32 weight scales, each starting at a multiple of 4
+/// (zero padding). The loader refuses a blob whose magic, version, index, length or checksum
+/// differs from what the C code was generated with; the target must be little-endian.
+/// `<name>_step` selects with the policy and loads on a switch; `<name>_bytes_read` counts the
+/// bytes read.
+pub fn write_c_ladder_loader(
+    variants: &[CVariant],
+    dispatch: &Dispatch,
+    dir: &Path,
+    name: &str,
+    slot: SlotPlace,
+) -> Result<LoaderFiles> {
+    let (inp, outp) = check(variants, dispatch)?;
+    let n = variants.len();
+    let up = name.to_ascii_uppercase();
+    let symbol = format!("{name}_slot");
+    let mut files = Vec::new();
+    let (mut flash, mut arenas, mut blobs, mut blob_bytes, mut sums, mut tables) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (k, v) in variants.iter().enumerate() {
+        let vn = format!("{name}_v{k}");
+        let mut payload = Vec::new();
+        let store = ParamStore::Slot {
+            symbol: &symbol,
+            blob: &mut payload,
+        };
+        let (h, c) = write_c_in(v.net, v.params, dir, &vn, store)?;
+        arenas.push(arena_of(&h, &vn)?);
+        files.push((h, c));
+        let sum = crc32fast::hash(&payload);
+        let mut bin = Vec::with_capacity(payload.len() + BLOB_HEADER_BYTES as usize);
+        bin.extend_from_slice(BLOB_MAGIC);
+        for w in [BLOB_VERSION, k as u32, payload.len() as u32, sum] {
+            bin.extend_from_slice(&w.to_le_bytes());
+        }
+        bin.extend_from_slice(&payload);
+        let path = dir.join(format!("{vn}.bin"));
+        std::fs::write(&path, &bin).with_context(|| format!("writing {}", path.display()))?;
+        flash.push(payload.len() as u64);
+        blob_bytes.push(bin.len() as u64);
+        blobs.push(path);
+        sums.push(sum);
+        tables.push(table_bytes(v.net));
+    }
+    let arena = *arenas.iter().max().unwrap_or(&0);
+    let slot_bytes = (*flash.iter().max().unwrap_or(&0)).max(4);
+    let place = match slot {
+        SlotPlace::Ram => "SRAM",
+        SlotPlace::Flash => "a reserved flash region",
+    };
+    // Header.
+    let mut h = String::new();
+    let guard = format!("{up}_LADDER_H");
+    writeln!(
+        h,
+        "/* {name}.h: a ladder of {n} int8 variants, one resident at a time in a parameter slot\n * filled by {name}_load from {name}_v<k>.bin, and its switching policy (generated by whittle). */"
+    )?;
+    writeln!(
+        h,
+        "#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n"
+    )?;
+    writeln!(h, "#define {up}_NUM_VARIANTS {n}")?;
+    writeln!(h, "#define {up}_INPUT_SIZE {inp}")?;
+    writeln!(h, "#define {up}_OUTPUT_SIZE {outp}")?;
+    writeln!(
+        h,
+        "#define {up}_ARENA_SIZE {arena} /* bytes: the largest variant's arena, shared */"
+    )?;
+    writeln!(
+        h,
+        "#define {up}_SLOT_BYTES {slot_bytes} /* bytes: the largest variant's parameters, in {place} */"
+    )?;
+    writeln!(h, "#define {up}_BLOB_HEADER_BYTES {BLOB_HEADER_BYTES}\n")?;
+    writeln!(
+        h,
+        "/* Return codes of {name}_load, {name}_step and {name}_predict. */\n\
+         #define {up}_OK 0\n\
+         #define {up}_ERR_ARG (-1)      /* no such variant, or no read function */\n\
+         #define {up}_ERR_READ (-2)     /* read_fn returned fewer bytes than asked */\n\
+         #define {up}_ERR_HEADER (-3)   /* wrong magic, layout version or variant index */\n\
+         #define {up}_ERR_LENGTH (-4)   /* payload length differs from this artifact's */\n\
+         #define {up}_ERR_CHECKSUM (-5) /* CRC-32 of the payload differs */\n\
+         #define {up}_ERR_NOT_LOADED (-6) /* predict on a variant that is not resident */\n\
+         #define {up}_ERR_ENDIAN (-7)   /* the blobs are little-endian, the target is not */\n"
+    )?;
+    writeln!(
+        h,
+        "/* Where the slot goes: define {up}_SLOT_ATTR (e.g. a section attribute) before compiling. */\n\
+         #ifndef {up}_SLOT_ATTR\n#define {up}_SLOT_ATTR\n#endif\n"
+    )?;
+    writeln!(
+        h,
+        "typedef struct {{\n    const char *name;\n    uint32_t param_bytes; /* payload of the blob */\n    uint32_t blob_bytes;  /* bytes read to switch to it */\n    uint32_t crc32;\n    uint32_t arena_bytes;\n    double latency_ms;\n    double accuracy;\n}} {name}_variant_t;\n"
+    )?;
+    writeln!(
+        h,
+        "extern const {name}_variant_t {name}_variants[{up}_NUM_VARIANTS];"
+    )?;
+    writeln!(
+        h,
+        "extern uint32_t {name}_slot[({up}_SLOT_BYTES + 3) / 4];\n"
+    )?;
+    writeln!(
+        h,
+        "/* Policy state: the current variant (-1 before the first step) and steps on it. */"
+    )?;
+    writeln!(
+        h,
+        "typedef struct {{\n    int current;\n    uint32_t since_switch;\n}} {name}_state_t;\n"
+    )?;
+    writeln!(
+        h,
+        "/* Reads len bytes at offset of variant's blob into dst; returns the bytes read. */\n\
+         typedef uint32_t (*{name}_read_fn)(void *ctx, int variant, uint32_t offset, uint8_t *dst, uint32_t len);\n"
+    )?;
+    writeln!(h, "#ifdef __cplusplus\nextern \"C\" {{\n#endif\n")?;
+    writeln!(h, "void {name}_init({name}_state_t *s);")?;
+    writeln!(
+        h,
+        "/* The variant for the next inference; cpu_budget is the CPU share (0, 1]. */"
+    )?;
+    writeln!(
+        h,
+        "int {name}_select({name}_state_t *s, uint32_t free_ram_bytes, double cpu_budget);"
+    )?;
+    writeln!(
+        h,
+        "/* Makes variant v resident: reads and checks its blob into the slot. {up}_OK or an error\n * (then no variant is resident: {name}_load(-1, ...) unloads). */"
+    )?;
+    writeln!(h, "int {name}_load(int v, {name}_read_fn read, void *ctx);")?;
+    writeln!(
+        h,
+        "/* The resident variant, or -1. */\nint {name}_resident(void);"
+    )?;
+    writeln!(
+        h,
+        "/* Bytes read by {name}_load since start (the cost of the switches). */\nuint32_t {name}_bytes_read(void);"
+    )?;
+    writeln!(
+        h,
+        "/* select, then load if the pick is not resident; the variant, or an error < 0. */"
+    )?;
+    writeln!(
+        h,
+        "int {name}_step({name}_state_t *s, uint32_t free_ram_bytes, double cpu_budget, {name}_read_fn read, void *ctx);"
+    )?;
+    writeln!(
+        h,
+        "/* Runs the resident variant v on x ({up}_INPUT_SIZE floats) into y ({up}_OUTPUT_SIZE floats). */"
+    )?;
+    writeln!(
+        h,
+        "int {name}_predict(int v, const float *x, float *y, int8_t *arena);\n"
+    )?;
+    writeln!(h, "#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {guard} */")?;
+    // Source.
+    let mut c = String::new();
     writeln!(
         c,
-        "void {name}_predict(int v, const float *x, float *y, int8_t *arena) {{"
+        "/* {name}.c: variant table, loader, dispatcher and predict of the ladder (generated by whittle). */"
+    )?;
+    writeln!(c, "#include \"{name}.h\"")?;
+    for k in 0..n {
+        writeln!(c, "#include \"{name}_v{k}.h\"")?;
+    }
+    writeln!(
+        c,
+        "\n{up}_SLOT_ATTR uint32_t {name}_slot[({up}_SLOT_BYTES + 3) / 4];\nstatic int {name}_loaded = -1;\nstatic uint32_t {name}_read_total = 0;"
     )?;
     writeln!(
         c,
-        "    static int8_t q[{up}_INPUT_SIZE], o[{up}_OUTPUT_SIZE];\n    switch (v) {{"
+        "\nconst {name}_variant_t {name}_variants[{up}_NUM_VARIANTS] = {{"
+    )?;
+    for (k, v) in variants.iter().enumerate() {
+        let label = v.label.replace(['"', '\\'], "_");
+        writeln!(
+            c,
+            "    {{ \"{label}\", {}u, {}u, 0x{:08x}u, {}u, {}, {} }},",
+            flash[k],
+            blob_bytes[k],
+            sums[k],
+            arenas[k],
+            cdouble(v.latency_ms),
+            cdouble(v.accuracy)
+        )?;
+    }
+    writeln!(c, "}};\n")?;
+    dispatcher(&mut c, dispatch, name, &up)?;
+    c.push_str(
+        &LOADER
+            .replace("@N@", name)
+            .replace("@U@", &up)
+            .replace("@MAGIC@", "0x52444c57u")
+            .replace("@VERSION@", &BLOB_VERSION.to_string()),
+    );
+    writeln!(
+        c,
+        "int {name}_predict(int v, const float *x, float *y, int8_t *arena) {{"
+    )?;
+    writeln!(
+        c,
+        "    static int8_t q[{up}_INPUT_SIZE], o[{up}_OUTPUT_SIZE];\n    if (v < 0 || v != {name}_loaded) return {up}_ERR_NOT_LOADED;\n    switch (v) {{"
     )?;
     for k in 0..n {
         let vn = format!("{name}_v{k}");
@@ -309,16 +612,78 @@ pub fn write_c_ladder(
             "    case {k}: {vn}_quantize_input(x, q); {vn}_run(q, o, arena); {vn}_dequantize_output(o, y); break;"
         )?;
     }
-    writeln!(c, "    default: break;\n    }}\n}}")?;
+    writeln!(c, "    default: break;\n    }}\n    return {up}_OK;\n}}")?;
     let header = dir.join(format!("{name}.h"));
     let source = dir.join(format!("{name}.c"));
     std::fs::write(&header, h).with_context(|| format!("writing {}", header.display()))?;
     std::fs::write(&source, c).with_context(|| format!("writing {}", source.display()))?;
-    Ok(LadderFiles {
-        header,
-        source,
-        variant_files: files,
-        flash_bytes: flash,
-        arena_bytes: arenas,
+    Ok(LoaderFiles {
+        files: LadderFiles {
+            header,
+            source,
+            variant_files: files,
+            flash_bytes: flash,
+            arena_bytes: arenas,
+        },
+        blobs,
+        blob_bytes,
+        checksums: sums,
+        slot_bytes,
+        table_bytes: tables,
     })
 }
+
+/// The loader's C (@N@ / @U@ become the name / upper-case name): CRC-32 (IEEE, bitwise, no
+/// table), the header check, the payload read into the slot, and `step`.
+const LOADER: &str = r#"
+static uint32_t @N@_rd32(const uint8_t *b) {
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static uint32_t @N@_crc32(const uint8_t *p, uint32_t n) {
+    uint32_t c = 0xffffffffu, i;
+    int k;
+    for (i = 0; i < n; ++i) {
+        c ^= p[i];
+        for (k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+int @N@_load(int v, @N@_read_fn read, void *ctx) {
+    uint8_t head[@U@_BLOB_HEADER_BYTES];
+    const @N@_variant_t *t;
+    uint32_t got, n;
+    const uint32_t one = 1;
+    @N@_loaded = -1;
+    if (v < 0 || v >= @U@_NUM_VARIANTS || !read) return @U@_ERR_ARG;
+    if (*(const uint8_t *)&one != 1) return @U@_ERR_ENDIAN;
+    t = &@N@_variants[v];
+    got = read(ctx, v, 0, head, @U@_BLOB_HEADER_BYTES);
+    @N@_read_total += got;
+    if (got != @U@_BLOB_HEADER_BYTES) return @U@_ERR_READ;
+    if (@N@_rd32(head) != @MAGIC@ || @N@_rd32(head + 4) != @VERSION@u || @N@_rd32(head + 8) != (uint32_t)v)
+        return @U@_ERR_HEADER;
+    n = @N@_rd32(head + 12);
+    if (n != t->param_bytes || n > @U@_SLOT_BYTES) return @U@_ERR_LENGTH;
+    if (@N@_rd32(head + 16) != t->crc32) return @U@_ERR_CHECKSUM;
+    got = read(ctx, v, @U@_BLOB_HEADER_BYTES, (uint8_t *)@N@_slot, n);
+    @N@_read_total += got;
+    if (got != n) return @U@_ERR_READ;
+    if (@N@_crc32((const uint8_t *)@N@_slot, n) != t->crc32) return @U@_ERR_CHECKSUM;
+    @N@_loaded = v;
+    return @U@_OK;
+}
+
+int @N@_resident(void) { return @N@_loaded; }
+
+uint32_t @N@_bytes_read(void) { return @N@_read_total; }
+
+int @N@_step(@N@_state_t *s, uint32_t free_ram_bytes, double cpu_budget, @N@_read_fn read, void *ctx) {
+    int v = @N@_select(s, free_ram_bytes, cpu_budget), r;
+    if (v == @N@_loaded) return v;
+    r = @N@_load(v, read, ctx);
+    return r == @U@_OK ? v : r;
+}
+
+"#;

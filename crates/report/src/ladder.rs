@@ -181,7 +181,12 @@ pub fn section(nodes: &[NodeRecord], folder: &str, files: &mut Vec<(String, Stri
             files.push((file.clone(), plot(&tr, &pool, &needs, &name)));
             let _ = write!(md, "\n![variant over time, {name}]({folder}/{file})\n\n");
         }
-        if let Some(a) = l.get("artifact").filter(|a| !a.is_null()) {
+        if let Some(a) = l
+            .get("artifact")
+            .filter(|a| !a.is_null() && s(a, "mode") == "loader")
+        {
+            md.push_str(&loader_artifact(a));
+        } else if let Some(a) = l.get("artifact").filter(|a| !a.is_null()) {
             let _ = write!(
                 md,
                 "### C artifact for {}\n\n{} variants in `{}.c` / `.h` (+ one file pair each): {} B of \
@@ -226,6 +231,92 @@ pub fn section(nodes: &[NodeRecord], folder: &str, files: &mut Vec<(String, Stri
             md.push('\n');
         }
     }
+    md
+}
+
+/// The loader-mode C artifact: one variant resident at a time, its blobs, the slot, the
+/// flash / SRAM accounting and the switch cost per trace.
+fn loader_artifact(a: &Value) -> String {
+    let mut md = String::new();
+    let in_ram = s(a, "slot") != "flash";
+    let _ = write!(
+        md,
+        "### C artifact for {} (loader)\n\n{} variants in `{}.c` / `.h` (+ one file pair and one \
+         parameter blob `{}_v<k>.bin` each), one resident at a time: they do not fit the flash \
+         together, so `{}_load` reads a variant's blob into a {} B parameter slot in {} on a \
+         switch. Flash: {} B (the C tables{}; budget {} B); SRAM: {} B (the largest arena + int8 \
+         input and output{}; budget {} B) — {}.\n\n",
+        s(a, "device"),
+        arr(a, "variants").len(),
+        s(a, "name"),
+        s(a, "name"),
+        s(a, "name"),
+        u(a, "slot_bytes"),
+        if in_ram { "SRAM" } else { "flash" },
+        u(a, "flash_bytes"),
+        if in_ram { "" } else { " + the slot" },
+        u(a, "flash_budget_bytes"),
+        u(a, "sram_bytes"),
+        if in_ram { " + the slot" } else { "" },
+        u(a, "sram_budget_bytes"),
+        if a.get("fits").and_then(Value::as_bool) == Some(true) {
+            "each fits, one at a time"
+        } else {
+            "**they do not fit**"
+        }
+    );
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("parameter B", Align::Right),
+        ("blob B (read per switch)", Align::Right),
+        ("tables B", Align::Right),
+        ("arena B", Align::Right),
+        ("", Align::Left),
+    ]);
+    for v in arr(a, "variants") {
+        t.row(vec![
+            escape(s(&v, "variant")),
+            u(&v, "param_bytes"),
+            u(&v, "blob_bytes"),
+            u(&v, "table_bytes"),
+            u(&v, "arena_bytes"),
+            "in".into(),
+        ]);
+    }
+    for v in arr(a, "excluded") {
+        t.row(vec![
+            escape(s(&v, "variant")),
+            u(&v, "flash_bytes"),
+            "–".into(),
+            "–".into(),
+            "–".into(),
+            escape(s(&v, "reason")),
+        ]);
+    }
+    md.push_str(&t.render());
+    let cost = arr(a, "switch_cost");
+    if !cost.is_empty() {
+        md.push_str(
+            "\nSwitch cost of the policy on each trace (`step` loads on the first step and on every \
+             change of variant):\n\n",
+        );
+        let mut t = Table::new(&[
+            ("trace", Align::Left),
+            ("steps", Align::Right),
+            ("loads", Align::Right),
+            ("bytes read", Align::Right),
+        ]);
+        for c in cost {
+            t.row(vec![
+                escape(s(&c, "trace")),
+                u(&c, "steps"),
+                u(&c, "loads"),
+                u(&c, "bytes_read"),
+            ]);
+        }
+        md.push_str(&t.render());
+    }
+    md.push('\n');
     md
 }
 
@@ -466,10 +557,41 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("they fit together"));
+        assert!(!md.contains("(loader)"));
         assert_eq!(files.len(), 1);
         // The step line visits rung 1, 0, 1: two vertical moves.
         let svg = &files[0].1;
         assert_eq!(svg.matches(" V").count(), 2, "{svg}");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn loader_artifact_has_slot_accounting_blobs_and_switch_cost() {
+        let a = json!({ "mode": "loader", "slot": "ram", "device": "stm32f746", "name": "lad",
+            "flash_budget_bytes": 4000, "sram_budget_bytes": 327680, "slot_bytes": 2500,
+            "table_bytes": 1800, "flash_bytes": 1800, "sram_bytes": 3100, "fits": true,
+            "variants": [
+                { "variant": "a/int8", "param_bytes": 1200, "blob_bytes": 1220, "table_bytes": 900, "arena_bytes": 400 },
+                { "variant": "b/int8", "param_bytes": 2500, "blob_bytes": 2520, "table_bytes": 900, "arena_bytes": 500 }],
+            "excluded": [{ "variant": "c/int8", "flash_bytes": 9000, "reason": "does not fit alone" }],
+            "switch_cost": [{ "trace": "square", "steps": 30, "loads": 4, "bytes_read": 7480 }] });
+        let md = loader_artifact(&a);
+        assert!(
+            md.starts_with("### C artifact for stm32f746 (loader)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("a 2,500 B parameter slot in SRAM on a switch. Flash: 1,800 B (the C tables; budget 4,000 B); SRAM: 3,100 B (the largest arena + int8 input and output + the slot; budget 327,680 B) — each fits, one at a time."),
+            "{md}"
+        );
+        assert!(
+            md.contains("| b/int8 | 2,500 | 2,520 | 900 | 500 | in |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| c/int8 | 9,000 | – | – | – | does not fit alone |"),
+            "{md}"
+        );
+        assert!(md.contains("| square | 30 | 4 | 7,480 |"), "{md}");
     }
 }

@@ -64,9 +64,22 @@ pub struct LadderParams {
     /// Built-in device profile for the estimates and the C artifact.
     #[serde(default = "stm32")]
     pub device: String,
-    /// Write the C artifact of the int8 variants that fit the device together.
+    /// Write the C artifact of the int8 variants: together when they fit the flash, one at a
+    /// time with a loader otherwise (see the `artifact` module).
     #[serde(default)]
     pub c_artifact: bool,
+    /// Force the artifact's mode: `together` or `loader` (default: chosen by what fits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_mode: Option<String>,
+    /// Where the loader's parameter slot lives: `ram` (default, counted against SRAM) or
+    /// `flash` (a reserved flash region, counted against flash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_slot: Option<String>,
+    /// Flash / SRAM budgets of the artifact in bytes, instead of the device profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_flash_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_sram_bytes: Option<u64>,
     #[serde(default)]
     pub policy: PolicySpec,
     #[serde(default = "default_traces")]
@@ -189,6 +202,44 @@ impl StageKind for Ladder {
                 ["c_artifact"],
                 "the C artifact holds int8 variants: add \"int8\" to formats",
             ));
+        }
+        let c_set = [
+            ("c_mode", p.c_mode.is_some()),
+            ("c_slot", p.c_slot.is_some()),
+            ("c_flash_bytes", p.c_flash_bytes.is_some()),
+            ("c_sram_bytes", p.c_sram_bytes.is_some()),
+        ];
+        if let Some((k, _)) = c_set.iter().find(|(_, set)| *set && !p.c_artifact) {
+            return Err(ParamError::new(
+                [*k],
+                "only used by the C artifact: set c_artifact = true",
+            ));
+        }
+        if let Some(m) = &p.c_mode
+            && m != "together"
+            && m != "loader"
+        {
+            return Err(ParamError::new(
+                ["c_mode"],
+                format!("unknown C artifact mode `{m}` (known: together, loader)"),
+            ));
+        }
+        if let Some(m) = &p.c_slot
+            && m != "ram"
+            && m != "flash"
+        {
+            return Err(ParamError::new(
+                ["c_slot"],
+                format!("unknown slot place `{m}` (known: ram, flash)"),
+            ));
+        }
+        for (k, v) in [
+            ("c_flash_bytes", p.c_flash_bytes),
+            ("c_sram_bytes", p.c_sram_bytes),
+        ] {
+            if v == Some(0) {
+                return Err(ParamError::new([k], "a memory budget must be > 0 bytes"));
+            }
         }
         if p.calibration_samples < 2 || p.runs == 0 || p.passes == 0 {
             return Err(ParamError::new(
@@ -448,6 +499,7 @@ fn run(ctx: &RunContext, p: &LadderParams) -> Result<Value> {
     // From the cheapest rung's need (it always fits) to 10 % above the largest.
     let default_ram = [lo, (hi as f64 * 1.1).ceil() as u64];
     let mut traces = Vec::new();
+    let mut replayed = Vec::new();
     for (i, t) in p.traces.iter().enumerate() {
         let seed = ctx.seed ^ (0x7ace_0000 + i as u64);
         let samples = t
@@ -477,10 +529,11 @@ fn run(ctx: &RunContext, p: &LadderParams) -> Result<Value> {
             "policy": adaptive,
             "fixed": fixed,
         }));
+        replayed.push((t.display_name(), samples));
     }
     // 5. The C artifact.
     let artifact = if p.c_artifact {
-        Some(artifact::write(ctx, p, &pool, &cands, &profile)?)
+        Some(artifact::write(ctx, p, &pool, &cands, &profile, &replayed)?)
     } else {
         None
     };
