@@ -10,6 +10,7 @@ mod formats;
 mod fronts;
 mod full;
 mod ladder;
+mod laws;
 pub mod lineage;
 pub mod model;
 pub mod pareto;

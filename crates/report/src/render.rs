@@ -383,6 +383,7 @@ fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
     md.push_str(&crate::fronts::sections(ctx, files));
     md.push_str(&crate::fronts::precision(ctx, files));
     md.push_str(&crate::formats::section(ctx, files));
+    md.push_str(&crate::laws::section(&ctx.doc.nodes, ctx.folder, files));
     md.push_str(&crate::distill::section(ctx));
     md.push_str(&crate::calibration::section(&ctx.doc.nodes));
     md.push_str(&crate::ladder::section(&ctx.doc.nodes, ctx.folder, files));

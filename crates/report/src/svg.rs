@@ -43,6 +43,8 @@ pub struct Scatter {
     pub notes: Vec<(f64, f64, String)>,
     /// The front minimises y too (an error), instead of maximising it (an accuracy).
     pub lower_is_better: bool,
+    /// No Pareto front (a plot of counts, not of a trade-off).
+    pub no_front: bool,
 }
 
 const FONT: f64 = 12.0;
@@ -299,7 +301,9 @@ impl Scatter {
                 )
             })
             .collect();
-        let front = if self.lower_is_better {
+        let front = if self.no_front {
+            Vec::new()
+        } else if self.lower_is_better {
             let flipped: Vec<(f64, f64)> = all.iter().map(|&(x, y)| (x, -y)).collect();
             crate::pareto::front(&flipped)
         } else {

@@ -399,7 +399,9 @@ fn run(ctx: &RunContext, p: SpaceParams) -> Result<Value> {
     };
     std::fs::write(ctx.out_dir.join("space.json"), serde_json::to_vec(&out)?)?;
     let params: Vec<u64> = out.candidates.iter().map(|c| c.params).collect();
+    let histograms = law_histograms(&out.candidates, &out.laws);
     Ok(json!({
+        "histograms": histograms,
         "candidates": out.candidates.len(),
         "duplicates": duplicates,
         "laws": out.laws.len(),
@@ -408,6 +410,41 @@ fn run(ctx: &RunContext, p: SpaceParams) -> Result<Value> {
         "timed": out.candidates.iter().filter(|c| c.latency_ms.is_some()).count(),
         "predictor": out.predictor,
     }))
+}
+
+/// Parameters per law as counts over quarter-decade bins of log10(params) shared by all laws
+/// (`004`'s histograms of the laws' samples): `{ log10_from, log10_step, laws: [{ law, band,
+/// counts }] }`, or null without candidates.
+fn law_histograms(candidates: &[CandidateRow], laws: &[Value]) -> Value {
+    const STEP: f64 = 0.25;
+    let logs: Vec<f64> = candidates
+        .iter()
+        .map(|c| (c.params.max(1) as f64).log10())
+        .collect();
+    let (Some(lo), Some(hi)) = (
+        logs.iter().copied().reduce(f64::min),
+        logs.iter().copied().reduce(f64::max),
+    ) else {
+        return Value::Null;
+    };
+    let from = (lo / STEP).floor() * STEP;
+    let bins = (((hi - from) / STEP).floor() as usize + 1).max(1);
+    let mut counts = vec![vec![0u64; bins]; laws.len()];
+    for (c, l) in candidates.iter().zip(&logs) {
+        let b = (((l - from) / STEP).floor() as usize).min(bins - 1);
+        if let Some(row) = counts.get_mut(c.law) {
+            row[b] += 1;
+        }
+    }
+    json!({
+        "log10_from": from,
+        "log10_step": STEP,
+        "laws": counts.iter().enumerate().map(|(i, c)| json!({
+            "law": i,
+            "band": laws.get(i).and_then(|l| l.get("band")).cloned().unwrap_or(Value::Null),
+            "counts": c,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Times `p.time` candidates (spread over the list in a seeded order) untrained at batch 1,
