@@ -44,11 +44,15 @@ pub(crate) fn section(
                 .unwrap_or_default();
             let law = l.get("law").and_then(Value::as_u64).unwrap_or(0);
             let band = match l.get("band").and_then(Value::as_array) {
-                Some(b) if b.len() == 2 => format!(
-                    "{} – {}",
-                    num_str(b[0].as_f64().unwrap_or(f64::NAN)),
-                    num_str(b[1].as_f64().unwrap_or(f64::NAN))
-                ),
+                Some(b) if b.len() == 2 => {
+                    let v = |x: &Value| {
+                        x.as_f64()
+                            .filter(|v| v.is_finite() && *v >= 0.0)
+                            .map(|v| thousands(v.round() as u64))
+                            .unwrap_or_else(|| num_str(x.as_f64().unwrap_or(f64::NAN)))
+                    };
+                    format!("{} – {}", v(&b[0]), v(&b[1]))
+                }
                 _ => "written".into(),
             };
             let total: u64 = counts.iter().sum();
@@ -148,7 +152,7 @@ mod tests {
         assert_eq!(files[0].0, "laws_space_plain.svg");
         assert!(!files[0].1.contains("Pareto front"), "counts have no front");
         // law 0: 4 candidates, the median in the first bin [10^3, 10^3.25): centre 10^3.125
-        assert!(md.contains("| 0 | 1000.0 – 2000.0 | 4 | ≈ 1,334 |"), "{md}");
+        assert!(md.contains("| 0 | 1,000 – 2,000 | 4 | ≈ 1,334 |"), "{md}");
         assert!(md.contains("| 1 | written | 4 | ≈ 4,217 |"), "{md}");
         assert!(md.contains("held-out R² 0.91 against FLOPs, 0.80 against parameters"));
     }
