@@ -249,7 +249,11 @@ mod tests {
             let r = crate::quant::TFormat::new(1, t).unwrap();
             assert_eq!(f.max_finite(), 2.0 - (1.0 - t as f64).exp2());
             for &x in &xs {
-                assert_eq!(f.round(x).to_bits(), r.round(x).to_bits(), "T(1,{t}) at {x:e}");
+                assert_eq!(
+                    f.round(x).to_bits(),
+                    r.round(x).to_bits(),
+                    "T(1,{t}) at {x:e}"
+                );
             }
         }
         // T(1,2): multiples of 0.5 below 2; 1.74 → 1.5, 1.76 → Inf (2 is not in the format)
