@@ -63,6 +63,14 @@ impl Const {
         }
     }
 
+    /// Values as f32, without a copy when they are f32 already.
+    pub fn into_f32s(self) -> Vec<f32> {
+        match self.data {
+            Data::F(v) => v,
+            Data::I(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
     /// Values as integers; floats only when integral.
     pub fn i64s(&self) -> Result<Vec<i64>> {
         match &self.data {

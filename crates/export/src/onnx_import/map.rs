@@ -6,7 +6,11 @@
 //! conv on a pooled vector is a linear layer, MatMul + Add and Conv + Add of a constant are
 //! one layer with a bias, x · HardSigmoid(x) is hard swish, x · s with s (N, C, 1, 1) is a
 //! channel multiply (squeeze-and-excitation), Reshape (N, C, −1) + ReduceMean(2) and
-//! ReduceMean(H, W) are a global average pool.
+//! ReduceMean(H, W) are a global average pool, x · s with s (1, C, 1, …) constant after a
+//! Conv (TensorFlow's batch norm as Mul + Add) scales the conv's weights, Reshape
+//! (N, g, C/g, …) → Transpose (0, 2, 1, …) → Reshape (N, C, …) is a channel shuffle, and a
+//! Softmax / LogSoftmax computing the graph output is dropped (the network gives logits; the
+//! argmax is the same; [`super::Imported::final_softmax`] says so).
 
 use super::fold::{self, Const, Data};
 use super::proto::{self, AttributeProto, GraphProto, NodeProto};
@@ -39,6 +43,15 @@ enum Val {
         pads: Vec<(usize, usize)>,
         node: String,
     },
+    /// `src`'s channels seen as (groups, C/groups) (`swapped`: after the Transpose to
+    /// (C/groups, groups)), waiting for the Reshape back that makes it a channel shuffle.
+    Grouped {
+        src: Dyn,
+        groups: usize,
+        swapped: bool,
+        shape: Vec<usize>,
+        node: String,
+    },
 }
 
 /// (1, C) or (1, C, 1, …, 1).
@@ -62,22 +75,49 @@ pub struct Importer<'a> {
     file_shape: Vec<usize>,
     net_input_shape: Vec<usize>,
     input_perm: Option<Vec<usize>>,
+    /// The graph's outputs, and the Softmax / LogSoftmax dropped before one.
+    outputs: HashSet<String>,
+    final_softmax: Option<String>,
+    /// Values of the constants folded so far, and the most they may hold together
+    /// ([`FOLD_BASE`] + [`FOLD_PER_WEIGHT`] × the initializers' values), so that a small file
+    /// cannot make the folding allocate gigabytes (ConstantOfShape, broadcasting, Gather).
+    folded: usize,
+    fold_budget: usize,
 }
 
-type Out = (Network, Vec<usize>, Option<Vec<usize>>);
+/// Folded values always allowed (shape arithmetic, pads, small masks).
+pub const FOLD_BASE: usize = 1 << 22;
+/// Folded values allowed per initializer value (weights transposed, cast or scaled by an
+/// export without constant folding).
+pub const FOLD_PER_WEIGHT: usize = 4;
+
+/// The network, the file's per-sample input shape, the absorbed input permutation and the
+/// dropped final softmax.
+pub type Out = (Network, Vec<usize>, Option<Vec<usize>>, Option<String>);
 /// Slice's starts, ends, axes and steps.
 type SliceArgs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
 
 impl<'a> Importer<'a> {
     /// Maps `graph`; returns the network, the file's per-sample input shape and the absorbed
     /// input permutation.
-    pub fn run(graph: &GraphProto, opset: i64, file: &'a str, opts: &ImportOptions) -> Result<Out> {
+    /// The initializers' data is moved out of `graph` (each weight is held once).
+    pub fn run(
+        graph: &mut GraphProto,
+        opset: i64,
+        file: &'a str,
+        opts: &ImportOptions,
+    ) -> Result<Out> {
         let mut vals = HashMap::new();
-        for t in &graph.initializer {
+        let mut weights = 0usize;
+        for t in &mut graph.initializer {
             let c =
                 fold::from_proto(t).with_context(|| format!("{file}: initializer `{}`", t.name))?;
+            t.raw_data = Vec::new();
+            t.float_data = Vec::new();
+            weights = weights.saturating_add(c.len());
             vals.insert(t.name.clone(), Val::C(c));
         }
+        let graph = &*graph;
         let candidates: Vec<&proto::ValueInfoProto> = graph
             .input
             .iter()
@@ -127,6 +167,10 @@ impl<'a> Importer<'a> {
             net_input_shape: file_shape.clone(),
             file_shape,
             input_perm: None,
+            outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
+            final_softmax: None,
+            folded: 0,
+            fold_budget: FOLD_BASE.saturating_add(weights.saturating_mul(FOLD_PER_WEIGHT)),
         };
         for (i, n) in graph.node.iter().enumerate() {
             let label = if n.name.is_empty() {
@@ -152,7 +196,12 @@ impl<'a> Importer<'a> {
         let d = match im.vals.get(out_name) {
             Some(Val::T(d)) => d.clone(),
             Some(Val::Input) => bail!("{file}: the output `{out_name}` is the input itself"),
-            Some(_) => bail!("{file}: the output `{out_name}` does not depend on the input"),
+            Some(Val::C(_)) => {
+                bail!("{file}: the output `{out_name}` does not depend on the input")
+            }
+            Some(_) => bail!(
+                "{file}: the output `{out_name}` is an unfinished view (a Pad, or a Reshape to channel groups)"
+            ),
             None => bail!("{file}: the output `{out_name}` is produced by no node"),
         };
         ensure!(
@@ -167,7 +216,7 @@ impl<'a> Importer<'a> {
         network
             .shapes()
             .with_context(|| format!("{file}: the imported network is inconsistent"))?;
-        Ok((network, im.file_shape, im.input_perm))
+        Ok((network, im.file_shape, im.input_perm, im.final_softmax))
     }
 
     fn finish(&mut self, name: &str, out: &str) -> Result<Network> {
@@ -225,6 +274,18 @@ impl<'a> Importer<'a> {
         }
     }
 
+    /// Constant input `k` (a weight), moved out of the values when `n` is its only reader.
+    fn take_konst(&mut self, n: &NodeProto, k: usize, what: &str) -> Result<Const> {
+        if let Some(name) = n.input.get(k)
+            && self.uses.get(name).copied().unwrap_or(0) == 1
+            && matches!(self.vals.get(name), Some(Val::C(_)))
+            && let Some(Val::C(c)) = self.vals.remove(name)
+        {
+            return Ok(c);
+        }
+        self.need_konst(n, k, what)
+    }
+
     fn need_konst(&self, n: &NodeProto, k: usize, what: &str) -> Result<Const> {
         self.konst(n, k)?
             .with_context(|| format!("missing input {k} ({what})"))
@@ -243,6 +304,10 @@ impl<'a> Importer<'a> {
             Val::Input => Ok(self.input_dyn()),
             Val::Padded { node, .. } => bail!(
                 "Pad `{node}` feeds this {}; a zero Pad is imported only before Conv or AveragePool",
+                n.op_type
+            ),
+            Val::Grouped { node, .. } => bail!(
+                "`{name}` is the grouped view of Reshape `{node}`; it is imported only as a channel shuffle (Reshape (N, g, C/g, …) → Transpose (0, 2, 1, …) → Reshape (N, C, …)), not read by {}",
                 n.op_type
             ),
             Val::C(_) => bail!("input {k} (`{name}`) is a constant where data is expected"),
@@ -429,6 +494,8 @@ impl<'a> Importer<'a> {
         ];
         if foldable.contains(&op) && self.is_const(n) && !n.input.is_empty() {
             let c = self.fold(n)?;
+            self.fold_room(c.len())?;
+            self.folded += c.len();
             return self.set(n, 0, Val::C(c));
         }
         match op {
@@ -493,15 +560,7 @@ impl<'a> Importer<'a> {
                 let target = vec![1, d.shape[1..].iter().product()];
                 self.reshape_dyn(n, d, target)
             }
-            "Reshape" => {
-                let d = self.data(n, 0)?;
-                let target = self
-                    .ints_in_or_attr(n, 1, "shape")?
-                    .context("Reshape without a shape")?;
-                let dims =
-                    fold::reshape_dims(&d.shape, &target, Self::attr_i(n, "allowzero", 0) != 0)?;
-                self.reshape_dyn(n, d, dims)
-            }
+            "Reshape" => self.reshape(n),
             "Squeeze" | "Unsqueeze" => {
                 let d = self.data(n, 0)?;
                 let axes = self.ints_in_or_attr(n, 1, "axes")?;
@@ -517,9 +576,7 @@ impl<'a> Importer<'a> {
             "Transpose" => self.transpose(n),
             "Slice" => self.slice(n),
             "Split" => self.split(n),
-            "Softmax" | "LogSoftmax" => bail!(
-                "unsupported op `{op}`: whittle networks output logits; export the network without the final {op}"
-            ),
+            "Softmax" | "LogSoftmax" => self.final_softmax(n),
             _ => bail!(
                 "unsupported op `{op}`; the importer maps {}",
                 SUPPORTED_OPS.join(", ")
@@ -564,6 +621,7 @@ impl<'a> Importer<'a> {
                 }
                 s
             }
+            Val::Grouped { shape, .. } => shape.clone(),
         };
         let r = dims.len() as i64;
         let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -576,8 +634,62 @@ impl<'a> Importer<'a> {
         self.set(n, 0, Val::C(Const::ints(vec![v.len()], v)))
     }
 
+    /// Constant input `k` of a node being folded, not copied.
+    fn konst_ref(&self, n: &NodeProto, k: usize) -> Result<&Const> {
+        match n
+            .input
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .map(|i| self.vals.get(i))
+        {
+            Some(Some(Val::C(c))) => Ok(c),
+            _ => bail!("missing constant input {k}"),
+        }
+    }
+
+    /// Refuses a folded constant of `k` values beyond the folding budget.
+    fn fold_room(&self, k: usize) -> Result<()> {
+        ensure!(
+            self.folded.saturating_add(k) <= self.fold_budget,
+            "constant folding would make a constant of {k} values ({} folded before, at most {} for a file with these weights); the importer folds shape arithmetic, not tensors this large",
+            self.folded,
+            self.fold_budget
+        );
+        Ok(())
+    }
+
     fn fold(&self, n: &NodeProto) -> Result<Const> {
         let x = self.need_konst(n, 0, "data")?;
+        // Ops whose output may be larger than their inputs: check before computing it.
+        match n.op_type.as_str() {
+            "Gather" => {
+                let ids = self.konst_ref(n, 1)?;
+                let a = fold::axis(Self::attr_i(n, "axis", 0), x.dims.len())?;
+                let per = x.len().checked_div(x.dims[a]).unwrap_or(0);
+                self.fold_room(per.saturating_mul(ids.len()))?;
+            }
+            "Concat" => {
+                let mut k = 0usize;
+                for i in 0..n.input.len() {
+                    k = k.saturating_add(self.konst_ref(n, i)?.len());
+                }
+                self.fold_room(k)?;
+            }
+            "Add" | "Sub" | "Mul" | "Div" => {
+                let y = self.konst_ref(n, 1)?;
+                let dims = fold::broadcast(&x.dims, &y.dims)?;
+                self.fold_room(fold::numel(&dims)?)?;
+            }
+            "ConstantOfShape" => {
+                let dims: Vec<usize> = x
+                    .i64s()?
+                    .iter()
+                    .map(|&d| usize::try_from(d).map_err(|_| anyhow!("negative size {d}")))
+                    .collect::<Result<_>>()?;
+                self.fold_room(fold::numel(&dims)?)?;
+            }
+            _ => {}
+        }
         Ok(match n.op_type.as_str() {
             "Identity" => x,
             "Cast" => fold::cast(&x, Self::attr_i(n, "to", 1))?,

@@ -10,7 +10,8 @@
 //! Batch: the network is imported per sample (batch 1); a dynamic batch dimension is read as
 //! 1 wherever shape arithmetic uses it. A `Transpose` applied directly to the input (NHWC →
 //! NCHW, (steps, features) → (features, steps)) is absorbed: the imported network reads the
-//! transposed layout ([`Imported::input_perm`]).
+//! transposed layout ([`Imported::input_perm`]). A final Softmax is dropped
+//! ([`Imported::final_softmax`]): whittle networks give logits.
 
 pub mod fold;
 mod map;
@@ -56,6 +57,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Gather",
     "Sub",
     "Div",
+    "Softmax",
+    "LogSoftmax",
 ];
 
 /// Importer options.
@@ -77,6 +80,9 @@ pub struct Imported {
     pub input_perm: Option<Vec<usize>>,
     /// Opset of the default domain.
     pub opset: i64,
+    /// `Softmax` or `LogSoftmax` when the file ends in one: dropped, the network gives the
+    /// logits before it (the argmax, hence accuracy, is the same).
+    pub final_softmax: Option<String>,
     /// `producer_name producer_version` of the file.
     pub producer: String,
 }
@@ -115,12 +121,12 @@ pub fn import_onnx(bytes: &[u8], file: &str, opts: &ImportOptions) -> Result<Imp
         !bytes.is_empty(),
         "{file}: the file is empty, not an ONNX model"
     );
-    let model = proto::ModelProto::decode(bytes).map_err(|e| {
+    let mut model = proto::ModelProto::decode(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{file}: not a valid ONNX model (protobuf decoding failed: {e}); is the file truncated or of another format?"
         )
     })?;
-    let Some(graph) = &model.graph else {
+    let Some(graph) = &mut model.graph else {
         bail!("{file}: not an ONNX model: it has no graph (ModelProto.graph is missing)");
     };
     let opset = model
@@ -143,12 +149,13 @@ pub fn import_onnx(bytes: &[u8], file: &str, opts: &ImportOptions) -> Result<Imp
         graph.name
     );
     let network = map::Importer::run(graph, opset, file, opts)?;
-    let (net, file_input_shape, input_perm) = network;
+    let (net, file_input_shape, input_perm, final_softmax) = network;
     Ok(Imported {
         network: net,
         file_input_shape,
         input_perm,
         opset,
+        final_softmax,
         producer: format!("{} {}", model.producer_name, model.producer_version)
             .trim()
             .to_string(),

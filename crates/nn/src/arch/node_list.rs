@@ -93,12 +93,14 @@ pub enum Count {
 }
 
 /// Padding of a conv or pool: `"same"` (d·(k − 1) split low/high, the presets' rule), `"valid"`
-/// (none), one number for every dimension, or one per dimension (symmetric).
+/// (none), one number for every dimension, one per dimension (symmetric), or a `[low, high]`
+/// pair per dimension (`[[0, 1], [0, 1]]`: TensorFlow's 'SAME' at stride 2, a causal pad).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Padding {
     One(usize),
     Each(Vec<usize>),
+    Pairs(Vec<[usize; 2]>),
     Word(String),
 }
 
@@ -354,7 +356,7 @@ fn parse_node(at: &[String], v: &Value) -> Result<NodeConfig, NodeError> {
                 "inputs" => "a list of node names".to_string(),
                 "c_out" => "a positive integer or \"classes\"".into(),
                 "groups" if kind == OpKind::Conv => "a positive integer or \"depthwise\"".into(),
-                "padding" => "\"same\", \"valid\", an integer or one integer per dimension".into(),
+                "padding" => "\"same\", \"valid\", an integer, one integer per dimension or one [low, high] pair per dimension".into(),
                 _ => e.to_string(),
             };
             return Err(err(
@@ -404,6 +406,15 @@ fn check_values(n: &NodeConfig) -> Result<(), NodeError> {
                 "padding",
                 format!(
                     "`padding` must have one entry per kernel dimension ({}), got {v:?}",
+                    nd.unwrap_or(0)
+                ),
+            );
+        }
+        Some(Padding::Pairs(v)) if Some(v.len()) != nd => {
+            return bad(
+                "padding",
+                format!(
+                    "`padding` must have one [low, high] pair per kernel dimension ({}), got {v:?}",
                     nd.unwrap_or(0)
                 ),
             );
@@ -714,6 +725,7 @@ impl NodeListConfig {
                 Some(Padding::Word(_)) => (0..nd).map(|i| same_pad(kernel[i], dil[i])).collect(),
                 Some(Padding::One(p)) => vec![(*p, *p); nd],
                 Some(Padding::Each(v)) => v.iter().map(|&p| (p, p)).collect(),
+                Some(Padding::Pairs(v)) => v.iter().map(|p| (p[0], p[1])).collect(),
             };
             for i in 0..nd {
                 let span = dil[i] * (kernel[i] - 1) + 1;

@@ -365,16 +365,11 @@ fn generic(
     Ok((cfg, g))
 }
 
-/// Padding as a node list writes it: symmetric numbers, or "same" for the (low, high) split
-/// of d·(k − 1) the presets use.
-fn padding(
-    name: &str,
-    kernel: &[usize],
-    dilation: &[usize],
-    pad: &[(usize, usize)],
-) -> Result<Padding> {
+/// Padding as a node list writes it: symmetric numbers, "same" for the (low, high) split of
+/// d·(k − 1) the presets use, or (low, high) pairs (an imported TensorFlow 'SAME' padding).
+fn padding(kernel: &[usize], dilation: &[usize], pad: &[(usize, usize)]) -> Padding {
     if pad.iter().all(|p| p.0 == p.1) {
-        return Ok(Padding::Each(pad.iter().map(|p| p.0).collect()));
+        return Padding::Each(pad.iter().map(|p| p.0).collect());
     }
     let same = pad
         .iter()
@@ -383,11 +378,11 @@ fn padding(
             let total = d * (k - 1);
             *p == (total / 2, total - total / 2)
         });
-    ensure!(
-        same,
-        "export: node {name} has asymmetric padding {pad:?}, which a node list cannot express"
-    );
-    Ok(Padding::Word("same".into()))
+    if same {
+        Padding::Word("same".into())
+    } else {
+        Padding::Pairs(pad.iter().map(|p| [p.0, p.1]).collect())
+    }
 }
 
 /// The seed graph as a node list with the kept widths (`pos`: kept positions per value) and
@@ -441,7 +436,7 @@ fn node_list(
                     (k[0], d[0]) = if *nk == 1 { (1, 1) } else { (*nk, d[0] * f) };
                     p[0] = (d[0] * (k[0] - 1), 0);
                 }
-                nc.padding = Some(padding(&node.name, &k, &d, &p)?);
+                nc.padding = Some(padding(&k, &d, &p));
                 nc.kernel = Some(k);
                 nc.stride = Some(stride.clone());
                 nc.dilation = Some(d);
@@ -496,7 +491,7 @@ fn node_list(
                 stride,
                 padding: pad,
             } => {
-                nc.padding = Some(padding(&node.name, kernel, &vec![1; kernel.len()], pad)?);
+                nc.padding = Some(padding(kernel, &vec![1; kernel.len()], pad));
                 nc.kernel = Some(kernel.clone());
                 nc.stride = Some(stride.clone());
                 if matches!(node.op, Op::MaxPool { .. }) {

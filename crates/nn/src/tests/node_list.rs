@@ -241,3 +241,44 @@ fn shape_errors_name_the_node_and_key() {
         );
     }
 }
+
+/// `[low, high]` pairs (TensorFlow's 'SAME' at stride 2 on an even size, as imported from ONNX):
+/// 8 + 0 + 1 = 9 positions, (9 − 3) / 2 + 1 = 4 outputs; a max pool pads (0, 1) on the 4×4 map
+/// too; a pair count that differs from the kernel's dimensions is an error at the key.
+#[test]
+fn asymmetric_padding_pairs() {
+    let cfg = config(
+        &json!([
+            { "name": "c", "op": "conv", "c_out": 4, "kernel": [3, 3], "stride": [2, 2], "padding": [[0, 1], [0, 1]] },
+            { "name": "m", "op": "max_pool", "kernel": [3, 3], "stride": [2, 2], "padding": [[0, 1], [1, 1]] },
+            { "name": "pool", "op": "global_avg_pool" },
+            { "name": "fc", "op": "linear" }
+        ]),
+        3,
+    );
+    let g = cfg.build().unwrap();
+    let node = |n: &str| g.nodes.iter().find(|x| x.name == n).unwrap();
+    assert_eq!(node("c").out_shape, [4, 4, 4]);
+    assert!(matches!(&node("c").op, Op::Conv { padding, .. } if padding == &[(0, 1), (0, 1)]));
+    // (4 + 1 − 3) / 2 + 1 = 2 rows, (4 + 2 − 3) / 2 + 1 = 2 columns
+    assert_eq!(node("m").out_shape, [4, 2, 2]);
+    // serialises back to the same pairs
+    let ModelConfig::Graph(nl) = &cfg else {
+        unreachable!()
+    };
+    assert_eq!(
+        serde_json::to_value(&nl.nodes[0].padding).unwrap(),
+        json!([[0, 1], [0, 1]])
+    );
+    let e = parse_nodes(
+        json!([{ "name": "c", "op": "conv", "c_out": 4, "kernel": [3, 3], "padding": [[0, 1]] }])
+            .as_array()
+            .unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`padding` must have one [low, high] pair per kernel dimension (2)"),
+        "{e}"
+    );
+}

@@ -2,8 +2,9 @@
 //! one node per layer, named after the layer's output (the network input is `input`);
 //! global average pooling + Flatten is one `global_avg_pool` node (the graph IR's pool gives
 //! the (C) vector), named after the Flatten so a network exported by whittle and imported
-//! again keeps its names; a Flatten of a vector is dropped. Padding must be symmetric (the
-//! node list has no (begin, end) pairs); the last layer must give the data's class count.
+//! again keeps its names; a Flatten of a vector is dropped. Padding is written as numbers when
+//! symmetric and as `[begin, end]` pairs otherwise (TensorFlow 'SAME' at stride 2, causal
+//! convolutions); the last layer must give the data's class count.
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{Device, Tensor};
@@ -34,13 +35,13 @@ fn node(name: &str, op: OpKind, inputs: Vec<String>) -> NodeConfig {
     }
 }
 
-/// Symmetric padding as the node list writes it.
-fn symmetric(layer: &str, padding: &[(usize, usize)]) -> Result<Padding> {
-    ensure!(
-        padding.iter().all(|p| p.0 == p.1),
-        "layer `{layer}` pads {padding:?} (begin, end) asymmetrically (e.g. a causal or TensorFlow 'SAME' padding); the graph IR's node list takes symmetric padding only"
-    );
-    Ok(Padding::Each(padding.iter().map(|p| p.0).collect()))
+/// Padding as the node list writes it: one number per axis when symmetric, else pairs.
+fn pads(padding: &[(usize, usize)]) -> Padding {
+    if padding.iter().all(|p| p.0 == p.1) {
+        Padding::Each(padding.iter().map(|p| p.0).collect())
+    } else {
+        Padding::Pairs(padding.iter().map(|p| [p.0, p.1]).collect())
+    }
 }
 
 fn tensor(t: &Tensor32) -> Result<Tensor> {
@@ -135,7 +136,7 @@ pub fn to_config(net: &Network, classes: usize) -> Result<(ModelConfig, HashMap<
                 n.kernel = Some(weight.shape[2..].to_vec());
                 n.c_out = Some(Count::N(weight.shape[0]));
                 n.stride = Some(stride.clone());
-                n.padding = Some(symmetric(out, padding)?);
+                n.padding = Some(pads(padding));
                 n.dilation = Some(dilation.clone());
                 n.groups = Some(Count::N(*groups));
                 n.bias = Some(bias.is_some());
@@ -191,7 +192,7 @@ pub fn to_config(net: &Network, classes: usize) -> Result<(ModelConfig, HashMap<
                 let mut n = node(out, op, ins);
                 n.kernel = Some(kernel.clone());
                 n.stride = Some(stride.clone());
-                n.padding = Some(symmetric(out, padding)?);
+                n.padding = Some(pads(padding));
                 n
             }
         };

@@ -3,8 +3,9 @@
 //! outputs; the stage labels its test split with onnxruntime's argmax and must score 100 %
 //! (so the data reaches the network in the right layout, transposed for the 1-d network);
 //! whittle's ONNX export of an imported model imports to the same configuration and weights;
-//! an imported network goes through PIT (one epoch), L1 pruning, int8 quantization and export;
-//! wrong layouts, class counts and files are errors that say so.
+//! an imported network (PyTorch's, and tf2onnx's with asymmetric 'SAME' padding and a channel
+//! shuffle) goes through PIT (one epoch), L1 pruning, int8 quantization and export; wrong
+//! layouts, class counts and files are errors that say so; the memory need counts the file.
 
 use super::from_network::{model, to_config};
 use super::{Import, Layout, check_layout};
@@ -46,6 +47,18 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Softmax of each row of `classes` values.
+fn softmax(x: &[f32], classes: usize) -> Vec<f32> {
+    x.chunks(classes)
+        .flat_map(|r| {
+            let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = r.iter().map(|v| (v - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            e.into_iter().map(move |v| v / s)
+        })
+        .collect()
+}
+
 /// The model of a fixture and its input batch (network layout) and expected outputs.
 fn imported(file: &str, fam: &str) -> (Model, Tensor, Vec<f32>) {
     let m = manifest();
@@ -72,13 +85,17 @@ fn every_fixture_runs_as_onnxruntime_does() {
     for n in manifest()["networks"].as_array().unwrap() {
         let (file, fam) = (n["file"].as_str().unwrap(), n["family"].as_str().unwrap());
         let (model, x, want) = imported(file, fam);
-        let got: Vec<f32> = model
+        let mut got: Vec<f32> = model
             .forward(&x, false)
             .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1()
             .unwrap();
+        let f = &manifest()["families"][fam];
+        if f["softmax"].as_bool().unwrap_or(false) {
+            got = softmax(&got, f["outputs"].as_u64().unwrap() as usize);
+        }
         let err = rel_err(&got, &want);
         assert!(
             err < 1e-4,
@@ -93,8 +110,10 @@ fn own_export_imports_to_the_same_configuration_and_weights() {
         "se_relu6_op13_fold_dyn.onnx",
         "cnn_residual_op17_nofold_dyn.onnx",
         "conv1d_op13_nofold_dyn.onnx",
+        "keras_cnn.onnx",
+        "shuffle.onnx",
     ] {
-        let fam = file.split("_op").next().unwrap();
+        let fam = file.split("_op").next().unwrap().trim_end_matches(".onnx");
         let (a, _, _) = imported(file, fam);
         let net = crate::to_export::to_network(&a, "again").unwrap();
         let back = import_onnx(
@@ -248,6 +267,9 @@ fn the_stage_feeds_the_data_in_the_network_layout() {
         ),
         ("conv1d_op13_nofold_dyn.onnx", "conv1d", vec![49, 10]),
         ("odd_opset18.onnx", "odd_opset18", vec![3, 8, 8]),
+        ("keras_cnn.onnx", "keras_cnn", vec![3, 24, 24]),
+        ("keras_dense.onnx", "keras_dense", vec![49, 10]),
+        ("shuffle.onnx", "shuffle", vec![4, 6, 6]),
     ] {
         let (root, inputs) = stage_fixture(fam, file, fam, &item);
         let m = try_run("path = 'net.onnx'", &root, &inputs)
@@ -258,6 +280,8 @@ fn the_stage_feeds_the_data_in_the_network_layout() {
         let saved = Model::load(&root.join("out-import")).unwrap();
         assert_eq!(saved.num_params(), row["params"].as_u64().unwrap());
         assert_eq!(m["source"]["blake3"].as_str().unwrap().len(), 64);
+        let soft = fam.starts_with("keras").then_some("Softmax");
+        assert_eq!(m["source"]["final_softmax"], json!(soft), "{file}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }
@@ -297,12 +321,18 @@ fn bn_recalibration_changes_only_the_running_statistics() {
 
 #[test]
 fn an_imported_network_is_searched_pruned_quantized_and_exported() {
-    let (root, mut inputs) = stage_fixture(
-        "chain",
-        "se_relu6_op17_nofold_static.onnx",
-        "se_relu6",
-        &[3, 16, 16],
-    );
+    for (file, fam, item) in [
+        ("se_relu6_op17_nofold_static.onnx", "se_relu6", [3, 16, 16]),
+        // tf2onnx: asymmetric 'SAME' pads in the conv and the max pool, depthwise convs
+        ("keras_cnn.onnx", "keras_cnn", [3, 24, 24]),
+        ("keras_dwsep.onnx", "keras_dwsep", [4, 16, 16]),
+    ] {
+        chain(file, fam, &item);
+    }
+}
+
+fn chain(file: &str, fam: &str, item: &[usize]) {
+    let (root, mut inputs) = stage_fixture(&format!("chain-{fam}"), file, fam, item);
     let m = try_run("path = 'net.onnx'", &root, &inputs).unwrap();
     let seed_params = m["models"][0]["params"].as_u64().unwrap();
     inputs.insert(
@@ -329,12 +359,15 @@ fn an_imported_network_is_searched_pruned_quantized_and_exported() {
     assert_eq!(pit.num_params(), s["models"][0]["params"].as_u64().unwrap());
     assert!(
         pit.num_params() < seed_params,
-        "PIT {} vs {seed_params}",
+        "{file}: PIT {} vs {seed_params}",
         pit.num_params()
     );
     let p = run(&Prune, table("method = 'l1'\nratio = 0.5"), &root, &inputs);
     let pruned = p["models"][0]["params"].as_u64().unwrap();
-    assert!(pruned < seed_params, "pruned {pruned} vs {seed_params}");
+    assert!(
+        pruned < seed_params,
+        "{file}: pruned {pruned} vs {seed_params}"
+    );
     let q = run(
         &Quantize,
         table("formats = ['fp32', 'int8']"),
@@ -350,7 +383,10 @@ fn an_imported_network_is_searched_pruned_quantized_and_exported() {
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
         .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(files.iter().any(|f| f.ends_with(".onnx")), "{files:?} {e}");
+    assert!(
+        files.iter().any(|f| f.ends_with(".onnx")),
+        "{file}: {files:?} {e}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -451,9 +487,10 @@ fn the_file_content_joins_the_key() {
 }
 
 #[test]
-fn asymmetric_padding_is_refused_by_name() {
+fn asymmetric_padding_imports_and_runs_as_the_original() {
     // A causal TCN pads (2·d, 0): the importer reads whittle's export of it, the node list
-    // cannot hold it.
+    // writes the pads as [begin, end] pairs and the graph network computes what the TCN does.
+    use whittle_nn::arch::node_list::Padding;
     use whittle_nn::config::{ModelConfig, TcnConfig, TcnPadding};
     let mut c = TcnConfig::seed(4);
     c.layers.truncate(2);
@@ -468,9 +505,52 @@ fn asymmetric_padding_is_refused_by_name() {
     )
     .unwrap();
     assert_eq!(imp.network, net);
-    let e = format!("{:#}", to_config(&imp.network, 3).unwrap_err());
-    assert!(
-        e.contains("pads [(2, 0)] (begin, end) asymmetrically"),
-        "{e}"
+    let (cfg, state) = to_config(&imp.network, 3).unwrap();
+    let whittle_nn::ModelConfig::Graph(g) = &cfg else {
+        panic!("{cfg:?}")
+    };
+    let pairs: Vec<&Padding> = g
+        .nodes
+        .iter()
+        .filter_map(|n| n.padding.as_ref())
+        .filter(|p| matches!(p, Padding::Pairs(_)))
+        .collect();
+    assert!(!pairs.is_empty(), "{:?}", g.nodes);
+    assert!(matches!(pairs[0], Padding::Pairs(v) if v[0][1] == 0 && v[0][0] > 0));
+    let g2 = model(cfg, &state).unwrap();
+    let mut shape = vec![2];
+    shape.extend(&net.input.1[1..]);
+    let x = Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+    let flat = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+    let (a, b) = (
+        flat(m.forward(&x, false).unwrap()),
+        flat(g2.forward(&x, false).unwrap()),
     );
+    assert!(rel_err(&b, &a) < 1e-5, "{a:?} vs {b:?}");
+}
+
+#[test]
+fn the_memory_need_counts_the_file() {
+    let (root, inputs) = stage_fixture("memory", "keras_dense.onnx", "keras_dense", &[49, 10]);
+    let resolved = Import.resolve(&table("path = 'net.onnx'")).unwrap();
+    // Before the key is computed the folder is unknown: no estimate.
+    let other = Import.resolve(&table("path = 'elsewhere.onnx'")).unwrap();
+    assert!(Import.memory(&other, &inputs).is_none());
+    Import.extra_key(&resolved, &root).unwrap();
+    let size = std::fs::metadata(root.join("net.onnx")).unwrap().len();
+    assert_eq!(size, 49798);
+    // 7 × 49,798 file bytes; the data metrics carry no split sizes here, so no data bytes.
+    let need = Import.memory(&resolved, &inputs).unwrap();
+    assert_eq!(need.bytes, (7.0 * 49798.0 * crate::memory::HEADROOM) as u64);
+    assert!(
+        need.detail
+            .starts_with("ONNX file `net.onnx` of 48.6 KiB held 7×"),
+        "{}",
+        need.detail
+    );
+    // A 1 GiB file with 10 MiB of data: (7 GiB + 10 MiB) · 1.25.
+    let big = super::import_need("big.onnx", 1 << 30, 10 << 20);
+    assert_eq!(big.bytes, ((7u64 << 30) + (10 << 20)) / 4 * 5);
+    // The scheduler refusing it under WHITTLE_MEMORY_LIMIT: crates/cli/tests/import_guard.rs.
+    let _ = std::fs::remove_dir_all(&root);
 }

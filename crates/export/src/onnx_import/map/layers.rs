@@ -1,7 +1,8 @@
 //! The layers of [`super::Importer`]: convolution (a 1×1 conv of a pooled vector is a linear
 //! layer; a zero Pad before it merges into its padding), batch norm, activations and Clip,
 //! Add (residual, or a constant folded into the bias of the layer before), Mul (hard swish,
-//! channel multiply), global / average / max pooling and Gemm / MatMul.
+//! channel multiply, or a per-channel constant folded into the layer before), global /
+//! average / max pooling, Gemm / MatMul and the final Softmax (dropped).
 
 use super::*;
 
@@ -12,7 +13,7 @@ impl Importer<'_> {
             Val::Padded { src, pads, .. } => (src, Some(pads)),
             _ => (self.data(n, 0)?, None),
         };
-        let w = self.need_konst(n, 1, "weight")?;
+        let w = self.take_konst(n, 1, "weight")?;
         let b = self.konst(n, 2)?;
         let wd = w.dims.clone();
         ensure!(
@@ -69,7 +70,7 @@ impl Importer<'_> {
             }
             None => None,
         };
-        let weight = Tensor32::new(wd.clone(), w.f32s())?;
+        let weight = Tensor32::new(wd.clone(), w.into_f32s())?;
         let flat_in = vectorish(&x.shape) && pads.iter().all(|p| *p == (0, 0));
         if flat_in && k.iter().all(|&v| v == 1) && group == 1 {
             // A 1×1 conv of a pooled vector (squeeze-and-excitation) is a linear layer.
@@ -313,59 +314,117 @@ impl Importer<'_> {
         )
     }
 
+    /// The conv / linear layer that alone reads-and-writes `src` (the data input `dk` of `n`),
+    /// and `c` as one value per channel of `d`; None when `c` is not such a constant or `src`
+    /// is not such a layer's output read only by `n`.
+    fn channel_const(
+        &self,
+        n: &NodeProto,
+        d: &Dyn,
+        c: &Const,
+        dk: usize,
+    ) -> Option<(usize, Vec<f32>)> {
+        let src = &n.input[dk];
+        let &li = self.direct.get(src)?;
+        let out_channels = match &self.layers[li] {
+            Layer::Conv { weight, .. } | Layer::Linear { weight, .. } => weight.shape[0],
+            _ => return None,
+        };
+        if self.uses.get(src).copied().unwrap_or(0) != 1
+            || d.shape.len() < 2
+            || d.shape[1] != out_channels
+            || c.dims.len() > d.shape.len()
+        {
+            return None;
+        }
+        let full = fold::broadcast(&c.dims, &d.shape).ok()?;
+        // The constant may vary along the channel axis only.
+        let mut cd = vec![1; d.shape.len() - c.dims.len()];
+        cd.extend(&c.dims);
+        if full != d.shape || !cd.iter().enumerate().all(|(i, &s)| s == 1 || i == 1) {
+            return None;
+        }
+        let vals = c.f32s();
+        let per = (0..d.shape[1])
+            .map(|i| if vals.len() == 1 { vals[0] } else { vals[i] })
+            .collect();
+        Some((li, per))
+    }
+
     /// `layer + c`: folded into the bias of the conv / linear layer that wrote the data.
     pub(super) fn add_bias(&mut self, n: &NodeProto, d: Dyn, c: Const, dk: usize) -> Result<()> {
         let src = &n.input[dk];
-        let refuse = || {
-            anyhow!(
+        let Some((li, per)) = self.channel_const(n, &d, &c, dk) else {
+            bail!(
                 "Add of a constant of shape {:?} to `{src}`: imported only as the bias of the Conv, Gemm or MatMul that computes `{src}` (and nothing else reads it)",
                 c.dims
             )
         };
-        let Some(&li) = self.direct.get(src) else {
-            return Err(refuse());
-        };
-        if self.uses.get(src).copied().unwrap_or(0) != 1 {
-            return Err(refuse());
-        }
-        let full = fold::broadcast(&c.dims, &d.shape).map_err(|_| refuse())?;
-        ensure!(full == d.shape, "{}", refuse());
-        // The constant may vary along the channel axis only.
-        let mut cd = vec![1; d.shape.len() - c.dims.len().min(d.shape.len())];
-        cd.extend(&c.dims);
-        ensure!(
-            cd.iter().enumerate().all(|(i, &s)| s == 1 || i == 1),
-            "{}",
-            refuse()
-        );
-        let ch = d.shape[1];
-        let vals = c.f32s();
-        let per: Vec<f32> = (0..ch)
-            .map(|i| if vals.len() == 1 { vals[0] } else { vals[i] })
-            .collect();
-        match &mut self.layers[li] {
-            Layer::Conv { bias, .. } | Layer::Linear { bias, .. } => {
-                let b = bias.get_or_insert_with(|| vec![0.0; ch]);
-                ensure!(b.len() == ch, "{}", refuse());
-                for (x, y) in b.iter_mut().zip(per) {
-                    *x += y;
-                }
+        let ch = per.len();
+        if let Layer::Conv { bias, .. } | Layer::Linear { bias, .. } = &mut self.layers[li] {
+            let b = bias.get_or_insert_with(|| vec![0.0; ch]);
+            for (x, y) in b.iter_mut().zip(per) {
+                *x += y;
             }
-            _ => return Err(refuse()),
         }
         let out = n.output.first().context("has no output")?.clone();
         self.direct.insert(out, li);
         self.set(n, 0, Val::T(d))
     }
 
-    pub(super) fn mul(&mut self, n: &NodeProto) -> Result<()> {
-        if let Some((d, c, _)) = self.data_and_const(n)? {
-            ensure!(
-                c.f32s().iter().all(|&v| v == 1.0),
-                "Mul of data by a constant of shape {:?} is not imported (the graph IR has no scaling op); fold it into the neighbouring layer",
+    /// `layer · c` with one factor per channel (TensorFlow's batch norm after a conv is
+    /// Mul + Add): folded into the weights and bias of the conv / linear layer.
+    fn scale(&mut self, n: &NodeProto, d: Dyn, c: Const, dk: usize) -> Result<()> {
+        let src = &n.input[dk];
+        let Some((li, per)) = self.channel_const(n, &d, &c, dk) else {
+            bail!(
+                "Mul of data by a constant of shape {:?}: imported only as a per-channel scale of the Conv, Gemm or MatMul that computes `{src}` (and nothing else reads it); the graph IR has no scaling op",
                 c.dims
-            );
-            return self.set(n, 0, Val::T(d));
+            )
+        };
+        if let Layer::Conv { weight, bias, .. } | Layer::Linear { weight, bias, .. } =
+            &mut self.layers[li]
+        {
+            let row = (weight.data.len() / per.len()).max(1);
+            for (w, s) in weight.data.chunks_mut(row).zip(&per) {
+                w.iter_mut().for_each(|v| *v *= s);
+            }
+            if let Some(b) = bias {
+                b.iter_mut().zip(&per).for_each(|(v, s)| *v *= s);
+            }
+        }
+        let out = n.output.first().context("has no output")?.clone();
+        self.direct.insert(out, li);
+        self.set(n, 0, Val::T(d))
+    }
+
+    /// A Softmax / LogSoftmax over the classes that computes the graph output: dropped, the
+    /// network gives the logits before it (same argmax); noted in `final_softmax`.
+    pub(super) fn final_softmax(&mut self, n: &NodeProto) -> Result<()> {
+        let op = n.op_type.clone();
+        let out = n.output.first().context("has no output")?.clone();
+        let d = self.data(n, 0)?;
+        let default = if self.opset < 13 { 1 } else { -1 };
+        let a = fold::axis(Self::attr_i(n, "axis", default), d.shape.len())?;
+        ensure!(
+            self.outputs.contains(&out) && self.uses.get(&out).copied().unwrap_or(0) == 1,
+            "{op} inside the network: whittle networks give logits, so only a final {op} (computing the graph output, which the import drops) is imported"
+        );
+        ensure!(
+            vectorish(&d.shape) && a == 1,
+            "{op} over axis {a} of a tensor of shape {:?}: only a final {op} over the classes of a (N, classes) output is imported (and dropped)",
+            d.shape
+        );
+        self.final_softmax = Some(op);
+        self.set(n, 0, Val::T(d))
+    }
+
+    pub(super) fn mul(&mut self, n: &NodeProto) -> Result<()> {
+        if let Some((d, c, dk)) = self.data_and_const(n)? {
+            if c.f32s().iter().all(|&v| v == 1.0) {
+                return self.set(n, 0, Val::T(d));
+            }
+            return self.scale(n, d, c, dk);
         }
         let (a, b) = (self.data(n, 0)?, self.data(n, 1)?);
         if a.shape == b.shape {
@@ -587,7 +646,7 @@ impl Importer<'_> {
             "Gemm with transA = 1 is not imported"
         );
         let a = self.data(n, 0)?;
-        let b = self.need_konst(n, 1, "B (weights)")?;
+        let b = self.take_konst(n, 1, "B (weights)")?;
         let c = self.konst(n, 2)?;
         let (alpha, beta) = (Self::attr_f(n, "alpha", 1.0), Self::attr_f(n, "beta", 1.0));
         ensure!(
@@ -606,7 +665,7 @@ impl Importer<'_> {
     pub(super) fn matmul(&mut self, n: &NodeProto) -> Result<()> {
         let a = self.data(n, 0)?;
         let b = self
-            .need_konst(n, 1, "weights")
+            .take_konst(n, 1, "weights")
             .context("MatMul: only data × constant matrix (a linear layer) is imported")?;
         ensure!(
             b.dims.len() == 2,
@@ -651,7 +710,10 @@ impl Importer<'_> {
                 )
             }
         };
-        let wv: Vec<f32> = w.f32s().iter().map(|x| alpha * x).collect();
+        let mut wv = w.into_f32s();
+        if alpha != 1.0 {
+            wv.iter_mut().for_each(|x| *x *= alpha);
+        }
         let weight = Tensor32::new(vec![out, inn], wv)?;
         let input = self.vector(&a)?;
         self.emit(

@@ -1,6 +1,7 @@
 //! Ops of [`super::Importer`] that move data without arithmetic: Concat, Pad (held until
 //! the conv or average pool it merges into), Reshape / Flatten / (Un)squeeze as views or a
-//! Flatten layer, Transpose (of the input: the layout), Slice and Split of channels.
+//! Flatten layer, the channel shuffle (Reshape to (N, g, C/g, …), Transpose (0, 2, 1, …),
+//! Reshape back), Transpose (of the input: the layout), Slice and Split of channels.
 
 use super::*;
 
@@ -126,6 +127,71 @@ impl Importer<'_> {
         )
     }
 
+    /// Reshape: of a map to channel groups (the start of a channel shuffle), of grouped
+    /// channels back (its end: a [`Layer::ChannelShuffle`] when transposed), or a view.
+    pub(super) fn reshape(&mut self, n: &NodeProto) -> Result<()> {
+        let in0 = n.input.first().context("missing input 0")?.clone();
+        let target = self
+            .ints_in_or_attr(n, 1, "shape")?
+            .context("Reshape without a shape")?;
+        let allowzero = Self::attr_i(n, "allowzero", 0) != 0;
+        if let Val::Grouped {
+            src,
+            groups,
+            swapped,
+            shape,
+            node,
+        } = self.val(&in0)?.clone()
+        {
+            let dims = fold::reshape_dims(&shape, &target, allowzero)?;
+            ensure!(
+                dims == src.shape,
+                "reshape of the channel groups {shape:?} of Reshape `{node}` to {dims:?}: only the reshape back to {:?} (a channel shuffle) is imported",
+                src.shape
+            );
+            if !swapped {
+                return self.set(n, 0, Val::T(src));
+            }
+            let input = self.plain(&src)?;
+            return self.emit(
+                n,
+                |output| Layer::ChannelShuffle {
+                    input,
+                    output,
+                    groups,
+                },
+                src.shape.clone(),
+                src.shape,
+            );
+        }
+        let d = self.data(n, 0)?;
+        let dims = fold::reshape_dims(&d.shape, &target, allowzero)?;
+        let c = d.shape.get(1).copied().unwrap_or(0);
+        let grouping = d.shape.len() >= 3
+            && d.net_shape == d.shape
+            && dims.len() >= 4
+            && dims[0] == 1
+            && dims[1] >= 2
+            && dims[1] * dims[2] == c
+            && dims[3..].iter().product::<usize>() == d.shape[2..].iter().product::<usize>();
+        if grouping {
+            let node = if n.name.is_empty() {
+                n.output[0].clone()
+            } else {
+                n.name.clone()
+            };
+            let v = Val::Grouped {
+                src: d,
+                groups: dims[1],
+                swapped: false,
+                shape: dims,
+                node,
+            };
+            return self.set(n, 0, v);
+        }
+        self.reshape_dyn(n, d, dims)
+    }
+
     /// A data tensor seen with another shape: a view, a Flatten layer, or an error.
     pub(super) fn reshape_dyn(&mut self, n: &NodeProto, d: Dyn, target: Vec<usize>) -> Result<()> {
         if target == d.shape {
@@ -195,6 +261,31 @@ impl Importer<'_> {
             self.input_perm = Some(sample);
             let d = self.input_dyn();
             return self.set(n, 0, Val::T(d));
+        }
+        if let Val::Grouped {
+            src,
+            groups,
+            swapped,
+            mut shape,
+            node,
+        } = self.val(&name)?.clone()
+        {
+            let perm = self.perm(n, shape.len())?;
+            let mut swap: Vec<usize> = (0..shape.len()).collect();
+            swap.swap(1, 2);
+            ensure!(
+                perm == swap,
+                "Transpose {perm:?} of the channel groups {shape:?} of Reshape `{node}`: only {swap:?} (a channel shuffle) is imported"
+            );
+            shape.swap(1, 2);
+            let v = Val::Grouped {
+                src,
+                groups,
+                swapped: !swapped,
+                shape,
+                node,
+            };
+            return self.set(n, 0, v);
         }
         let d = self.data(n, 0)?;
         let perm = self.perm(n, d.shape.len())?;
