@@ -141,6 +141,30 @@ pub struct NodeConfig {
     pub origin: Origin,
 }
 
+impl NodeConfig {
+    /// A node of `op` named `name` reading `inputs`, every other key unset (the op's defaults).
+    pub fn new(name: impl Into<String>, op: OpKind, inputs: Vec<String>) -> Self {
+        NodeConfig {
+            name: name.into(),
+            op,
+            inputs,
+            c_out: None,
+            kernel: None,
+            stride: None,
+            padding: None,
+            dilation: None,
+            groups: None,
+            bias: None,
+            p: None,
+            start: None,
+            len: None,
+            eps: None,
+            momentum: None,
+            origin: Origin::default(),
+        }
+    }
+}
+
 /// The path under `nodes` a node was written at; equal to every other (it only places
 /// messages, so two configurations differing in it alone are the same network).
 #[derive(Clone, Debug, Default)]

@@ -403,24 +403,12 @@ fn node_list(
     let mut out = vec![];
     for (i, node) in graph.nodes.iter().enumerate() {
         let kept = pos[i + 1].len();
-        let mut nc = NodeConfig {
-            name: node.name.clone(),
-            op: OpKind::Relu,
-            inputs: node.inputs.iter().map(|&v| value_name(v)).collect(),
-            c_out: None,
-            kernel: None,
-            stride: None,
-            padding: None,
-            dilation: None,
-            groups: None,
-            bias: None,
-            p: None,
-            start: None,
-            len: None,
-            eps: None,
-            momentum: None,
-            origin: Default::default(),
-        };
+        let mut nc = NodeConfig::new(
+            node.name.clone(),
+            OpKind::Relu,
+            node.inputs.iter().map(|&v| value_name(v)).collect(),
+        );
+
         nc.op = match &node.op {
             Op::Conv {
                 kernel,

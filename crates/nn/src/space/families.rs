@@ -10,7 +10,7 @@
 //! count then come from the data; `arch = "full"` with a ResNet configuration for `resnet`).
 
 use super::{Domain, Law, Variable};
-use crate::arch::node_list::{Count, NodeConfig, Origin, Padding};
+use crate::arch::node_list::{Count, NodeConfig, Padding};
 use crate::config::{ModelConfig, ResNetConfig, ResStackConfig};
 use crate::graph::{Graph, GraphBuilder, Op};
 use anyhow::{Result, bail, ensure};
@@ -407,24 +407,8 @@ fn plain_graph(c: &PlainCnnSpace, x: &[u32]) -> Result<Graph> {
 
 /// The same network as [`plain_graph`] as written nodes (`arch = "graph"`).
 fn plain_nodes(c: &PlainCnnSpace, x: &[u32]) -> Vec<Value> {
-    let node = |name: String, op| NodeConfig {
-        name,
-        op,
-        inputs: vec![],
-        c_out: None,
-        kernel: None,
-        stride: None,
-        padding: None,
-        dilation: None,
-        groups: None,
-        bias: None,
-        p: None,
-        start: None,
-        len: None,
-        eps: None,
-        momentum: None,
-        origin: Origin::default(),
-    };
+    let node = |name: String, op| NodeConfig::new(name, op, vec![]);
+
     use crate::arch::node_list::OpKind as K;
     let mut out = vec![];
     for i in 0..c.layers {

@@ -10,29 +10,12 @@ use anyhow::{Context, Result, bail, ensure};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use whittle_export::{Activation, Layer, Network, PoolKind, Tensor32};
-use whittle_nn::arch::node_list::{Count, NodeConfig, NodeListConfig, OpKind, Origin, Padding};
+use whittle_nn::arch::node_list::{Count, NodeConfig, NodeListConfig, OpKind, Padding};
 use whittle_nn::{Model, ModelConfig};
 
 /// A node of `op` named `name` reading `inputs`, every key unset.
 fn node(name: &str, op: OpKind, inputs: Vec<String>) -> NodeConfig {
-    NodeConfig {
-        name: name.to_string(),
-        op,
-        inputs,
-        c_out: None,
-        kernel: None,
-        stride: None,
-        padding: None,
-        dilation: None,
-        groups: None,
-        bias: None,
-        p: None,
-        start: None,
-        len: None,
-        eps: None,
-        momentum: None,
-        origin: Origin::default(),
-    }
+    NodeConfig::new(name, op, inputs)
 }
 
 /// Padding as the node list writes it: one number per axis when symmetric, else pairs.
