@@ -211,24 +211,9 @@ fn ladder_variants_and_dispatcher_compile_and_match() {
              \x20   for (i = 0; i < 40; ++i) printf(\"%d \", kws_select(&s, i % 2 ? 390 : 410, 1.0));\n\
              \x20   printf(\"\\n\");\n    return 0;\n}\n";
     std::fs::write(d.join("main.c"), main).unwrap();
-    let exe = d.join("ladder");
-    let mut cc = Command::new("cc");
-    cc.args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(d.join("main.c"))
-        .arg(&files.source);
-    for (_, c) in &files.variant_files {
-        cc.arg(c);
-    }
-    let out = cc
-        .arg("-lm")
-        .output()
-        .expect("running the system C compiler `cc`");
-    assert!(
-        out.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut sources: Vec<&std::path::Path> = vec![&files.source];
+    sources.extend(files.variant_files.iter().map(|(_, c)| c.as_path()));
+    let exe = compile(d, &sources);
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
     let text = String::from_utf8(run.stdout).unwrap();

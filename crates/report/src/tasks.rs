@@ -15,7 +15,7 @@ use crate::pareto;
 use crate::render::{Ctx, num_str, opt_acc, opt_u};
 use crate::table::{Align, Table, points_delta, thousands};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// One task: its `fetch` node, the nodes downstream of it (itself included), its document.
 pub(crate) struct Task {
@@ -192,14 +192,7 @@ fn percent_change(new: u64, old: u64) -> String {
     if old == 0 {
         return "–".into();
     }
-    let v = 100.0 * (new as f64 - old as f64) / old as f64;
-    if v.abs() < 0.005 {
-        "±0.00 %".into()
-    } else if v < 0.0 {
-        format!("−{:.2} %", -v)
-    } else {
-        format!("+{v:.2} %")
-    }
+    format!("{} %", points_delta((new as f64 - old as f64) / old as f64))
 }
 
 /// The heading of a task's section.
@@ -452,12 +445,9 @@ pub(crate) fn prefix_files(
     let pre = crate::render::sanitize(task);
     let mut md = md;
     let mut renamed = Vec::with_capacity(files.len());
-    let mut seen = BTreeMap::new();
     for (f, text) in files {
         let new = format!("{pre}-{f}");
-        if seen.insert(f.clone(), new.clone()).is_none() {
-            md = md.replace(&format!("]({folder}/{f})"), &format!("]({folder}/{new})"));
-        }
+        md = md.replace(&format!("]({folder}/{f})"), &format!("]({folder}/{new})"));
         renamed.push((new, text));
     }
     (md, renamed)
