@@ -15,6 +15,7 @@ pub mod lineage;
 pub mod model;
 pub mod pareto;
 pub mod render;
+mod shipped;
 pub mod svg;
 pub mod table;
 mod tasks;

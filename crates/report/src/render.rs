@@ -387,6 +387,7 @@ fn sections(ctx: &Ctx, files: &mut Vec<(String, String)>) -> String {
     md.push_str(&crate::distill::section(ctx));
     md.push_str(&crate::calibration::section(&ctx.doc.nodes));
     md.push_str(&crate::ladder::section(&ctx.doc.nodes, ctx.folder, files));
+    md.push_str(&crate::shipped::section(ctx));
     md.push_str(&crate::full::sections(ctx));
     md.push_str(&crate::channels::section(ctx, files));
     md

@@ -1,9 +1,12 @@
 //! The `export` stage kind: for every input network (BN folded), writes ONNX float, ONNX int8
-//! QDQ (activation ranges calibrated on training inputs), a C header + source with int8
-//! weights, and safetensors + JSON architecture into `<out>/<network>/`; metrics list the
-//! files with their sizes.
+//! QDQ, a C header + source with int8 weights, and safetensors + JSON architecture into
+//! `<out>/<network>/`. The int8 network is the one the `quantize` stage evaluates
+//! (`crate::int8`: same seeded stratified calibration set, observer and int32 biases; a QAT
+//! network's own `int8.json`). Then every file is run on the test split (`crate::shipped`) and
+//! its metric recorded beside the in-process number, with the count of predictions that
+//! differ; metrics list the files with their sizes.
 
-use crate::common::{NETWORK_KINDS, load_data, with_threads};
+use crate::common::{NETWORK_KINDS, with_threads};
 use crate::to_export::to_network;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -11,23 +14,42 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use whittle_engine::{ParamError, RunContext, StageKind, from_params};
-use whittle_export::{Batch, Int8Params, write_c, write_onnx_with, write_safetensors};
+use whittle_export::{Batch, write_c, write_onnx_with, write_safetensors};
+use crate::shipped;
 use whittle_nn::Model;
+use whittle_nn::quant::QuantOptions;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
-    /// Training inputs used to calibrate the int8 activation ranges (min/max).
-    #[serde(default = "fifty")]
+    /// Training inputs (a seeded stratified choice) that calibrate the int8 activation ranges;
+    /// the defaults are the `quantize` stage's, so both hold the same int8 network.
+    #[serde(default = "five_hundred")]
     pub calibration_samples: usize,
+    #[serde(default = "minmax")]
+    pub observer: String,
+    #[serde(default = "tail")]
+    pub percentile: f64,
+    /// Run every exported file on the test split and record its metric (default true).
+    #[serde(default = "yes")]
+    pub evaluate: bool,
     /// ONNX files with the batch axis fixed at 1 (for toolchains that need static shapes)
     /// instead of a symbolic `batch` dimension. The C export always runs one item per call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub static_batch: bool,
 }
 
-fn fifty() -> usize {
-    50
+fn five_hundred() -> usize {
+    500
+}
+fn minmax() -> String {
+    "minmax".into()
+}
+fn tail() -> f64 {
+    99.99
+}
+fn yes() -> bool {
+    true
 }
 
 pub struct Export;
@@ -56,14 +78,13 @@ impl StageKind for Export {
 
     fn version(&self) -> &'static str {
         // 2: ONNX files declare a symbolic batch axis
-        "2"
+        // 3: the quantize stage's int8 network (calibration, int32 biases); files evaluated
+        "3"
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
         let p: ExportParams = from_params(params)?;
-        if p.calibration_samples == 0 {
-            return Err(ParamError::new(["calibration_samples"], "must be ≥ 1"));
-        }
+        crate::int8::check_calibration(p.calibration_samples, &p.observer, p.percentile)?;
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
     }
 
@@ -85,9 +106,13 @@ impl StageKind for Export {
                         input.node
                     );
                 }
-                let files = export_one(ctx, &p, &input.dir, &input.node)
+                let (files, shipped) = export_one(ctx, &p, &input.dir, &input.node)
                     .with_context(|| format!("exporting `{}`", input.node))?;
-                nets.push(json!({ "parent": input.node, "files": files }));
+                let mut e = json!({ "parent": input.node, "files": files });
+                if let Some(s) = shipped {
+                    e["shipped"] = s;
+                }
+                nets.push(e);
             }
             ensure!(
                 !nets.is_empty(),
@@ -100,19 +125,26 @@ impl StageKind for Export {
     }
 }
 
-fn export_one(ctx: &RunContext, p: &ExportParams, dir: &Path, node: &str) -> Result<Vec<Value>> {
+fn export_one(
+    ctx: &RunContext,
+    p: &ExportParams,
+    dir: &Path,
+    node: &str,
+) -> Result<(Vec<Value>, Option<Value>)> {
     let m = Model::load(dir)?;
     let model = if m.bn_folded() { m } else { m.fold_bn()? };
     let stem = file_stem(node);
     let net = to_network(&model, &stem)?;
     let out = ctx.out_dir.join(&stem);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let (data, _) = load_data(ctx, model.config())?;
-    let n = p.calibration_samples.min(data.train.len());
-    let per: usize = model.graph().input_shape.iter().product();
-    let xs: Vec<f32> = data.train.x.narrow(0, 0, n)?.flatten_all()?.to_vec1()?;
-    let calib: Vec<Vec<f32>> = xs.chunks(per).map(<[f32]>::to_vec).collect();
-    let params = Int8Params::calibrate(&net, &calib)?;
+    let (data, ds) = crate::task::load_data(ctx, model.config())?;
+    let calib = crate::int8::calibration_inputs(&data.train, p.calibration_samples, ctx.seed)?;
+    let opts = QuantOptions {
+        observer: crate::int8::observer_kind(&p.observer, p.percentile),
+        ..QuantOptions::default()
+    };
+    let q = crate::int8::int8_model(&model, Some(dir), &calib, &opts)?;
+    let params = crate::int8::export_params(&q)?;
     let float = out.join(format!("{stem}.onnx"));
     let batch = if p.static_batch {
         Batch::One
@@ -124,9 +156,9 @@ fn export_one(ctx: &RunContext, p: &ExportParams, dir: &Path, node: &str) -> Res
     write_onnx_with(&net, Some(&params), batch, &int8)?;
     let (h, c) = write_c(&net, &params, &out, &stem)?;
     let (st, js) = write_safetensors(&net, &out, &stem)?;
-    [
-        ("onnx", float),
-        ("onnx_int8_qdq", int8),
+    let files = [
+        ("onnx", float.clone()),
+        ("onnx_int8_qdq", int8.clone()),
         ("c_header", h),
         ("c_source", c),
         ("safetensors", st),
@@ -140,5 +172,39 @@ fn export_one(ctx: &RunContext, p: &ExportParams, dir: &Path, node: &str) -> Res
         let rel = path.strip_prefix(ctx.out_dir).unwrap_or(&path);
         Ok(json!({ "kind": kind, "path": rel, "bytes": bytes }))
     })
-    .collect()
+    .collect::<Result<Vec<_>>>()?;
+    let Some(test) = data.test.as_ref().or(data.val.as_ref()).filter(|_| p.evaluate) else {
+        return Ok((files, None));
+    };
+    let _span = tracing::info_span!("shipped", network = node).entered();
+    let item = model.graph().input_shape.clone();
+    let b = if p.static_batch { 1 } else { 100 };
+    let mut rows = Vec::new();
+    let onnx = shipped::onnx_net(&float, &item, b)?;
+    rows.push(shipped::row("onnx", Some(&onnx), &model, &data, &ds, test, None)?);
+    let onnx8 = shipped::onnx_net(&int8, &item, b)?;
+    rows.push(shipped::row("onnx_int8_qdq", Some(&onnx8), &q, &data, &ds, test, None)?);
+    let work = ctx.out_dir.join(format!(".eval_{stem}"));
+    let c = shipped::c_net(&out, &stem, &work, &item, params.get(&net.output)?)?;
+    let skipped = c
+        .is_none()
+        .then(|| "no C compiler (`cc` or $CC) on this machine".to_string());
+    rows.push(shipped::row(
+        "c_int8",
+        c.as_ref().map(|c| c as &dyn whittle_nn::train::Trainable),
+        &q,
+        &data,
+        &ds,
+        test,
+        skipped,
+    )?);
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let metric = if ds.task == whittle_data::Task::AnomalyDetection {
+        "auc"
+    } else {
+        "accuracy"
+    };
+    Ok((files, Some(json!({ "metric": metric, "files": rows }))))
 }

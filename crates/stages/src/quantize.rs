@@ -109,11 +109,7 @@ impl QuantizeParams {
     }
 
     fn observer_kind(&self) -> ObserverKind {
-        if self.observer == "percentile" {
-            ObserverKind::Percentile(self.percentile)
-        } else {
-            ObserverKind::MinMax
-        }
+        crate::int8::observer_kind(&self.observer, self.percentile)
     }
 }
 
@@ -125,7 +121,9 @@ impl StageKind for Quantize {
     }
 
     fn version(&self) -> &'static str {
-        "2" // 2: global average pooling by the kernel in PTQ/QAT (one interpreter)
+        // 2: global average pooling by the kernel in PTQ/QAT (one interpreter)
+        // 3: int8 = the exported network: seeded stratified calibration set, int32 biases
+        "3"
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
@@ -165,24 +163,7 @@ impl StageKind for Quantize {
                 format!("{lr} is not a positive learning rate"),
             ));
         }
-        if !matches!(p.observer.as_str(), "minmax" | "percentile") {
-            return Err(ParamError::new(
-                ["observer"],
-                format!(
-                    "unknown observer `{}`: expected \"minmax\" or \"percentile\"",
-                    p.observer
-                ),
-            ));
-        }
-        if !(50.0..=100.0).contains(&p.percentile) {
-            return Err(ParamError::new(
-                ["percentile"],
-                format!("{} is not a tail percentile in [50, 100]", p.percentile),
-            ));
-        }
-        if p.calibration_samples == 0 {
-            return Err(ParamError::new(["calibration_samples"], "must be ≥ 1"));
-        }
+        crate::int8::check_calibration(p.calibration_samples, &p.observer, p.percentile)?;
         p.threads = p.threads.max(1);
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
     }
@@ -252,7 +233,7 @@ impl StageKind for Quantize {
                     .unwrap_or(input.kind.as_str())
                     .to_string();
                 rows.extend(
-                    quantize_one(ctx, &p, &model, &method, &input.node)
+                    quantize_one(ctx, &p, &model, &input.dir, &method, &input.node)
                         .with_context(|| format!("quantizing `{}`", input.node))?,
                 );
             }
@@ -283,6 +264,7 @@ fn quantize_one(
     ctx: &RunContext,
     p: &QuantizeParams,
     model: &Model,
+    dir: &std::path::Path,
     method: &str,
     parent: &str,
 ) -> Result<Vec<Value>> {
@@ -293,8 +275,8 @@ fn quantize_one(
         .as_ref()
         .or(data.val.as_ref())
         .context("the data set has neither a test nor a validation split")?;
-    let n = p.calibration_samples.min(data.train.len());
-    let calib = data.train.x.narrow(0, 0, n)?;
+    // The calibration set and the int8 network are those the export stage writes (crate::int8).
+    let calib = crate::int8::calibration_inputs(&data.train, p.calibration_samples, ctx.seed)?;
     let opts = QuantOptions {
         observer: p.observer_kind(),
         keep_first_last_8bit: p.keep_first_last_8bit,
@@ -307,10 +289,15 @@ fn quantize_one(
         Ok(())
     };
     // the task metric: accuracy, or the AUC of per-clip reconstruction errors
-    let accuracy_of = |q: &QuantModel| -> Result<Option<f64>> { score_of(q, &data, &ds, test) };
+    let accuracy_of = |q: &QuantModel| -> Result<Option<f64>> { crate::task::metric_value(q, &data, &ds, test) };
     let accuracy = |fmt: Format| -> Result<Option<f64>> {
         check_cancel()?;
-        accuracy_of(&QuantModel::prepare(model, fmt, Some(&calib), &opts)?)
+        let q = if fmt == Format::Int8 {
+            crate::int8::int8_model(model, Some(dir), &calib, &opts)?
+        } else {
+            QuantModel::prepare(model, fmt, Some(&calib), &opts)?
+        };
+        accuracy_of(&q)
     };
     let formats = p.expanded_formats().map_err(anyhow::Error::msg)?;
     let fp32 = Format::parse("fp32").map_err(anyhow::Error::msg)?;
@@ -428,24 +415,5 @@ fn qat_accuracy(
         .as_ref()
         .or(data.val.as_ref())
         .context("the data set has neither a test nor a validation split")?;
-    score_of(&qat.quantized()?, data, ds, test)
-}
-
-/// The task metric of a (quantized) network on `test`: accuracy, or for anomaly detection the
-/// AUC of per-clip scores (on the test split).
-fn score_of(
-    q: &dyn whittle_nn::Trainable,
-    data: &whittle_nn::data::DataSet,
-    ds: &whittle_data::Dataset,
-    test: &whittle_nn::Split,
-) -> Result<Option<f64>> {
-    match ds.task {
-        whittle_data::Task::Classification => {
-            Ok(whittle_nn::train::evaluate(q, test, LossKind::CrossEntropy, 100)?.accuracy)
-        }
-        whittle_data::Task::AnomalyDetection => {
-            let f = crate::task::metric_fields(q, data, ds, None)?;
-            Ok(f.get("test_auc").and_then(Value::as_f64))
-        }
-    }
+    crate::task::metric_value(&qat.quantized()?, data, ds, test)
 }

@@ -109,3 +109,22 @@ pub fn merge(row: &mut Value, fields: Map<String, Value>) {
         o.extend(fields);
     }
 }
+
+/// The task metric of a (quantized, or exported and run) network on `test`: accuracy, or for
+/// anomaly detection the AUC of per-clip scores (on the test split).
+pub fn metric_value(
+    q: &dyn Trainable,
+    data: &DataSet,
+    ds: &Dataset,
+    test: &Split,
+) -> Result<Option<f64>> {
+    match ds.task {
+        Task::Classification => {
+            Ok(whittle_nn::train::evaluate(q, test, LossKind::CrossEntropy, 100)?.accuracy)
+        }
+        Task::AnomalyDetection => {
+            let f = metric_fields(q, data, ds, None)?;
+            Ok(f.get("test_auc").and_then(Value::as_f64))
+        }
+    }
+}

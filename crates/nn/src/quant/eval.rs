@@ -1,7 +1,10 @@
 //! Eval-mode forward of a network under a precision format (spec §6): batch norm folded first,
 //! weights rounded (float formats) or fake-quantized per output channel (int8, k-bit
 //! weight-only), and every value passed between nodes rounded (float formats) or
-//! fake-quantized per tensor with ranges from calibration data (int8). Biases stay fp32.
+//! fake-quantized per tensor with ranges from calibration data (int8). Under int8 the biases
+//! of convolutions and linear layers are put on the int32 grid of the exported files (scale
+//! s_in·s_w per output channel, round half to even), so this evaluation is the network the
+//! ONNX QDQ and C exports hold; other formats keep fp32 biases.
 
 use super::float::FloatFormat;
 use super::format::Format;
@@ -135,6 +138,10 @@ pub struct QuantModel {
     /// Transform of each value (0 = input, i + 1 = output of node i).
     acts: Vec<ActQuant>,
     format: Format,
+    /// Per-output-channel weight scales of each int8 conv/linear layer, by node name.
+    weight_scales: HashMap<String, Vec<f32>>,
+    /// The fp32 biases (int8: put on the int32 grid once the input scales are known).
+    biases: HashMap<String, Tensor>,
 }
 
 impl QuantModel {
@@ -149,6 +156,7 @@ impl QuantModel {
         let mut q = Self::prepare_weights(model, format, opts)?;
         if format == Format::Int8 {
             q.calibrate(calib.context("int8 needs calibration inputs")?, opts)?;
+            q.round_biases()?;
         }
         Ok(q)
     }
@@ -170,6 +178,9 @@ impl QuantModel {
             q.acts.len()
         );
         q.acts = acts;
+        if format == Format::Int8 {
+            q.round_biases()?;
+        }
         Ok(q)
     }
 
@@ -189,21 +200,32 @@ impl QuantModel {
                 .into_iter()
                 .collect();
         let mut tensors = HashMap::new();
+        let mut weight_scales = HashMap::new();
+        let mut biases = HashMap::new();
         let all: Vec<&(String, Var)> = m.params().iter().chain(m.buffers().iter()).collect();
         for (name, var) in all {
             let t = var.as_tensor().copy()?;
             let layer = name.strip_suffix(".weight");
-            let t = match (format, layer.and_then(|l| bits.get(l))) {
+            let t = match (format, layer.and_then(|l| bits.get(l).map(|b| (l, b)))) {
                 (Format::Float(f), Some(_)) if f != FloatFormat::FP32 => {
                     map_tensor(&t, &|x| f.round(x))?
                 }
-                (Format::Int8 | Format::WeightOnly(_), Some(&b)) => {
+                (Format::Int8 | Format::WeightOnly(_), Some((l, &b))) => {
                     let mut v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-                    fake_quantize_per_channel(&mut v, t.dims()[0], b);
+                    let qs = fake_quantize_per_channel(&mut v, t.dims()[0], b);
+                    if format == Format::Int8 {
+                        weight_scales.insert(l.to_string(), qs.iter().map(|q| q.scale).collect());
+                    }
                     Tensor::from_vec(v, t.dims(), &Device::Cpu)?
                 }
                 _ => t,
             };
+            if format == Format::Int8
+                && let Some(l) = name.strip_suffix(".bias")
+                && bits.contains_key(l)
+            {
+                biases.insert(l.to_string(), t.clone());
+            }
             tensors.insert(name.clone(), t);
         }
         let n_values = graph.nodes.len() + 1;
@@ -224,7 +246,52 @@ impl QuantModel {
             tensors,
             acts,
             format,
+            weight_scales,
+            biases,
         })
+    }
+
+    /// int8: each conv/linear bias b becomes round_half_even(b/s)·s with s = s_w[c]·s_in (the
+    /// layer's weight scale of channel c times its input's activation scale), saturated to
+    /// int32, as `whittle_export::quantize_bias` stores it.
+    fn round_biases(&mut self) -> Result<()> {
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            let (Some(b), Some(ws)) = (
+                self.biases.get(&node.name),
+                self.weight_scales.get(&node.name),
+            ) else {
+                continue;
+            };
+            let s_in = match self.acts[node.inputs[0]] {
+                ActQuant::Affine(a) => a.scale,
+                _ => continue,
+            };
+            let b: Vec<f32> = b.to_vec1()?;
+            ensure!(
+                b.len() == ws.len(),
+                "node {i} (`{}`): {} biases for {} weight scales",
+                node.name,
+                b.len(),
+                ws.len()
+            );
+            let v: Vec<f32> = b
+                .iter()
+                .zip(ws)
+                .map(|(&b, &w)| {
+                    let s = w * s_in;
+                    (b / s)
+                        .round_ties_even()
+                        .clamp(i32::MIN as f32, i32::MAX as f32)
+                        * s
+                })
+                .collect();
+            let n = v.len();
+            self.tensors.insert(
+                format!("{}.bias", node.name),
+                Tensor::from_vec(v, n, &Device::Cpu)?,
+            );
+        }
+        Ok(())
     }
 
     /// Per-tensor 8-bit affine activation ranges from the observers over `calib`.
