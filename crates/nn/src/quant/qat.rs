@@ -129,11 +129,17 @@ impl QatModel {
         )
     }
 
-    /// Training forward with straight-through fake quantization of weights and activations.
+    /// Eval-mode forward with straight-through fake quantization of weights and activations.
     pub fn forward_ste(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_ste_t(x, false)
+    }
+
+    /// [`QatModel::forward_ste`] in training (`train`: dropout active, seeded per batch as in
+    /// float training; the folded network has no batch norm) or eval mode.
+    pub fn forward_ste_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let graph = self.model.graph();
         let mut hook = QatHook { qat: self };
-        interp::forward(graph, &self.model, x, false, &mut hook)
+        interp::forward(graph, &self.model, x, train, &mut hook)
     }
 }
 
@@ -153,6 +159,40 @@ impl QatHook<'_> {
     }
 }
 
+impl QatHook<'_> {
+    /// int8: the bias on the int32 grid of the exports (scale s_in·s_w[c], from the frozen
+    /// input range and the current weights' per-channel max |w|), straight through.
+    fn bias(&self, node: usize, b: &Tensor) -> Result<Tensor> {
+        let g = self.qat.model.graph();
+        let n = &g.nodes[node];
+        let ActQuant::Affine(input) = self.qat.acts[n.inputs[0]] else {
+            return Ok(b.clone());
+        };
+        let w = self.qat.model.get(&format!("{}.weight", n.name))?.as_tensor();
+        let c = w.dims()[0];
+        let wv: Vec<f32> = w.flatten_all()?.to_vec1()?;
+        let per = wv.len() / c.max(1);
+        let bd = b.detach();
+        let bv: Vec<f32> = bd.to_vec1()?;
+        let q: Vec<f32> = bv
+            .iter()
+            .enumerate()
+            .map(|(ch, &x)| {
+                let m = wv[ch * per..(ch + 1) * per]
+                    .iter()
+                    .fold(0.0f32, |m, v| m.max(v.abs()));
+                let s = Affine::symmetric(m, 8).scale * input.scale;
+                (x / s)
+                    .round_ties_even()
+                    .clamp(i32::MIN as f32, i32::MAX as f32)
+                    * s
+            })
+            .collect();
+        let qt = Tensor::from_vec(q, b.dims(), &Device::Cpu)?;
+        Ok((qt + (b - bd)?)?)
+    }
+}
+
 impl Hook for QatHook<'_> {
     fn input(&mut self, x: Tensor) -> Result<Tensor> {
         self.act(0, x)
@@ -161,6 +201,7 @@ impl Hook for QatHook<'_> {
         let name = &self.qat.model.graph().nodes[node].name;
         match (suffix, self.qat.bits.get(name)) {
             ("weight", Some(&b)) => ste_weight(w, b),
+            ("bias", Some(_)) if self.qat.format == Format::Int8 => self.bias(node, w),
             _ => Ok(w.clone()),
         }
     }
@@ -173,9 +214,9 @@ impl Hook for QatHook<'_> {
 }
 
 impl Trainable for QatModel {
-    /// The folded network has no batch norm: train and eval mode are the same function.
-    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        self.forward_ste(x)
+    /// The folded network has no batch norm: train and eval mode differ only by dropout.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_ste_t(x, train)
     }
     fn trainable_vars(&self) -> Vec<(String, Var)> {
         self.model.params().to_vec()

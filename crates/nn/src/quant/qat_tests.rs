@@ -173,3 +173,27 @@ fn qat_keeps_int8_and_recovers_low_bit_accuracy() {
     );
     println!("{}", report.join("; "));
 }
+
+/// Dropout is active while QAT fine-tunes (train mode) and the identity when it evaluates: the
+/// thesis DS-CNN (dropout 0.2 / 0.4) gives different training-mode outputs from the eval-mode
+/// ones, the same for the same batch (seeded), and eval mode is the quantized network.
+#[test]
+fn qat_trains_with_dropout_and_evaluates_without() {
+    use crate::config::DsCnnConfig;
+    let mut c = DsCnnConfig::thesis();
+    c.stem.channels = 8;
+    c.blocks.truncate(1);
+    c.blocks[0].channels = 8;
+    let m = Model::new(ModelConfig::DsCnn(c), 5).unwrap();
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let v: Vec<f32> = (0..4 * 490).map(|_| r.random::<f32>() - 0.5).collect();
+    let x = Tensor::from_vec(v, (4, 1, 49, 10), &Device::Cpu).unwrap();
+    let q = QatModel::new(&m, Format::Int8, Some(&x), &Default::default()).unwrap();
+    let train1 = vals(&crate::train::Trainable::forward_t(&q, &x, true).unwrap());
+    let train2 = vals(&crate::train::Trainable::forward_t(&q, &x, true).unwrap());
+    let eval = vals(&crate::train::Trainable::forward_t(&q, &x, false).unwrap());
+    assert_eq!(train1, train2, "dropout masks are seeded");
+    assert_ne!(train1, eval, "dropout is not active in QAT training");
+    assert_eq!(eval, vals(&q.quantized().unwrap().forward(&x).unwrap()));
+}
+
