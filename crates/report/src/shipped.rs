@@ -72,6 +72,14 @@ pub fn section(ctx: &Ctx) -> String {
                     t.row(cells.iter().map(|c| escape(c)).collect());
                     continue;
                 }
+                if let Some(err) = f.get("failed").and_then(Value::as_str) {
+                    let first = err.lines().next().unwrap_or(err);
+                    let why = format!("⚠ could not run the file: {first}");
+                    let cells = [net, label, &bytes, "failed", "", "", &why];
+                    t.row(cells.iter().map(|c| escape(c)).collect());
+                    flagged += 1;
+                    continue;
+                }
                 let value = f.get("value").and_then(Value::as_f64);
                 let in_process = f.get("in_process").and_then(Value::as_f64);
                 let report = report_row(ctx.rows, net, format).and_then(|r| r.score());
@@ -129,4 +137,96 @@ pub fn section(ctx: &Ctx) -> String {
     }
     md.push('\n');
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Constraints, Document, NodeRecord, Provenance};
+    use crate::render::render;
+    use serde_json::{Value, json};
+
+    fn node(name: &str, kind: &str, metrics: Value) -> NodeRecord {
+        NodeRecord {
+            node: name.into(),
+            stage: name.into(),
+            kind: kind.into(),
+            key: "0123456789abcdef".into(),
+            state: "ran".into(),
+            params: json!({}),
+            metrics,
+            duration_s: None,
+            inputs: vec![],
+        }
+    }
+
+    /// Network `tcn` (fp32 0.9, int8 0.85 in the quantize rows) exported; `files` are the
+    /// export's shipped rows.
+    fn doc(files: Value) -> String {
+        let nodes = vec![
+            node(
+                "tcn",
+                "train",
+                json!({ "models": [{ "arch": "tcn", "params": 100, "test_accuracy": 0.9 }] }),
+            ),
+            node(
+                "quant",
+                "quantize",
+                json!({ "models": [
+                    { "parent": "tcn", "format": "fp32", "test_accuracy": 0.9 },
+                    { "parent": "tcn", "format": "int8", "test_accuracy": 0.85 },
+                ] }),
+            ),
+            node(
+                "ship",
+                "export",
+                json!({ "exports": [{
+                    "parent": "tcn",
+                    "files": [{ "kind": "onnx_int8_qdq", "path": "tcn/tcn_int8.onnx", "bytes": 12345 }],
+                    "shipped": { "metric": "accuracy", "files": files },
+                }] }),
+            ),
+        ];
+        let provenance = Provenance {
+            experiment: "ship".into(),
+            ..Default::default()
+        };
+        let d = Document::new(provenance, Constraints::default(), nodes);
+        render(&d, "ship").markdown
+    }
+
+    fn section(md: &str) -> &str {
+        let s = md.find("## Shipped files").expect("no Shipped files section");
+        let rest = &md[s + 3..];
+        &md[s..s + 3 + rest.find("\n## ").unwrap_or(rest.len())]
+    }
+
+    #[test]
+    fn agreeing_files_pass_and_disagreeing_ones_are_flagged() {
+        let ok = doc(json!([
+            { "artifact": "onnx", "value": 0.9, "in_process": 0.9, "items": 200, "differ": 0 },
+            { "artifact": "onnx_int8_qdq", "value": 0.855, "in_process": 0.85, "items": 200, "differ": 1 },
+            { "artifact": "c_int8", "skipped": "no C compiler (`cc` or $CC) on this machine" },
+        ]));
+        let s = section(&ok);
+        assert!(
+            s.contains("| tcn | ONNX int8 (QDQ) vs int8 | 12,345 | 85.50 % | 85.00 % | 1 of 200 | ✓ |"),
+            "{s}"
+        );
+        assert!(s.contains("| ONNX float vs fp32 | – | 90.00 % | 90.00 % | 0 of 200 | ✓ |"), "{s}");
+        assert!(s.contains("not run") && !s.contains("flagged"), "{s}");
+
+        // an int8 file of another calibration, too many differing items, a file that failed
+        let bad = doc(json!([
+            { "artifact": "onnx_int8_qdq", "value": 0.80, "in_process": 0.81, "items": 200, "differ": 9 },
+            { "artifact": "c_int8", "failed": "`cc` could not compile the exported tcn.c:\nerror" },
+        ]));
+        let s = section(&bad);
+        assert!(s.contains("⚠ not the report's int8 network"), "{s}");
+        assert!(s.contains("⚠ more than 2 % differ"), "{s}");
+        assert!(s.contains("⚠ could not run the file: `cc` could not compile"), "{s}");
+        assert!(s.contains("**2 file(s) flagged**"), "{s}");
+        // no export node with shipped rows: no section
+        let none = doc(json!([]));
+        assert!(!none.contains("## Shipped files"));
+    }
 }

@@ -180,24 +180,14 @@ fn export_one(
     let item = model.graph().input_shape.clone();
     let b = if p.static_batch { 1 } else { 100 };
     let mut rows = Vec::new();
-    let onnx = shipped::onnx_net(&float, &item, b)?;
-    rows.push(shipped::row("onnx", Some(&onnx), &model, &data, &ds, test, None)?);
-    let onnx8 = shipped::onnx_net(&int8, &item, b)?;
-    rows.push(shipped::row("onnx_int8_qdq", Some(&onnx8), &q, &data, &ds, test, None)?);
+    let m = |a: &str, net: Result<Option<shipped::FileNet>>, r: &dyn whittle_nn::train::Trainable| {
+        shipped::measure(a, net, r, &data, &ds, test)
+    };
+    rows.push(m("onnx", shipped::onnx_net(&float, &item, b).map(Some), &model));
+    rows.push(m("onnx_int8_qdq", shipped::onnx_net(&int8, &item, b).map(Some), &q));
     let work = ctx.out_dir.join(format!(".eval_{stem}"));
-    let c = shipped::c_net(&out, &stem, &work, &item, params.get(&net.output)?)?;
-    let skipped = c
-        .is_none()
-        .then(|| "no C compiler (`cc` or $CC) on this machine".to_string());
-    rows.push(shipped::row(
-        "c_int8",
-        c.as_ref().map(|c| c as &dyn whittle_nn::train::Trainable),
-        &q,
-        &data,
-        &ds,
-        test,
-        skipped,
-    )?);
+    let out_q = params.get(&net.output)?;
+    rows.push(m("c_int8", shipped::c_net(&out, &stem, &work, &item, out_q), &q));
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }

@@ -208,20 +208,43 @@ fn argmax(r: &[f32]) -> u32 {
     best as u32
 }
 
-/// One shipped file's row: its task metric on the test split and, for classification, how many
-/// test predictions differ from `reference`'s (the in-process network of the report).
-pub fn row(
+/// One shipped file's row ([`row`]); a runtime that cannot be built (`Ok(None)`: no C
+/// compiler) gives a `skipped` row, one that fails to load or run a `failed` row with the
+/// error (logged; the exported files are kept either way).
+pub fn measure(
     artifact: &str,
-    net: Option<&dyn Trainable>,
+    net: Result<Option<FileNet>>,
     reference: &dyn Trainable,
     data: &DataSet,
     ds: &whittle_data::Dataset,
     test: &Split,
-    skipped: Option<String>,
-) -> Result<Value> {
-    let Some(net) = net else {
-        return Ok(json!({ "artifact": artifact, "skipped": skipped }));
+) -> Value {
+    let r = match net {
+        Ok(None) => {
+            return json!({
+                "artifact": artifact,
+                "skipped": "no C compiler (`cc` or $CC) on this machine",
+            });
+        }
+        Ok(Some(net)) => row(artifact, &net, reference, data, ds, test),
+        Err(e) => Err(e),
     };
+    r.unwrap_or_else(|e| {
+        tracing::warn!("running the exported {artifact} file: {e:#}");
+        json!({ "artifact": artifact, "failed": format!("{e:#}") })
+    })
+}
+
+/// One shipped file's row: its task metric on the test split and, for classification, how many
+/// test predictions differ from `reference`'s (the in-process network of the report).
+pub fn row(
+    artifact: &str,
+    net: &dyn Trainable,
+    reference: &dyn Trainable,
+    data: &DataSet,
+    ds: &whittle_data::Dataset,
+    test: &Split,
+) -> Result<Value> {
     let value = crate::task::metric_value(net, data, ds, test)?;
     let in_process = crate::task::metric_value(reference, data, ds, test)?;
     let mut r = json!({
