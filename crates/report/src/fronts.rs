@@ -101,7 +101,10 @@ fn shown(ctx: &Ctx) -> Vec<usize> {
 fn precision_rows(ctx: &Ctx) -> Vec<usize> {
     let mut seen = BTreeSet::new();
     (0..ctx.rows.len())
-        .filter(|&i| ctx.rows[i].stage_kind == "quantize" && seen.insert(ctx.rows[i].label()))
+        .filter(|&i| {
+            matches!(ctx.rows[i].stage_kind.as_str(), "quantize" | "qat")
+                && seen.insert(ctx.rows[i].label())
+        })
         .collect()
 }
 

@@ -67,7 +67,7 @@ impl<'a> Lineage<'a> {
                     None => fallback(m),
                 }
             }
-            "quantize" | "calibrate" => match m.parent.as_deref() {
+            "quantize" | "calibrate" | "qat" => match m.parent.as_deref() {
                 Some(p) if depth < 16 && p != node => self.method_of_node(p, m, depth + 1),
                 _ => fallback(m),
             },

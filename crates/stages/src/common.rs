@@ -45,7 +45,9 @@ pub fn input_of_kind<'a>(ctx: &'a RunContext, kinds: &[&str]) -> Result<&'a Inpu
 }
 
 /// Kinds whose output folder holds a network saved by `Model::save`.
-pub const NETWORK_KINDS: [&str; 6] = ["train", "import", "search", "prune", "finetune", "distill"];
+pub const NETWORK_KINDS: [&str; 7] = [
+    "train", "import", "search", "prune", "finetune", "distill", "qat",
+];
 
 /// Converts one data split to the layout a network expects: same values, items reshaped (and
 /// for a TCN or a graph network on (steps, features) items, transposed to features × steps).

@@ -16,6 +16,7 @@ pub mod mcu;
 pub mod memory;
 pub mod model_spec;
 pub mod prune;
+pub mod qat;
 pub mod quantize;
 pub mod recipe;
 pub mod search;
@@ -37,6 +38,7 @@ pub fn registry() -> whittle_engine::Registry {
     r.register(prune::Prune);
     r.register(finetune::Finetune);
     r.register(quantize::Quantize);
+    r.register(qat::Qat);
     r.register(calibrate::Calibrate);
     r.register(export::Export);
     r.register(space::SpaceStage);

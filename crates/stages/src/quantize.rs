@@ -53,6 +53,10 @@ pub struct QuantizeParams {
     pub qat_lr: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat_batch_size: Option<usize>,
+    /// Optimizer of the QAT rows (default Adam without weight decay); the `qat` stage kind
+    /// keeps the fine-tuned network as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat_optimizer: Option<whittle_nn::OptimizerConfig>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -392,7 +396,10 @@ fn qat_accuracy(
         epochs: p.qat_epochs.unwrap_or(QAT_EPOCHS),
         batch_size: p.qat_batch_size.unwrap_or(QAT_BATCH),
         lr: p.qat_lr.unwrap_or(QAT_LR),
-        optimizer: whittle_nn::optim::OptimizerConfig::adam(0.0),
+        optimizer: p
+            .qat_optimizer
+            .clone()
+            .unwrap_or(whittle_nn::OptimizerConfig::adam(0.0)),
         schedule: Default::default(),
         loss,
         patience: None,
