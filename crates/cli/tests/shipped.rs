@@ -5,7 +5,9 @@
 //! is the report's int8 number exactly, and the shipped files agree with it item by item up
 //! to a handful of ties — at most 2 % of the test items for the int8 files (a logit pair that
 //! rounds to the same int8 code, or an accumulation order that moves a value across a rounding
-//! boundary in a runtime's integer kernels), none for the float file.
+//! boundary in a runtime's integer kernels), none for the float file. The packed-weight C
+//! export of the `w4` network (float activations, weights unpacked in C) is the quantize
+//! stage's `w4` network: no prediction differs.
 
 mod common;
 use common::*;
@@ -39,11 +41,12 @@ allow_divergence = true
 [stages.quant]
 kind = "quantize"
 inputs = ["tcn", "dscnn", "data"]
-formats = ["fp32", "int8"]
+formats = ["fp32", "int8", "w4"]
 
 [stages.ship]
 kind = "export"
 inputs = ["tcn", "dscnn", "data"]
+weight_formats = ["w4"]
 "#;
 
 fn metrics_of(cache: &std::path::Path, node: &str) -> Value {
@@ -133,6 +136,17 @@ fn exported_files_score_what_the_report_says() {
                 gap <= differ as f64 / items as f64 + 1e-12,
                 "{net}: accuracy gap {gap} with {differ} differing items: {f}"
             );
+        }
+        if has_cc {
+            let f = e["shipped"]["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["artifact"] == "c_packed" && f["format"] == "w4")
+                .unwrap_or_else(|| panic!("{net}: no packed w4 C file in {e}"));
+            assert_eq!(f["in_process"].as_f64().unwrap(), row("w4"), "{net}: {f}");
+            assert_eq!(f["differ"], 0, "{net}: the packed w4 C file disagrees: {f}");
+            assert_eq!(f["value"].as_f64().unwrap(), row("w4"), "{net}: {f}");
         }
     }
     // the report shows the shipped files beside the quantize stage's numbers

@@ -5,6 +5,7 @@
 //! ONNX importer that reads trained networks back ([`onnx_import`]).
 
 mod c_export;
+pub mod c_packed;
 pub mod c_ladder;
 pub mod network;
 pub mod onnx;
@@ -15,6 +16,7 @@ pub mod reference;
 mod safetensors_io;
 
 pub use c_export::write_c;
+pub use c_packed::{Decode, WeightCodes, write_c_packed};
 pub use network::{Activation, Layer, Network, PoolKind, Tensor32, fold_batchnorm};
 pub use onnx::{Batch, write_onnx, write_onnx_qdq, write_onnx_with};
 pub use onnx_import::{ImportOptions, Imported, import_onnx, import_onnx_file};

@@ -7,17 +7,17 @@
 //! differ; metrics list the files with their sizes.
 
 use crate::common::{NETWORK_KINDS, with_threads};
+use crate::shipped;
 use crate::to_export::to_network;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::Path;
+use whittle_engine::InputArtifact;
 use whittle_engine::{ParamError, RunContext, StageKind, from_params};
 use whittle_export::{Batch, write_c, write_onnx_with, write_safetensors};
-use crate::shipped;
 use whittle_nn::Model;
-use whittle_nn::quant::QuantOptions;
+use whittle_nn::quant::{Format, QuantModel, QuantOptions};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +37,14 @@ pub struct ExportParams {
     /// instead of a symbolic `batch` dimension. The C export always runs one item per call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub static_batch: bool,
+    /// Weight formats of extra C exports with packed weights and float activations (`w2`…`w7`,
+    /// `float(w,t)`, `fp16`, `bf16`): `<network>_<format>.h/.c`. A network fine-tuned by a `qat`
+    /// stage for `wK` gets its own format's file without being listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_formats: Vec<String>,
+    /// As `quantize`: k-bit weight-only formats keep the first and last layer at 8 bits.
+    #[serde(default = "yes")]
+    pub keep_first_last_8bit: bool,
 }
 
 fn five_hundred() -> usize {
@@ -78,13 +86,29 @@ impl StageKind for Export {
 
     fn version(&self) -> &'static str {
         // 2: ONNX files declare a symbolic batch axis
-        // 3: the quantize stage's int8 network (calibration, int32 biases); files evaluated
+        // 3: the quantize stage's int8 network (calibration, int32 biases); files evaluated;
+        //    packed-weight C exports
         "3"
     }
 
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
         let p: ExportParams = from_params(params)?;
         crate::int8::check_calibration(p.calibration_samples, &p.observer, p.percentile)?;
+        let mut p = p;
+        for (i, f) in p.weight_formats.iter_mut().enumerate() {
+            let at = || vec!["weight_formats".to_string(), i.to_string()];
+            let fmt = Format::parse(f).map_err(|m| ParamError::new(at(), m))?;
+            if matches!(fmt, Format::Int8) || fmt.weight_bits() > 16 {
+                return Err(ParamError::new(
+                    at(),
+                    format!(
+                        "`{}` has no packed C export: int8 is the main C export, and only weights of at most 16 bits are packed",
+                        fmt.name()
+                    ),
+                ));
+            }
+            *f = fmt.name();
+        }
         serde_json::to_value(p).map_err(|e| ParamError::new(Vec::<String>::new(), e.to_string()))
     }
 
@@ -106,7 +130,7 @@ impl StageKind for Export {
                         input.node
                     );
                 }
-                let (files, shipped) = export_one(ctx, &p, &input.dir, &input.node)
+                let (files, shipped) = export_one(ctx, &p, input)
                     .with_context(|| format!("exporting `{}`", input.node))?;
                 let mut e = json!({ "parent": input.node, "files": files });
                 if let Some(s) = shipped {
@@ -125,12 +149,37 @@ impl StageKind for Export {
     }
 }
 
+/// The weight formats to export `input` in as packed C: the stage's list, plus the format a
+/// `qat` stage fine-tuned the network for when that is a weight-only one (`w4+qat` → `w4`).
+fn packed_formats(p: &ExportParams, input: &InputArtifact) -> Result<Vec<Format>> {
+    let mut out: Vec<Format> = p
+        .weight_formats
+        .iter()
+        .map(|f| Format::parse(f).map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    let qat = input
+        .metrics
+        .get("models")
+        .and_then(|m| m.get(0))
+        .and_then(|r| r.get("format"))
+        .and_then(Value::as_str)
+        .and_then(|f| f.strip_suffix("+qat"))
+        .and_then(|f| Format::parse(f).ok());
+    if input.kind == "qat"
+        && let Some(f @ Format::WeightOnly(_)) = qat
+        && !out.contains(&f)
+    {
+        out.push(f);
+    }
+    Ok(out)
+}
+
 fn export_one(
     ctx: &RunContext,
     p: &ExportParams,
-    dir: &Path,
-    node: &str,
+    input: &InputArtifact,
 ) -> Result<(Vec<Value>, Option<Value>)> {
+    let (dir, node) = (input.dir.as_path(), input.node.as_str());
     let m = Model::load(dir)?;
     let model = if m.bn_folded() { m } else { m.fold_bn()? };
     let stem = file_stem(node);
@@ -156,7 +205,7 @@ fn export_one(
     write_onnx_with(&net, Some(&params), batch, &int8)?;
     let (h, c) = write_c(&net, &params, &out, &stem)?;
     let (st, js) = write_safetensors(&net, &out, &stem)?;
-    let files = [
+    let mut written: Vec<(String, Option<String>, std::path::PathBuf)> = [
         ("onnx", float.clone()),
         ("onnx_int8_qdq", int8.clone()),
         ("c_header", h),
@@ -165,29 +214,77 @@ fn export_one(
         ("architecture_json", js),
     ]
     .into_iter()
-    .map(|(kind, path)| {
-        let bytes = std::fs::metadata(&path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .len();
-        let rel = path.strip_prefix(ctx.out_dir).unwrap_or(&path);
-        Ok(json!({ "kind": kind, "path": rel, "bytes": bytes }))
-    })
-    .collect::<Result<Vec<_>>>()?;
-    let Some(test) = data.test.as_ref().or(data.val.as_ref()).filter(|_| p.evaluate) else {
+    .map(|(k, p)| (k.to_string(), None, p))
+    .collect();
+    let packed = packed_formats(p, input)?;
+    let mut packed_stems = Vec::new();
+    for &fmt in &packed {
+        let pstem = file_stem(&format!("{stem}_{}", fmt.name()));
+        for (kind, path) in
+            crate::packed::write_packed(&model, fmt, p.keep_first_last_8bit, &out, &pstem)?
+        {
+            written.push((kind, Some(fmt.name()), path));
+        }
+        packed_stems.push((fmt, pstem));
+    }
+    let files = written
+        .into_iter()
+        .map(|(kind, format, path)| {
+            let bytes = std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            let rel = path.strip_prefix(ctx.out_dir).unwrap_or(&path);
+            let mut f = json!({ "kind": kind, "path": rel, "bytes": bytes });
+            if let Some(fmt) = format {
+                f["format"] = json!(fmt);
+            }
+            Ok(f)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some(test) = data
+        .test
+        .as_ref()
+        .or(data.val.as_ref())
+        .filter(|_| p.evaluate)
+    else {
         return Ok((files, None));
     };
     let _span = tracing::info_span!("shipped", network = node).entered();
     let item = model.graph().input_shape.clone();
     let b = if p.static_batch { 1 } else { 100 };
     let mut rows = Vec::new();
-    let m = |a: &str, net: Result<Option<shipped::FileNet>>, r: &dyn whittle_nn::train::Trainable| {
-        shipped::measure(a, net, r, &data, &ds, test)
-    };
-    rows.push(m("onnx", shipped::onnx_net(&float, &item, b).map(Some), &model));
-    rows.push(m("onnx_int8_qdq", shipped::onnx_net(&int8, &item, b).map(Some), &q));
+    let m =
+        |a: &str, net: Result<Option<shipped::FileNet>>, r: &dyn whittle_nn::train::Trainable| {
+            shipped::measure(a, net, r, &data, &ds, test)
+        };
+    rows.push(m(
+        "onnx",
+        shipped::onnx_net(&float, &item, b).map(Some),
+        &model,
+    ));
+    rows.push(m(
+        "onnx_int8_qdq",
+        shipped::onnx_net(&int8, &item, b).map(Some),
+        &q,
+    ));
     let work = ctx.out_dir.join(format!(".eval_{stem}"));
-    let out_q = params.get(&net.output)?;
-    rows.push(m("c_int8", shipped::c_net(&out, &stem, &work, &item, out_q), &q));
+    let int8_c = shipped::CRuntime::Int8(params.get(&net.output)?);
+    rows.push(m(
+        "c_int8",
+        shipped::c_net(&out, &stem, &work, &item, int8_c),
+        &q,
+    ));
+    for (fmt, pstem) in &packed_stems {
+        let qopts = QuantOptions {
+            keep_first_last_8bit: p.keep_first_last_8bit,
+            ..opts
+        };
+        let reference = QuantModel::prepare(&model, *fmt, None, &qopts)?;
+        let c = shipped::c_net(&out, pstem, &work, &item, shipped::CRuntime::Float);
+        let mut r = m("c_packed", c, &reference);
+        r["format"] = json!(fmt.name());
+        rows.push(r);
+    }
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }

@@ -15,6 +15,7 @@ pub mod latency;
 pub mod mcu;
 pub mod memory;
 pub mod model_spec;
+pub mod packed;
 pub mod prune;
 pub mod qat;
 pub mod quantize;

@@ -109,40 +109,62 @@ fn c_compiler() -> Option<String> {
         .map(|_| cc)
 }
 
-/// The C export `stem` in `src_dir` compiled (in `work`) with a main that reads items (f32,
-/// native endianness) from a file and writes the int8 outputs; the outputs are dequantized
-/// with `out_q`. `Ok(None)` when there is no C compiler.
+/// Which C runtime an export is: the int8 one (int8 in and out, outputs dequantized with the
+/// output tensor's parameters) or the packed-weight float one (`whittle_export::c_packed`).
+#[derive(Clone, Copy, Debug)]
+pub enum CRuntime {
+    Int8(ActQuant),
+    Float,
+}
+
+/// The C export `stem` in `src_dir` compiled (in `work`, `cc -std=c99 -O2 -ffp-contract=off`)
+/// with a main that reads items (f32, native endianness) from a file, runs them one by one and
+/// writes the outputs. `Ok(None)` when there is no C compiler.
 pub fn c_net(
     src_dir: &Path,
     stem: &str,
     work: &Path,
     item: &[usize],
-    out_q: ActQuant,
+    runtime: CRuntime,
 ) -> Result<Option<FileNet>> {
     let Some(cc) = c_compiler() else {
         return Ok(None);
     };
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let up = stem.to_uppercase();
+    let (decl, run, out_bytes) = match runtime {
+        CRuntime::Int8(_) => (
+            format!(
+                "static int8_t q[{up}_INPUT_SIZE], y[{up}_OUTPUT_SIZE], arena[{up}_ARENA_SIZE];"
+            ),
+            format!("{stem}_quantize_input(x, q); {stem}_run(q, y, arena);"),
+            1,
+        ),
+        CRuntime::Float => (
+            format!("static float y[{up}_OUTPUT_SIZE], arena[{up}_ARENA_SIZE];"),
+            format!("{stem}_run(x, y, arena);"),
+            4,
+        ),
+    };
     let main = format!(
         "#include <stdio.h>\n#include \"{stem}.h\"\n\
          int main(int argc, char **argv) {{\n\
-           static float x[{up}_INPUT_SIZE]; static int8_t q[{up}_INPUT_SIZE], y[{up}_OUTPUT_SIZE];\n\
-           static int8_t arena[{up}_ARENA_SIZE];\n\
+           static float x[{up}_INPUT_SIZE];\n\
+           {decl}\n\
            FILE *in, *out;\n\
            if (argc != 3 || !(in = fopen(argv[1], \"rb\")) || !(out = fopen(argv[2], \"wb\"))) return 2;\n\
            while (fread(x, sizeof(float), {up}_INPUT_SIZE, in) == {up}_INPUT_SIZE) {{\n\
-             {stem}_quantize_input(x, q); {stem}_run(q, y, arena);\n\
-             if (fwrite(y, 1, {up}_OUTPUT_SIZE, out) != {up}_OUTPUT_SIZE) return 3;\n\
+             {run}\n\
+             if (fwrite(y, sizeof(y[0]), {up}_OUTPUT_SIZE, out) != {up}_OUTPUT_SIZE) return 3;\n\
            }}\n\
            return fclose(out) == 0 ? 0 : 4;\n\
          }}\n"
     );
-    let main_c = work.join("eval_main.c");
+    let main_c = work.join(format!("eval_{stem}.c"));
     std::fs::write(&main_c, main).with_context(|| format!("writing {}", main_c.display()))?;
-    let exe = work.join("eval");
+    let exe = work.join(format!("eval_{stem}"));
     let out = Command::new(&cc)
-        .args(["-std=c99", "-O2", "-I"])
+        .args(["-std=c99", "-O2", "-ffp-contract=off", "-I"])
         .arg(src_dir)
         .arg("-o")
         .arg(&exe)
@@ -157,9 +179,11 @@ pub fn c_net(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let work = work.to_path_buf();
+    let (inp, outp): (PathBuf, PathBuf) = (
+        work.join(format!("{stem}_in.bin")),
+        work.join(format!("{stem}_out.bin")),
+    );
     let run = move |x: &[f32], n: usize| -> Result<Vec<f32>> {
-        let (inp, outp): (PathBuf, PathBuf) = (work.join("in.bin"), work.join("out.bin"));
         let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_ne_bytes()).collect();
         std::fs::write(&inp, bytes)?;
         let st = Command::new(&exe)
@@ -170,11 +194,17 @@ pub fn c_net(
         ensure!(st.success(), "the compiled C export exited with {st}");
         let y = std::fs::read(&outp)?;
         ensure!(
-            n > 0 && y.len() % n == 0,
+            n > 0 && y.len() % (n * out_bytes) == 0,
             "the compiled C export wrote {} bytes for {n} items",
             y.len()
         );
-        Ok(y.iter().map(|&b| out_q.dequantize(b as i8)).collect())
+        Ok(match runtime {
+            CRuntime::Int8(q) => y.iter().map(|&b| q.dequantize(b as i8)).collect(),
+            CRuntime::Float => y
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
     };
     Ok(Some(FileNet {
         run: Box::new(run),
