@@ -360,3 +360,61 @@ fn no_input_panics() {
         let _ = import_onnx(&b, "random.onnx", &opts);
     }
 }
+
+/// Constant scales and shifts (input normalisation, Rescaling, 1 − x, a scalar Mul) that no
+/// Conv / Gemm / MatMul before them takes: on a map a depthwise 1×1 conv computing s·x + b,
+/// on a vector folded into the linear layer after it; on the raw NHWC input they wait for
+/// the Transpose (or, for one channel, the Reshape) that sets the layout.
+#[test]
+fn constant_scales_and_shifts_are_mapped() {
+    let imp = |f: &str| import_onnx_file(&dir().join(f), &ImportOptions::default()).unwrap();
+    let kinds = |n: &whittle_export::Network| -> Vec<&'static str> {
+        n.layers.iter().map(Layer::kind).collect()
+    };
+    let dw = |l: &Layer| match l {
+        Layer::Conv {
+            weight,
+            bias: Some(b),
+            groups,
+            padding,
+            ..
+        } if weight.shape[1..].iter().all(|&d| d == 1)
+            && *groups == weight.shape[0]
+            && padding.iter().all(|p| *p == (0, 0)) =>
+        {
+            (weight.data.clone(), b.clone())
+        }
+        l => panic!("not a depthwise 1×1 conv: {l:?}"),
+    };
+    let chain = [
+        "conv",
+        "conv",
+        "relu",
+        "conv",
+        "conv",
+        "relu",
+        "global_avg_pool",
+        "flatten",
+        "linear",
+    ];
+    // Keras: Normalization (Sub + Mul) and BatchNormalization (Mul + Add) on the NHWC input,
+    // Rescaling(0.5, offset = 0.25) after a ReLU, a batch norm on the pooled vector.
+    let k = imp("keras_norm.onnx");
+    assert_eq!(k.input_perm.as_deref(), Some(&[2, 0, 1][..]));
+    assert_eq!(kinds(&k.network), chain);
+    assert_eq!(k.network.layers[0].inputs(), ["image"]);
+    assert_eq!(dw(&k.network.layers[0]).0.len(), 3);
+    assert_eq!(dw(&k.network.layers[3]), (vec![0.5; 8], vec![0.25; 8]));
+    // onnx.helper: (x − mean) / std, 1 − x, + shift, · 0.5, and · 2 on the vector.
+    let a = imp("affine.onnx");
+    assert_eq!(kinds(&a.network), chain);
+    assert_eq!(a.network.layers[0].inputs(), ["x"]);
+    let (s, _) = dw(&a.network.layers[3]);
+    assert_eq!(s, vec![-0.5; 4]); // (1 − x + shift) · 0.5
+    // A trained Keras DS-CNN with a batch norm on its one-channel (49, 10, 1) input: tf2onnx
+    // writes the layout change as a Reshape.
+    let t = imp("keras_kws_trained.onnx");
+    assert_eq!(t.network.input.1, [1, 1, 49, 10]);
+    assert_eq!(t.input_perm, None);
+    assert_eq!(dw(&t.network.layers[0]).0.len(), 1);
+}

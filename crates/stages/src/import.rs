@@ -15,7 +15,9 @@
 //! A file ending in Softmax / LogSoftmax (Keras models, tf2onnx) imports without it (the
 //! network gives logits, the argmax is the same); `source.final_softmax` in the metrics says
 //! so. The memory need ([`StageKind::memory`]) is [`FILE_COPIES`] × the file's size plus the
-//! data, so a file too big for the budget fails with the estimate before it is read.
+//! data, so a file too big for the budget fails with the estimate before it is read; once
+//! the file is parsed, the graph's evaluation at the stage's batch (weights, activations) is
+//! added and checked against the budget too ([`parsed_need`]).
 
 pub mod from_network;
 
@@ -86,20 +88,98 @@ fn located() -> &'static Mutex<HashMap<String, PathBuf>> {
     MAP.get_or_init(Default::default)
 }
 
-/// The need of importing a file of `file_bytes` bytes with `data` bytes of data.
+/// The need of importing a file of `file_bytes` bytes with `data` bytes of data, before the
+/// file is read (the evaluation's activations are checked once it is parsed:
+/// [`parsed_need`]).
 pub fn import_need(file: &str, file_bytes: u64, data: u64) -> MemoryNeed {
     let held = file_bytes.saturating_mul(FILE_COPIES);
     let bytes = (held.saturating_add(data) as f64 * crate::memory::HEADROOM).min(u64::MAX as f64);
     MemoryNeed {
         bytes: bytes as u64,
         detail: format!(
-            "ONNX file `{file}` of {} held {FILE_COPIES}× while importing (bytes, decoded tensors, network, model, saved state) {}; data {}; activations of the evaluation not counted (unknown before the file is read); × {} headroom",
+            "ONNX file `{file}` of {} held {FILE_COPIES}× while importing (bytes, decoded tensors, network, model, saved state) {}; data {}; activations of the evaluation checked once the file is parsed; × {} headroom",
             human(file_bytes),
             human(held),
             human(data),
             crate::memory::HEADROOM
         ),
     }
+}
+
+/// The need once the file is parsed: [`import_need`]'s copies of the file, the imported
+/// graph evaluated at `batch` (weights and activations, [`whittle_nn::memory::inference`])
+/// and the data.
+pub fn parsed_need(
+    file: &str,
+    file_bytes: u64,
+    graph: &whittle_nn::Graph,
+    batch: usize,
+    data: u64,
+) -> MemoryNeed {
+    let held = file_bytes.saturating_mul(FILE_COPIES);
+    let eval = whittle_nn::memory::inference(graph, batch);
+    let n = crate::memory::need(&[("evaluation", eval, batch)], data);
+    let extra = (held as f64 * crate::memory::HEADROOM).min(u64::MAX as f64) as u64;
+    MemoryNeed {
+        bytes: n.bytes.saturating_add(extra),
+        detail: format!(
+            "ONNX file `{file}` of {} held {FILE_COPIES}× while importing {}; {}",
+            human(file_bytes),
+            human(held),
+            n.detail
+        ),
+    }
+}
+
+/// The batch of the stage's passes: `batch_size`, at most the rows of the largest split it
+/// evaluates (or re-estimates batch norm on).
+fn pass_batch(p: &ImportParams, inputs: &[InputArtifact]) -> usize {
+    let rows = |k: &str| {
+        inputs
+            .iter()
+            .find(|i| i.kind == "fetch")
+            .and_then(|f| f.metrics.get(k).and_then(Value::as_u64))
+            .unwrap_or(0)
+    };
+    let mut most = rows("test").max(rows("val"));
+    if p.bn_recalibrate {
+        most = most.max(rows("train"));
+    }
+    match most {
+        0 => p.batch_size,
+        n => p.batch_size.min(n as usize),
+    }
+}
+
+/// Fails when [`parsed_need`] exceeds the run's memory budget. Under `WHITTLE_MEMORY_LIMIT`
+/// the whole need is compared with it; against what the system has available now (which
+/// already excludes what this node holds) only what is still to be allocated, the
+/// evaluation's activations.
+fn check_parsed(need: &MemoryNeed, activations: u64) -> Result<()> {
+    let Some(b) = whittle_engine::memory::budget()? else {
+        return Ok(());
+    };
+    let whole = b.source.starts_with(whittle_engine::memory::LIMIT_VAR);
+    let want = if whole {
+        need.bytes
+    } else {
+        (activations as f64 * crate::memory::HEADROOM).min(u64::MAX as f64) as u64
+    };
+    ensure!(
+        want <= b.bytes,
+        "the imported network needs an estimated {} of memory {}({}), but only {} is available ({}); lower `batch_size`, or set {} if the estimate is wrong",
+        human(want),
+        if whole {
+            ""
+        } else {
+            "more for the evaluation's activations "
+        },
+        need.detail,
+        human(b.bytes),
+        b.source,
+        whittle_engine::memory::LIMIT_VAR
+    );
+    Ok(())
 }
 
 fn read(dir: &Path, path: &str) -> Result<Vec<u8>> {
@@ -168,6 +248,7 @@ impl StageKind for Import {
         let p: ImportParams = serde_json::from_value(ctx.params.clone())?;
         with_threads(ctx.threads, || {
             let bytes = read(ctx.experiment_dir, &p.path)?;
+            let file_bytes = bytes.len() as u64;
             let blake3 = blake3::hash(&bytes).to_hex().to_string();
             let opts = ImportOptions {
                 input: p.input.clone(),
@@ -199,6 +280,17 @@ impl StageKind for Import {
             imported.network.layers.clear();
             let model = from_network::model(cfg, &state)?;
             drop(state);
+            let batch = pass_batch(&p, ctx.inputs);
+            let need = parsed_need(
+                &p.path,
+                file_bytes,
+                model.graph(),
+                batch,
+                crate::memory::data_bytes(ctx.inputs),
+            );
+            tracing::debug!("{}: memory need once parsed: {}", p.path, need.detail);
+            let acts = whittle_nn::memory::inference(model.graph(), batch).activations;
+            check_parsed(&need, acts).with_context(|| format!("{}: memory", p.path))?;
             if let Some(op) = &imported.final_softmax {
                 tracing::info!(
                     "{}: the final {op} is dropped; the imported network gives its logits (same argmax)",

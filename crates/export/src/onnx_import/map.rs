@@ -6,8 +6,9 @@
 //! conv on a pooled vector is a linear layer, MatMul + Add and Conv + Add of a constant are
 //! one layer with a bias, x · HardSigmoid(x) is hard swish, x · s with s (N, C, 1, 1) is a
 //! channel multiply (squeeze-and-excitation), Reshape (N, C, −1) + ReduceMean(2) and
-//! ReduceMean(H, W) are a global average pool, x · s with s (1, C, 1, …) constant after a
-//! Conv (TensorFlow's batch norm as Mul + Add) scales the conv's weights, Reshape
+//! ReduceMean(H, W) are a global average pool, x · s + b with constants s, b (one value, or
+//! one per channel: TensorFlow's batch norm as Mul + Add, Keras' Rescaling / Normalization)
+//! folds into the layer before or is a layer of its own ([`affine`]), Reshape
 //! (N, g, C/g, …) → Transpose (0, 2, 1, …) → Reshape (N, C, …) is a channel shuffle, and a
 //! Softmax / LogSoftmax computing the graph output is dropped (the network gives logits; the
 //! argmax is the same; [`super::Imported::final_softmax`] says so).
@@ -19,8 +20,11 @@ use crate::network::{Activation, Layer, Network, PoolKind, Tensor32, conv_out_le
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use std::collections::{HashMap, HashSet};
 
+mod affine;
 mod layers;
 mod views;
+
+use affine::Affine;
 
 /// A data tensor: network tensor `net` of shape `net_shape`, seen with the file's `shape`
 /// (batch 1 first in both).
@@ -37,6 +41,13 @@ enum Val {
     T(Dyn),
     /// The data input before any op read it.
     Input,
+    /// The data input times a constant plus a constant ([`Affine`], file axes), waiting for
+    /// the Transpose or Reshape that sets the layout or the first op that reads it; `single`:
+    /// nothing else read the input or a step of the map.
+    InputAffine {
+        a: Affine,
+        single: bool,
+    },
     /// `src` with zeros around its spatial axes, from Pad node `node`.
     Padded {
         src: Dyn,
@@ -195,7 +206,9 @@ impl<'a> Importer<'a> {
         let out_name = &graph.output[0].name;
         let d = match im.vals.get(out_name) {
             Some(Val::T(d)) => d.clone(),
-            Some(Val::Input) => bail!("{file}: the output `{out_name}` is the input itself"),
+            Some(Val::Input | Val::InputAffine { .. }) => {
+                bail!("{file}: the output `{out_name}` is the input itself (or scaled)")
+            }
             Some(Val::C(_)) => {
                 bail!("{file}: the output `{out_name}` does not depend on the input")
             }
@@ -302,6 +315,12 @@ impl<'a> Importer<'a> {
         match self.val(&name)?.clone() {
             Val::T(d) => Ok(d),
             Val::Input => Ok(self.input_dyn()),
+            Val::InputAffine { a, .. } => {
+                let d = self.input_dyn();
+                let d = self.resolve_input_affine(&a, d, &name, None)?;
+                self.vals.insert(name, Val::T(d.clone()));
+                Ok(d)
+            }
             Val::Padded { node, .. } => bail!(
                 "Pad `{node}` feeds this {}; a zero Pad is imported only before Conv or AveragePool",
                 n.op_type
@@ -537,10 +556,11 @@ impl<'a> Importer<'a> {
                 let d = self.data(n, 0)?;
                 self.set(n, 0, Val::T(d))
             }
+            "Add" | "Sub" | "Mul" | "Div" if self.const_binary(n)? => Ok(()),
             "Add" => self.add(n),
             "Mul" => self.mul(n),
             "Sub" | "Div" => bail!(
-                "{op} on data is not imported (the graph IR has no element-wise {op}); fold it into the neighbouring layer before export"
+                "{op} of two data tensors is not imported (the graph IR has no element-wise {op}; by a constant it is a scale or shift)"
             ),
             "Concat" => self.concat(n),
             "GlobalAveragePool" => {
@@ -613,7 +633,7 @@ impl<'a> Importer<'a> {
         let dims: Vec<usize> = match self.val(name)? {
             Val::C(c) => c.dims.clone(),
             Val::T(d) => d.shape.clone(),
-            Val::Input => self.input_dyn().shape,
+            Val::Input | Val::InputAffine { .. } => self.input_dyn().shape,
             Val::Padded { src, pads, .. } => {
                 let mut s = src.shape.clone();
                 for (i, p) in pads.iter().enumerate() {

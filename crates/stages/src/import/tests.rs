@@ -326,6 +326,11 @@ fn an_imported_network_is_searched_pruned_quantized_and_exported() {
         // tf2onnx: asymmetric 'SAME' pads in the conv and the max pool, depthwise convs
         ("keras_cnn.onnx", "keras_cnn", [3, 24, 24]),
         ("keras_dwsep.onnx", "keras_dwsep", [4, 16, 16]),
+        // input normalisation (a depthwise 1×1 conv), Rescaling, a vector batch norm folded
+        // into the last linear layer
+        ("keras_norm.onnx", "keras_norm", [3, 12, 10]),
+        // a one-channel input batch norm before tf2onnx's layout Reshape (a 1×1 conv)
+        ("keras_kws_trained.onnx", "keras_kws_trained", [1, 49, 10]),
     ] {
         chain(file, fam, &item);
     }
@@ -551,6 +556,21 @@ fn the_memory_need_counts_the_file() {
     // A 1 GiB file with 10 MiB of data: (7 GiB + 10 MiB) · 1.25.
     let big = super::import_need("big.onnx", 1 << 30, 10 << 20);
     assert_eq!(big.bytes, ((7u64 << 30) + (10 << 20)) / 4 * 5);
-    // The scheduler refusing it under WHITTLE_MEMORY_LIMIT: crates/cli/tests/import_guard.rs.
+    // Once parsed: the file's copies, the graph's evaluation at the batch, the data.
+    let (model, _, _) = imported("keras_kws_trained.onnx", "keras_kws_trained");
+    let e = whittle_nn::memory::inference(model.graph(), 100);
+    let parsed = super::parsed_need("k.onnx", 1000, model.graph(), 100, 5000);
+    let held = (7000.0 * crate::memory::HEADROOM) as u64;
+    let rest = ((e.total() + 5000) as f64 * crate::memory::HEADROOM) as u64;
+    assert_eq!(parsed.bytes, held + rest);
+    assert!(e.activations > 100 * 4 * 24 * 25 * 5, "{e:?}"); // ≥ one 24 × 25 × 5 map
+    assert!(
+        parsed.detail.contains("evaluation: weights ")
+            && parsed.detail.contains("activations at batch 100"),
+        "{}",
+        parsed.detail
+    );
+    // The scheduler refusing it under WHITTLE_MEMORY_LIMIT, and the check once parsed:
+    // crates/cli/tests/import_guard.rs.
     let _ = std::fs::remove_dir_all(&root);
 }

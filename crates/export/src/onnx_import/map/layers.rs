@@ -1,7 +1,7 @@
 //! The layers of [`super::Importer`]: convolution (a 1×1 conv of a pooled vector is a linear
 //! layer; a zero Pad before it merges into its padding), batch norm, activations and Clip,
-//! Add (residual, or a constant folded into the bias of the layer before), Mul (hard swish,
-//! channel multiply, or a per-channel constant folded into the layer before), global /
+//! Add of data (residual), Mul of data (hard swish, channel multiply; constants are
+//! [`super::affine`]'s), global /
 //! average / max pooling, Gemm / MatMul and the final Softmax (dropped).
 
 use super::*;
@@ -266,22 +266,8 @@ impl Importer<'_> {
         }
     }
 
-    /// (T, C) or (C, T) operands of a binary node, data first.
-    pub(super) fn data_and_const(&mut self, n: &NodeProto) -> Result<Option<(Dyn, Const, usize)>> {
-        ensure!(n.input.len() == 2, "{} needs two inputs", n.op_type);
-        for (dk, ck) in [(0, 1), (1, 0)] {
-            if let Some(Val::C(c)) = self.vals.get(&n.input[ck]).cloned() {
-                let d = self.data(n, dk)?;
-                return Ok(Some((d, c, dk)));
-            }
-        }
-        Ok(None)
-    }
-
+    /// Add of two data tensors (constants: [`Self::const_binary`]).
     pub(super) fn add(&mut self, n: &NodeProto) -> Result<()> {
-        if let Some((d, c, dk)) = self.data_and_const(n)? {
-            return self.add_bias(n, d, c, dk);
-        }
         let (a, b) = (self.data(n, 0)?, self.data(n, 1)?);
         ensure!(
             a.shape == b.shape,
@@ -314,90 +300,6 @@ impl Importer<'_> {
         )
     }
 
-    /// The conv / linear layer that alone reads-and-writes `src` (the data input `dk` of `n`),
-    /// and `c` as one value per channel of `d`; None when `c` is not such a constant or `src`
-    /// is not such a layer's output read only by `n`.
-    fn channel_const(
-        &self,
-        n: &NodeProto,
-        d: &Dyn,
-        c: &Const,
-        dk: usize,
-    ) -> Option<(usize, Vec<f32>)> {
-        let src = &n.input[dk];
-        let &li = self.direct.get(src)?;
-        let out_channels = match &self.layers[li] {
-            Layer::Conv { weight, .. } | Layer::Linear { weight, .. } => weight.shape[0],
-            _ => return None,
-        };
-        if self.uses.get(src).copied().unwrap_or(0) != 1
-            || d.shape.len() < 2
-            || d.shape[1] != out_channels
-            || c.dims.len() > d.shape.len()
-        {
-            return None;
-        }
-        let full = fold::broadcast(&c.dims, &d.shape).ok()?;
-        // The constant may vary along the channel axis only.
-        let mut cd = vec![1; d.shape.len() - c.dims.len()];
-        cd.extend(&c.dims);
-        if full != d.shape || !cd.iter().enumerate().all(|(i, &s)| s == 1 || i == 1) {
-            return None;
-        }
-        let vals = c.f32s();
-        let per = (0..d.shape[1])
-            .map(|i| if vals.len() == 1 { vals[0] } else { vals[i] })
-            .collect();
-        Some((li, per))
-    }
-
-    /// `layer + c`: folded into the bias of the conv / linear layer that wrote the data.
-    pub(super) fn add_bias(&mut self, n: &NodeProto, d: Dyn, c: Const, dk: usize) -> Result<()> {
-        let src = &n.input[dk];
-        let Some((li, per)) = self.channel_const(n, &d, &c, dk) else {
-            bail!(
-                "Add of a constant of shape {:?} to `{src}`: imported only as the bias of the Conv, Gemm or MatMul that computes `{src}` (and nothing else reads it)",
-                c.dims
-            )
-        };
-        let ch = per.len();
-        if let Layer::Conv { bias, .. } | Layer::Linear { bias, .. } = &mut self.layers[li] {
-            let b = bias.get_or_insert_with(|| vec![0.0; ch]);
-            for (x, y) in b.iter_mut().zip(per) {
-                *x += y;
-            }
-        }
-        let out = n.output.first().context("has no output")?.clone();
-        self.direct.insert(out, li);
-        self.set(n, 0, Val::T(d))
-    }
-
-    /// `layer · c` with one factor per channel (TensorFlow's batch norm after a conv is
-    /// Mul + Add): folded into the weights and bias of the conv / linear layer.
-    fn scale(&mut self, n: &NodeProto, d: Dyn, c: Const, dk: usize) -> Result<()> {
-        let src = &n.input[dk];
-        let Some((li, per)) = self.channel_const(n, &d, &c, dk) else {
-            bail!(
-                "Mul of data by a constant of shape {:?}: imported only as a per-channel scale of the Conv, Gemm or MatMul that computes `{src}` (and nothing else reads it); the graph IR has no scaling op",
-                c.dims
-            )
-        };
-        if let Layer::Conv { weight, bias, .. } | Layer::Linear { weight, bias, .. } =
-            &mut self.layers[li]
-        {
-            let row = (weight.data.len() / per.len()).max(1);
-            for (w, s) in weight.data.chunks_mut(row).zip(&per) {
-                w.iter_mut().for_each(|v| *v *= s);
-            }
-            if let Some(b) = bias {
-                b.iter_mut().zip(&per).for_each(|(v, s)| *v *= s);
-            }
-        }
-        let out = n.output.first().context("has no output")?.clone();
-        self.direct.insert(out, li);
-        self.set(n, 0, Val::T(d))
-    }
-
     /// A Softmax / LogSoftmax over the classes that computes the graph output: dropped, the
     /// network gives the logits before it (same argmax); noted in `final_softmax`.
     pub(super) fn final_softmax(&mut self, n: &NodeProto) -> Result<()> {
@@ -419,13 +321,8 @@ impl Importer<'_> {
         self.set(n, 0, Val::T(d))
     }
 
+    /// Mul of two data tensors (constants: [`Self::const_binary`]).
     pub(super) fn mul(&mut self, n: &NodeProto) -> Result<()> {
-        if let Some((d, c, dk)) = self.data_and_const(n)? {
-            if c.f32s().iter().all(|&v| v == 1.0) {
-                return self.set(n, 0, Val::T(d));
-            }
-            return self.scale(n, d, c, dk);
-        }
         let (a, b) = (self.data(n, 0)?, self.data(n, 1)?);
         if a.shape == b.shape {
             // x · HardSigmoid(x) = hard swish.
@@ -714,8 +611,19 @@ impl Importer<'_> {
         if alpha != 1.0 {
             wv.iter_mut().for_each(|x| *x *= alpha);
         }
+        let mut input = self.vector(&a)?;
+        let mut bias = bias;
+        if let Some((x, s, b)) = self.affine_before_linear(n, &input) {
+            // W·(s·x + b) + c = (W·diag s)·x + (c + W·b).
+            let mut c = bias.unwrap_or_else(|| vec![0.0; out]);
+            for (row, c) in wv.chunks_mut(inn).zip(&mut c) {
+                *c += row.iter().zip(&b).map(|(w, b)| w * b).sum::<f32>();
+                row.iter_mut().zip(&s).for_each(|(w, s)| *w *= s);
+            }
+            bias = Some(c);
+            input = x;
+        }
         let weight = Tensor32::new(vec![out, inn], wv)?;
-        let input = self.vector(&a)?;
         self.emit(
             n,
             |output| Layer::Linear {

@@ -1,7 +1,8 @@
 //! Ops of [`super::Importer`] that move data without arithmetic: Concat, Pad (held until
 //! the conv or average pool it merges into), Reshape / Flatten / (Un)squeeze as views or a
 //! Flatten layer, the channel shuffle (Reshape to (N, g, C/g, …), Transpose (0, 2, 1, …),
-//! Reshape back), Transpose (of the input: the layout), Slice and Split of channels.
+//! Reshape back), Transpose (of the input: the layout; a Reshape of the input that moves
+//! unit axes too), Slice and Split of channels.
 
 use super::*;
 
@@ -164,6 +165,29 @@ impl Importer<'_> {
                 src.shape,
             );
         }
+        if let Some(pending) = self.raw_input(&in0)? {
+            let from = self.input_dyn().shape;
+            let dims = fold::reshape_dims(&from, &target, allowzero)?;
+            let big = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+            let single = self.uses.get(&in0).copied().unwrap_or(0) == 1
+                && pending.as_ref().is_none_or(|(_, s)| *s);
+            if single && (3..=4).contains(&dims.len()) && dims[0] == 1 && big(&dims) == big(&from) {
+                // Unit axes moved (tf2onnx's NHWC → NCHW of a one-channel input): the same
+                // values in another shape, the network's input shape.
+                self.net_input_shape = dims[1..].to_vec();
+                let d = self.input_dyn();
+                let d = match pending {
+                    None => d,
+                    Some((mut a, _)) => {
+                        let k = a.axis.map(|x| big(&from[..x]).len());
+                        a.axis = k.and_then(|k| (0..dims.len()).filter(|&i| dims[i] != 1).nth(k));
+                        let out = n.output.first().context("has no output")?.clone();
+                        self.resolve_input_affine(&a, d, &out, Some(&out))?
+                    }
+                };
+                return self.set(n, 0, Val::T(d));
+            }
+        }
         let d = self.data(n, 0)?;
         let dims = fold::reshape_dims(&d.shape, &target, allowzero)?;
         let c = d.shape.get(1).copied().unwrap_or(0);
@@ -238,9 +262,19 @@ impl Importer<'_> {
         )
     }
 
+    /// For the raw input `Some(None)`, for the input under a pending scale / shift
+    /// `Some(Some((map, single)))`, else None.
+    fn raw_input(&self, name: &str) -> Result<Option<Option<(Affine, bool)>>> {
+        Ok(match self.val(name)? {
+            Val::Input => Some(None),
+            Val::InputAffine { a, single } => Some(Some((a.clone(), *single))),
+            _ => None,
+        })
+    }
+
     pub(super) fn transpose(&mut self, n: &NodeProto) -> Result<()> {
         let name = n.input.first().context("missing input 0")?.clone();
-        if matches!(self.val(&name)?, Val::Input) {
+        if let Some(pending) = self.raw_input(&name)? {
             let r = self.file_shape.len() + 1;
             let perm = self.perm(n, r)?;
             let mut seen = vec![false; r];
@@ -253,13 +287,23 @@ impl Importer<'_> {
                 "Transpose {perm:?} of the input must keep the batch axis first"
             );
             ensure!(
-                self.uses.get(&name).copied().unwrap_or(0) == 1,
-                "the input `{name}` is read both transposed and as it is; not imported"
+                self.uses.get(&name).copied().unwrap_or(0) == 1
+                    && pending.as_ref().is_none_or(|(_, single)| *single),
+                "the input `{}` is read both transposed and as it is; not imported",
+                self.input_name
             );
             let sample: Vec<usize> = perm[1..].iter().map(|&p| p - 1).collect();
             self.net_input_shape = sample.iter().map(|&p| self.file_shape[p]).collect();
             self.input_perm = Some(sample);
             let d = self.input_dyn();
+            let d = match pending {
+                None => d,
+                Some((mut a, _)) => {
+                    a.axis = a.axis.and_then(|x| perm.iter().position(|&p| p == x));
+                    let out = n.output.first().context("has no output")?.clone();
+                    self.resolve_input_affine(&a, d, &out, Some(&out))?
+                }
+            };
             return self.set(n, 0, Val::T(d));
         }
         if let Val::Grouped {
