@@ -6,13 +6,17 @@
 mod common;
 use common::*;
 
-const QUICK: [&str; 6] = [
+/// Tiny data; the QAT fine-tuning of a seed network that stays at chance on 4 clips per class
+/// is kept (its loss barely moves in 3 epochs at lr 1e-4) instead of failing as diverged.
+const QUICK: [&str; 8] = [
     "--set",
     "stages.data.dataset.train_per_class=4",
     "--set",
     "stages.data.dataset.val_per_class=2",
     "--set",
     "stages.data.dataset.test_per_class=2",
+    "--set",
+    "stages.qat.allow_divergence=true",
 ];
 
 #[test]
@@ -36,6 +40,7 @@ fn the_flagship_runs_end_to_end_at_a_tiny_size() {
         "## Precision formats",
         "## Distillation",
         "## Latency model and devices",
+        "## Shipped files",
         "## All networks",
         "<summary>Architectures",
         "<summary>Pruning and search methods",

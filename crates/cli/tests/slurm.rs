@@ -486,6 +486,8 @@ fn the_reduced_flagship_through_slurm_has_the_local_metrics() {
         "stages.data.dataset.val_per_class=2",
         "--set",
         "stages.data.dataset.test_per_class=2",
+        "--set",
+        "stages.qat.allow_divergence=true",
     ];
     let run = |cache: &Path, extra: &[&str]| {
         let mut args = vec!["run", file.as_str()];
