@@ -14,11 +14,18 @@ use serde_json::Value;
 /// ties in the int8 logits and integer-kernel rounding, documented in the export stage.
 const HANDFUL: f64 = 0.02;
 
-/// The precision row of `net` in `format` (from a `quantize` node), if the report has one.
+/// The precision row of `net` in `format`: a `quantize` node's row of it, or, for a network a
+/// `qat` node fine-tuned for that format, the `qat` node's own row (`int8+qat`, `w4+qat`).
 fn report_row<'a>(rows: &'a [ModelRow], net: &str, format: &str) -> Option<&'a ModelRow> {
-    rows.iter().find(|r| {
-        r.stage_kind == "quantize" && r.parent.as_deref() == Some(net) && r.format == format
-    })
+    rows.iter()
+        .find(|r| {
+            r.stage_kind == "quantize" && r.parent.as_deref() == Some(net) && r.format == format
+        })
+        .or_else(|| {
+            let qat = format!("{format}+qat");
+            rows.iter()
+                .find(|r| r.stage_kind == "qat" && r.node == net && r.format == qat)
+        })
 }
 
 /// The label of an artifact, the format of the report row it stands for, and the file kind
@@ -102,8 +109,14 @@ pub fn section(ctx: &Ctx) -> String {
                 let items = f.get("items").and_then(Value::as_u64).unwrap_or(0);
                 let differ = f.get("differ").and_then(Value::as_u64);
                 let mut notes = Vec::new();
-                // the report's number, or (without a quantize row) the export's own
-                let shown = report.or(in_process);
+                if report.is_none()
+                    && let Some(i) = in_process
+                {
+                    notes.push(format!(
+                        "no precision row (in-process {format}: {})",
+                        percent(i)
+                    ));
+                }
                 if let (Some(r), Some(i)) = (report, in_process)
                     && (r - i).abs() > 1e-9
                 {
@@ -136,7 +149,7 @@ pub fn section(ctx: &Ctx) -> String {
                     escape(&label),
                     bytes,
                     value.map(percent).unwrap_or_else(|| "–".into()),
-                    shown.map(percent).unwrap_or_else(|| "–".into()),
+                    report.map(percent).unwrap_or_else(|| "–".into()),
                     diff,
                     escape(&notes.join("; ")),
                 ]);

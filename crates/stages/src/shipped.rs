@@ -17,11 +17,24 @@ use whittle_nn::{DataSet, Split};
 /// Items per call of a file's runtime.
 const BATCH: usize = 100;
 
-/// A file's runtime as a network the evaluation functions accept (inference only).
+/// A file's runtime as a network the evaluation functions accept (inference only). Outputs
+/// are kept by the hash of their input batch: the metric and the prediction count read the
+/// same batches, and the file runs once for both.
 pub struct FileNet {
     run: Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>>>,
     /// Shape of one input item.
     item: Vec<usize>,
+    seen: std::cell::RefCell<std::collections::HashMap<[u8; 32], Vec<f32>>>,
+}
+
+impl FileNet {
+    fn new(run: Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>>>, item: &[usize]) -> Self {
+        Self {
+            run,
+            item: item.to_vec(),
+            seen: Default::default(),
+        }
+    }
 }
 
 impl Trainable for FileNet {
@@ -35,6 +48,15 @@ impl Trainable for FileNet {
             self.item
         );
         let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+        let key = *blake3::hash(&bytes).as_bytes();
+        if let Some(out) = self.seen.borrow().get(&key) {
+            return Ok(Tensor::from_vec(
+                out.clone(),
+                (n, out.len() / n),
+                &Device::Cpu,
+            )?);
+        }
         let mut out = Vec::new();
         for chunk in v.chunks(BATCH * per) {
             out.extend((self.run)(chunk, chunk.len() / per)?);
@@ -45,6 +67,7 @@ impl Trainable for FileNet {
             out.len()
         );
         let per_out = out.len() / n;
+        self.seen.borrow_mut().insert(key, out.clone());
         Ok(Tensor::from_vec(out, (n, per_out), &Device::Cpu)?)
     }
     fn trainable_vars(&self) -> Vec<(String, candle_core::Var)> {
@@ -92,10 +115,7 @@ pub fn onnx_net(path: &Path, item: &[usize], batch: usize) -> Result<FileNet> {
         }
         Ok(out)
     };
-    Ok(FileNet {
-        run: Box::new(run),
-        item: item.to_vec(),
-    })
+    Ok(FileNet::new(Box::new(run), item))
 }
 
 /// The C compiler: `$CC`, else `cc`; `None` when it cannot be run.
@@ -206,10 +226,7 @@ pub fn c_net(
                 .collect(),
         })
     };
-    Ok(Some(FileNet {
-        run: Box::new(run),
-        item: item.to_vec(),
-    }))
+    Ok(Some(FileNet::new(Box::new(run), item)))
 }
 
 /// Class predictions (argmax of each row, first maximum) of `net` on `x`.
