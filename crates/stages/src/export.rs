@@ -24,11 +24,11 @@ use whittle_nn::quant::{Format, QuantModel, QuantOptions};
 pub struct ExportParams {
     /// Training inputs (a seeded stratified choice) that calibrate the int8 activation ranges;
     /// the defaults are the `quantize` stage's, so both hold the same int8 network.
-    #[serde(default = "five_hundred")]
+    #[serde(default = "crate::int8::default_samples")]
     pub calibration_samples: usize,
-    #[serde(default = "minmax")]
+    #[serde(default = "crate::int8::default_observer")]
     pub observer: String,
-    #[serde(default = "tail")]
+    #[serde(default = "crate::int8::default_percentile")]
     pub percentile: f64,
     /// Run every exported file on the test split and record its metric (default true).
     #[serde(default = "yes")]
@@ -47,15 +47,6 @@ pub struct ExportParams {
     pub keep_first_last_8bit: bool,
 }
 
-fn five_hundred() -> usize {
-    500
-}
-fn minmax() -> String {
-    "minmax".into()
-}
-fn tail() -> f64 {
-    99.99
-}
 fn yes() -> bool {
     true
 }

@@ -22,6 +22,18 @@ use whittle_nn::quant::eval::ActQuant;
 use whittle_nn::quant::int::Affine;
 use whittle_nn::quant::{Format, ObserverKind, QuantModel, QuantOptions};
 
+/// Defaults of the calibration parameters shared by `quantize`, `qat` and `export` (serde
+/// `default = "crate::int8::…"`), so the three stages calibrate alike unless told otherwise.
+pub fn default_samples() -> usize {
+    500
+}
+pub fn default_observer() -> String {
+    "minmax".into()
+}
+pub fn default_percentile() -> f64 {
+    99.99
+}
+
 /// Validates the calibration parameters shared by `quantize`, `qat` and `export`.
 pub fn check_calibration(
     samples: usize,

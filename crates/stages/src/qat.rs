@@ -52,12 +52,12 @@ pub struct Own {
     #[serde(default = "int8")]
     pub format: String,
     /// int8: training items the frozen activation ranges are calibrated on.
-    #[serde(default = "c500")]
+    #[serde(default = "crate::int8::default_samples")]
     pub calibration_samples: usize,
-    #[serde(default = "minmax")]
+    #[serde(default = "crate::int8::default_observer")]
     pub observer: String,
     /// Tail percentile of the `percentile` observer.
-    #[serde(default = "pct")]
+    #[serde(default = "crate::int8::default_percentile")]
     pub percentile: f64,
     /// k-bit weight-only: the first and last conv/linear layer stay at 8 bits.
     #[serde(default = "yes")]
@@ -68,15 +68,6 @@ pub struct Own {
 
 fn int8() -> String {
     "int8".into()
-}
-fn c500() -> usize {
-    500
-}
-fn minmax() -> String {
-    "minmax".into()
-}
-fn pct() -> f64 {
-    99.99
 }
 fn yes() -> bool {
     true

@@ -27,12 +27,12 @@ pub const GRID_TOKEN: &str = "float(*,*)";
 pub struct QuantizeParams {
     #[serde(default = "default_formats")]
     pub formats: Vec<String>,
-    #[serde(default = "default_calib")]
+    #[serde(default = "crate::int8::default_samples")]
     pub calibration_samples: usize,
-    #[serde(default = "default_observer")]
+    #[serde(default = "crate::int8::default_observer")]
     pub observer: String,
     /// Tail percentile of the `percentile` observer.
-    #[serde(default = "default_pct")]
+    #[serde(default = "crate::int8::default_percentile")]
     pub percentile: f64,
     #[serde(default = "yes")]
     pub keep_first_last_8bit: bool,
@@ -70,15 +70,6 @@ fn default_formats() -> Vec<String> {
     ["fp32", "fp16", "bf16", "float(4,3)", "int8", "int4"]
         .map(String::from)
         .to_vec()
-}
-fn default_calib() -> usize {
-    500
-}
-fn default_observer() -> String {
-    "minmax".into()
-}
-fn default_pct() -> f64 {
-    99.99
 }
 fn yes() -> bool {
     true
