@@ -15,7 +15,11 @@
 //! float. The C follows that evaluator's operation order, so compiled with
 //! `-ffp-contract=off` (and without `-ffast-math`) its outputs are bit-identical to it.
 
-use crate::network::{Activation, Layer, Network, PoolKind};
+use crate::c_common::{
+    OPS, Row, Tensors, array, cfloat, check_name, comment, fill, header_end, header_start,
+    op_defines, plan_arena, source_includes, tables, write_pair,
+};
+use crate::network::{Layer, Network};
 use anyhow::{Context, Result, bail, ensure};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -273,41 +277,6 @@ pub fn run_reference(
     crate::reference::run(&decoded_network(net, weights)?, input, None)
 }
 
-/// Layer op codes in the generated layer table (`<NAME>_OP_*`).
-const OPS: [&str; 17] = [
-    "CONV",
-    "RELU",
-    "ADD",
-    "GAP",
-    "FLATTEN",
-    "LINEAR",
-    "RELU6",
-    "SIGMOID",
-    "HARD_SIGMOID",
-    "HARD_SWISH",
-    "CHANNEL_MUL",
-    "CONCAT",
-    "NARROW",
-    "SHUFFLE",
-    "MAX_POOL",
-    "AVG_POOL",
-    "BATCH_NORM",
-];
-
-/// A tensor of the generated table: C × H × W floats at `offset` (in floats) in the arena.
-struct CTensor {
-    c: usize,
-    h: usize,
-    w: usize,
-    offset: usize,
-}
-
-impl CTensor {
-    fn len(&self) -> usize {
-        self.c * self.h * self.w
-    }
-}
-
 /// Writes `<dir>/<name>.h` and `<dir>/<name>.c`: the network with packed weights (`weights`
 /// keyed by the output tensor name of every conv / linear layer; the float weights of `net`
 /// are not used, only their shapes) and the float inference function `<name>_run`. `name`
@@ -318,107 +287,21 @@ pub fn write_c_packed(
     dir: &Path,
     name: &str,
 ) -> Result<(PathBuf, PathBuf)> {
-    ensure!(
-        !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit()),
-        "C export name `{name}` is not a C identifier"
-    );
+    check_name(name)?;
     // Validates the graph, every code set against its layer and the decoded values.
     decoded_network(net, weights)?;
-    let shapes = net.shapes()?;
+    let t = Tensors::new(net, "packed C export")?;
+    let (offsets, arena) = plan_arena(net, &t.index, &t.lens());
     let up = name.to_ascii_uppercase();
-
-    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut tensors: Vec<CTensor> = Vec::new();
-    let names = std::iter::once(net.input.0.as_str()).chain(net.layers.iter().map(|l| l.output()));
-    for t in names {
-        let s = &shapes[t];
-        let (c, h, w) = match s.len() {
-            2 => (s[1], 1, 1),
-            3 => (s[1], 1, s[2]),
-            4 => (s[1], s[2], s[3]),
-            _ => bail!("packed C export: tensor `{t}` has unsupported shape {s:?}"),
-        };
-        index.insert(t, tensors.len());
-        tensors.push(CTensor { c, h, w, offset: 0 });
-    }
-    let arena = plan_arena(net, &index, &mut tensors);
 
     let mut data = String::new();
     let mut rows = Vec::new();
     let mut byte_defs = Vec::new();
     let mut total_bytes = 0usize;
     // Decode tables written so far (identical tables are shared).
-    let mut tables: Vec<(Vec<u32>, String)> = Vec::new();
+    let mut luts: Vec<(Vec<u32>, String)> = Vec::new();
     for (i, layer) in net.layers.iter().enumerate() {
-        let ins = layer.inputs();
-        let in0 = index[ins[0]];
-        let in1 = ins.get(1).map_or(-1, |n| index[n] as i64);
-        let out = index[layer.output()];
-        let (ti, to) = (&tensors[in0], &tensors[out]);
-        let none = [0usize; 10];
-        let (op, geo, groups) = match layer {
-            Layer::Conv {
-                weight,
-                stride,
-                padding,
-                dilation,
-                groups,
-                ..
-            } => (
-                "CONV",
-                geometry(&weight.shape[2..], stride, padding, dilation),
-                *groups,
-            ),
-            Layer::Linear { .. } => ("LINEAR", [1, 1, 1, 1, 0, 0, 0, 0, 1, 1], 1),
-            Layer::BatchNorm { .. } => ("BATCH_NORM", none, 1),
-            Layer::Relu { .. } => ("RELU", none, 1),
-            Layer::Add { .. } => ("ADD", none, 1),
-            Layer::GlobalAvgPool { .. } => ("GAP", none, 1),
-            Layer::Flatten { .. } => ("FLATTEN", none, 1),
-            Layer::Activation { act, .. } => (
-                match act {
-                    Activation::Relu6 => "RELU6",
-                    Activation::Sigmoid => "SIGMOID",
-                    Activation::HardSigmoid => "HARD_SIGMOID",
-                    Activation::HardSwish => "HARD_SWISH",
-                },
-                none,
-                1,
-            ),
-            Layer::ChannelMul { .. } => ("CHANNEL_MUL", none, 1),
-            Layer::Concat { .. } => ("CONCAT", none, 1),
-            Layer::Narrow { .. } => ("NARROW", none, 1),
-            Layer::ChannelShuffle { groups, .. } => ("SHUFFLE", none, *groups),
-            Layer::Pool {
-                kind,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => (
-                match kind {
-                    PoolKind::Max => "MAX_POOL",
-                    PoolKind::Avg => "AVG_POOL",
-                },
-                geometry(kernel, stride, padding, &[1, 1]),
-                1,
-            ),
-        };
-        let start = match layer {
-            Layer::Narrow { start, .. } => *start,
-            _ => 0,
-        };
-        let list = if let Layer::Concat { inputs, .. } = layer {
-            let idx: Vec<usize> = inputs.iter().map(|n| index[n.as_str()]).collect();
-            array(&mut data, "int", &format!("{name}_in{i}"), &idx, |v| {
-                v.to_string()
-            });
-            format!("{}, {name}_in{i}", idx.len())
-        } else {
-            "0, 0".to_string()
-        };
+        let row = Row::new(&t, &mut data, name, i, layer);
         // weight, bits, decode, w_scale, table, exp_bits, man_bits, bias
         let mut params = "0, 0, 0, 0, 0, 0, 0, 0".to_string();
         if let Layer::Conv { bias, .. } | Layer::Linear { bias, .. } = layer {
@@ -442,14 +325,14 @@ pub fn write_c_packed(
                     });
                     ("SCALE", format!("{name}_ws{i}"), "0".to_string(), 0, 0)
                 }
-                Decode::Table(t) => {
-                    let key: Vec<u32> = t.iter().map(|v| v.to_bits()).collect();
-                    let sym = match tables.iter().find(|(k, _)| *k == key) {
+                Decode::Table(lut) => {
+                    let key: Vec<u32> = lut.iter().map(|v| v.to_bits()).collect();
+                    let sym = match luts.iter().find(|(k, _)| *k == key) {
                         Some((_, s)) => s.clone(),
                         None => {
                             let s = format!("{name}_lut{i}");
-                            array(&mut data, "float", &s, t, |v| cfloat(*v));
-                            tables.push((key, s.clone()));
+                            array(&mut data, "float", &s, lut, |v| cfloat(*v));
+                            luts.push((key, s.clone()));
                             s
                         }
                     };
@@ -494,17 +377,8 @@ pub fn write_c_packed(
         } else {
             ("0".to_string(), "0.0f".to_string())
         };
-        rows.push(format!(
-            "    {{ {up}_OP_{op}, {in0}, {in1}, {out}, {}, {}, {}, {}, {}, {}, {}, {groups}, {params}, {bn}, {eps}, {start}, {list} }}, /* {} -> {} */",
-            ti.c, ti.h, ti.w, to.c, to.h, to.w,
-            geo.map(|v| v.to_string()).join(", "),
-            comment(&ins.join(" + ")),
-            comment(layer.output())
-        ));
+        rows.push(row.format(&up, &t, &format!("{params}, {bn}, {eps}")));
     }
-    let t_in = &tensors[0];
-    let out_idx = index[net.output.as_str()];
-    let t_out = &tensors[out_idx];
 
     let mut h = String::new();
     let guard = format!("{up}_H");
@@ -514,20 +388,15 @@ pub fn write_c_packed(
         net.name
     )?;
     h.push_str(HEADER_DOC);
-    writeln!(
-        h,
-        "#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n"
+    let arena_note = format!("floats of scratch for {name}_run");
+    header_start(
+        &mut h,
+        &guard,
+        &up,
+        &t,
+        net,
+        (" /* floats */", arena, &arena_note),
     )?;
-    writeln!(h, "#ifdef __cplusplus\nextern \"C\" {{\n#endif\n")?;
-    writeln!(h, "#define {up}_INPUT_SIZE {} /* floats */", t_in.len())?;
-    writeln!(h, "#define {up}_OUTPUT_SIZE {} /* floats */", t_out.len())?;
-    writeln!(
-        h,
-        "#define {up}_ARENA_SIZE {arena} /* floats of scratch for {name}_run */"
-    )?;
-    writeln!(h, "#define {up}_NUM_TENSORS {}", tensors.len())?;
-    writeln!(h, "#define {up}_NUM_LAYERS {}", net.layers.len())?;
-    writeln!(h, "#define {up}_OUTPUT_TENSOR {out_idx}\n")?;
     writeln!(
         h,
         "/* Bytes of packed conv / linear weights: ceil(bits * n / 8) per layer. */"
@@ -537,9 +406,7 @@ pub fn write_c_packed(
         writeln!(h, "{d}")?;
     }
     writeln!(h)?;
-    for (k, op) in OPS.iter().enumerate() {
-        writeln!(h, "#define {up}_OP_{op} {k}")?;
-    }
+    op_defines(&mut h, &up, &OPS)?;
     writeln!(
         h,
         "\n#define {up}_DECODE_SCALE 0 /* w = code (two's complement) * w_scale[c] */"
@@ -549,54 +416,8 @@ pub fn write_c_packed(
         h,
         "#define {up}_DECODE_FLOAT 2 /* code = bit pattern of T(exp_bits, man_bits) */\n"
     )?;
-    writeln!(
-        h,
-        "/* Activation tensor (batch 1, layout C x H x W; 1-D is H = 1, vectors are C x 1 x 1);"
-    )?;
-    writeln!(h, " * offset in floats into the arena. */")?;
-    writeln!(
-        h,
-        "typedef struct {{ int c, h, w; int offset; }} {name}_tensor_t;\n"
-    )?;
-    h.push_str(LAYER_DOC);
-    writeln!(
-        h,
-        "typedef struct {{\n    int op, in0, in1, out;\n    int in_c, in_h, in_w, out_c, out_h, out_w;"
-    )?;
-    writeln!(
-        h,
-        "    int k_h, k_w, stride_h, stride_w, pad_h, pad_w, pad_h_end, pad_w_end, dil_h, dil_w, groups;"
-    )?;
-    writeln!(
-        h,
-        "    const uint8_t *weight;\n    int bits, decode;\n    const float *w_scale, *table;\n    int exp_bits, man_bits;\n    const float *bias, *bn;\n    float eps;\n    int start, n_in;\n    const int *in_list;\n}} {name}_layer_t;\n"
-    )?;
-    writeln!(
-        h,
-        "extern const {name}_tensor_t {name}_tensors[{up}_NUM_TENSORS];"
-    )?;
-    writeln!(
-        h,
-        "extern const {name}_layer_t {name}_layers[{up}_NUM_LAYERS];\n"
-    )?;
-    writeln!(
-        h,
-        "/* Decoded weight `i` (row-major index) of layer L, output channel oc. */"
-    )?;
-    writeln!(
-        h,
-        "float {name}_weight(const {name}_layer_t *L, long i, int oc);"
-    )?;
-    writeln!(
-        h,
-        "/* Float inference (batch 1): input {up}_INPUT_SIZE floats, output {up}_OUTPUT_SIZE floats,"
-    )?;
-    writeln!(h, " * arena {up}_ARENA_SIZE floats. */")?;
-    writeln!(
-        h,
-        "void {name}_run(const float *input, float *output, float *arena);\n"
-    )?;
-    writeln!(h, "#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {guard} */")?;
+    let fields = "    const uint8_t *weight;\n    int bits, decode;\n    const float *w_scale, *table;\n    int exp_bits, man_bits;\n    const float *bias, *bn;\n    float eps;\n";
+    header_end(&mut h, (&guard, name, &up), TABLES_DOC, fields, API)?;
 
     let mut c = String::new();
     writeln!(
@@ -608,140 +429,15 @@ pub fn write_c_packed(
         c,
         " * Compile with -ffp-contract=off (no -ffast-math) for outputs bit-identical to the reference. */"
     )?;
-    writeln!(
-        c,
-        "#include \"{name}.h\"\n#include <math.h>\n#include <string.h>\n"
-    )?;
+    source_includes(&mut c, name)?;
     c.push_str(&data);
-    writeln!(
-        c,
-        "\nconst {name}_tensor_t {name}_tensors[{up}_NUM_TENSORS] = {{"
-    )?;
-    let mut by_index: Vec<(&str, usize)> = index.iter().map(|(k, i)| (*k, *i)).collect();
-    by_index.sort_by_key(|e| e.1);
-    for (t, (n, _)) in tensors.iter().zip(by_index) {
-        writeln!(
-            c,
-            "    {{ {}, {}, {}, {} }}, /* {} */",
-            t.c,
-            t.h,
-            t.w,
-            t.offset,
-            comment(n)
-        )?;
-    }
-    writeln!(
-        c,
-        "}};\n\nconst {name}_layer_t {name}_layers[{up}_NUM_LAYERS] = {{"
-    )?;
-    for r in rows {
-        writeln!(c, "{r}")?;
-    }
-    writeln!(c, "}};\n")?;
-    c.push_str(&RUNTIME.replace("@N@", name).replace("@U@", &up));
-
-    let hp = dir.join(format!("{name}.h"));
-    let cp = dir.join(format!("{name}.c"));
-    std::fs::write(&hp, h).with_context(|| format!("writing {}", hp.display()))?;
-    std::fs::write(&cp, c).with_context(|| format!("writing {}", cp.display()))?;
-    Ok((hp, cp))
-}
-
-/// The geometry row of a conv or pool: k_h, k_w, stride_h, stride_w, pad_h, pad_w, pad_h_end,
-/// pad_w_end, dil_h, dil_w; a 1-D layer has height 1.
-fn geometry(
-    kernel: &[usize],
-    stride: &[usize],
-    padding: &[(usize, usize)],
-    dilation: &[usize],
-) -> [usize; 10] {
-    if kernel.len() == 1 {
-        [
-            1,
-            kernel[0],
-            1,
-            stride[0],
-            0,
-            padding[0].0,
-            0,
-            padding[0].1,
-            1,
-            dilation[0],
-        ]
-    } else {
-        [
-            kernel[0],
-            kernel[1],
-            stride[0],
-            stride[1],
-            padding[0].0,
-            padding[1].0,
-            padding[0].1,
-            padding[1].1,
-            dilation[0],
-            dilation[1],
-        ]
-    }
-}
-
-/// Places the tensors in one float arena: a tensor lives from the layer producing it (the
-/// input from the start) to its last reader (the output to the end); tensors whose lives
-/// overlap get disjoint ranges. First fit in creation order; returns the size in floats.
-fn plan_arena(net: &Network, index: &BTreeMap<&str, usize>, tensors: &mut [CTensor]) -> usize {
-    let n = net.layers.len();
-    let mut life: Vec<(usize, usize)> = (0..tensors.len()).map(|i| (i, i)).collect();
-    for (l, layer) in net.layers.iter().enumerate() {
-        for t in layer.inputs() {
-            life[index[t]].1 = life[index[t]].1.max(l + 1);
-        }
-    }
-    life[index[net.output.as_str()]].1 = n + 1;
-    let mut size = 0;
-    for i in 0..tensors.len() {
-        let len = tensors[i].len();
-        let mut busy: Vec<(usize, usize)> = (0..i)
-            .filter(|&j| life[j].0 <= life[i].1 && life[i].0 <= life[j].1)
-            .map(|j| (tensors[j].offset, tensors[j].offset + tensors[j].len()))
-            .collect();
-        busy.sort();
-        let mut off = 0;
-        for (a, b) in busy {
-            if off + len <= a {
-                break;
-            }
-            off = off.max(b);
-        }
-        tensors[i].offset = off;
-        size = size.max(off + len);
-    }
-    size
-}
-
-/// Text safe inside a C block comment.
-fn comment(s: &str) -> String {
-    s.replace("*/", "* /")
-}
-
-/// A C float expression that reads back to the same f32 (NaN and ±Inf from <math.h>).
-fn cfloat(v: f32) -> String {
-    if v.is_nan() {
-        "NAN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "INFINITY" } else { "-INFINITY" }.into()
-    } else {
-        format!("{v:e}f")
-    }
-}
-
-fn array<T>(out: &mut String, ty: &str, name: &str, v: &[T], f: impl Fn(&T) -> String) {
-    let _ = write!(out, "static const {ty} {name}[{}] = {{", v.len());
-    for (i, x) in v.iter().enumerate() {
-        if i % 16 == 0 {
-            out.push_str("\n   ");
-        }
-        let _ = write!(out, " {},", f(x));
-    }
-    out.push_str("\n};\n");
+    let cols = |i: usize| {
+        let [tc, th, tw] = t.dims[i];
+        format!("{tc}, {th}, {tw}, {}", offsets[i])
+    };
+    tables(&mut c, name, &up, &t, cols, &rows)?;
+    c.push_str(&fill(RUNTIME, name, &up));
+    write_pair(dir, name, &h, &c)
 }
 
 const HEADER_DOC: &str = r#" * Activations, biases and batch norm are f32; conv / linear weights are `bits`-wide codes
@@ -752,7 +448,13 @@ const HEADER_DOC: &str = r#" * Activations, biases and batch norm are f32; conv 
  * -ffast-math to get outputs bit-identical to whittle's reference evaluator. */
 "#;
 
-const LAYER_DOC: &str = r#"/* One layer: op, tensor indices (in1 = -1 if unused), shapes, convolution geometry
+/// The tensor struct and the tensor and layer documentation of the header (@N@ / @U@ become
+/// the name / upper-case name).
+const TABLES_DOC: &str = r#"/* Activation tensor (batch 1, layout C x H x W; 1-D is H = 1, vectors are C x 1 x 1);
+ * offset in floats into the arena. */
+typedef struct { int c, h, w; int offset; } @N@_tensor_t;
+
+/* One layer: op, tensor indices (in1 = -1 if unused), shapes, convolution geometry
  * (CONV and LINEAR; LINEAR is a matrix-vector product on a C x 1 x 1 vector; pad_h / pad_w are
  * the zero rows / columns before the input, pad_h_end / pad_w_end after it) and parameters:
  * weight (Cout, Cin/groups, k_h, k_w) packed codes of `bits` bits decoded by `decode`, bias
@@ -761,6 +463,15 @@ const LAYER_DOC: &str = r#"/* One layer: op, tensor indices (in1 = -1 if unused)
  * included); CHANNEL_MUL multiplies channel c of in0 by element c of in1; SHUFFLE uses
  * `groups`; NARROW copies channels start .. start + out_c; CONCAT joins the n_in tensors of
  * in_list along the channels. */
+"#;
+
+/// The functions the header declares (@N@ / @U@ as in [`TABLES_DOC`]).
+const API: &str = r#"/* Decoded weight `i` (row-major index) of layer L, output channel oc. */
+float @N@_weight(const @N@_layer_t *L, long i, int oc);
+/* Float inference (batch 1): input @U@_INPUT_SIZE floats, output @U@_OUTPUT_SIZE floats,
+ * arena @U@_ARENA_SIZE floats. */
+void @N@_run(const float *input, float *output, float *arena);
+
 "#;
 
 /// The inference code appended to every generated `.c` (@N@ / @U@ become the name / upper-case

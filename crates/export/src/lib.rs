@@ -4,9 +4,10 @@
 //! architecture — plus the naive reference evaluator that defines the semantics, and the
 //! ONNX importer that reads trained networks back ([`onnx_import`]).
 
+mod c_common;
 mod c_export;
-pub mod c_packed;
 pub mod c_ladder;
+pub mod c_packed;
 pub mod network;
 pub mod onnx;
 pub mod onnx_import;

@@ -1,7 +1,12 @@
 //! Compiles a packed-weight C export (`whittle_export::write_c_packed`) with the system C
 //! compiler (`cc -std=c99 -O2 -ffp-contract=off`) and a main that runs it on several inputs;
 //! returns the f32 bit patterns of every output. Included with `#[path]` by the export and
-//! stages tests; `None` (after one line on stderr) when `cc` is not installed.
+//! stages tests; compiling and running go through `c_run.rs`'s [`c_run::run_main`]. Tests call
+//! [`have_cc`] first: false (after one line on stderr) when `cc` is not installed.
+
+#[path = "c_run.rs"]
+#[allow(dead_code)]
+mod c_run;
 
 use std::path::Path;
 use std::process::Command;
@@ -39,34 +44,7 @@ pub fn run_c_packed(dir: &Path, name: &str, xs: &[Vec<f32>]) -> Vec<Vec<u32>> {
         k = xs.len(),
         rows = rows.join(",\n"),
     );
-    let main_c = dir.join(format!("main_{name}.c"));
-    std::fs::write(&main_c, main).unwrap();
-    let exe = dir.join(name);
-    let out = Command::new("cc")
-        .args([
-            "-std=c99",
-            "-O2",
-            "-ffp-contract=off",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(&main_c)
-        .arg(dir.join(format!("{name}.c")))
-        .arg("-lm")
-        .output()
-        .expect("running the system C compiler `cc`");
-    assert!(
-        out.status.success(),
-        "cc failed on {name}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&exe).output().unwrap();
-    assert!(run.status.success(), "{name} failed: {:?}", run.status);
-    String::from_utf8(run.stdout)
-        .unwrap()
+    c_run::run_main(dir, name, &main, &["-std=c99", "-O2", "-ffp-contract=off"])
         .lines()
         .map(|l| {
             l.split_whitespace()
