@@ -82,6 +82,16 @@ impl StageKind for Export {
         "3"
     }
 
+    /// Two threads for the shipped-file runs (two C processes, tract's batches); one is enough
+    /// and gives the same numbers.
+    fn threads(&self, _resolved: &Value) -> usize {
+        2
+    }
+
+    fn min_threads(&self, _resolved: &Value) -> usize {
+        1
+    }
+
     fn resolve(&self, params: &toml::Table) -> Result<Value, ParamError> {
         let p: ExportParams = from_params(params)?;
         crate::int8::check_calibration(p.calibration_samples, &p.observer, p.percentile)?;
@@ -262,7 +272,7 @@ fn export_one(
     let int8_c = shipped::CRuntime::Int8(params.get(&net.output)?);
     rows.push(m(
         "c_int8",
-        shipped::c_net(&out, &stem, &work, &item, int8_c),
+        shipped::c_net(&out, &stem, &work, &item, int8_c, ctx.threads),
         &q,
     ));
     for (fmt, pstem) in &packed_stems {
@@ -271,7 +281,14 @@ fn export_one(
             ..opts
         };
         let reference = QuantModel::prepare(&model, *fmt, None, &qopts)?;
-        let c = shipped::c_net(&out, pstem, &work, &item, shipped::CRuntime::Float);
+        let c = shipped::c_net(
+            &out,
+            pstem,
+            &work,
+            &item,
+            shipped::CRuntime::Float,
+            ctx.threads,
+        );
         let mut r = m("c_packed", c, &reference);
         r["format"] = json!(fmt.name());
         rows.push(r);

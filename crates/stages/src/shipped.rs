@@ -139,13 +139,14 @@ pub enum CRuntime {
 
 /// The C export `stem` in `src_dir` compiled (in `work`, `cc -std=c99 -O2 -ffp-contract=off`)
 /// with a main that reads items (f32, native endianness) from a file, runs them one by one and
-/// writes the outputs. `Ok(None)` when there is no C compiler.
+/// writes the outputs, `jobs` processes at a time. `Ok(None)` when there is no C compiler.
 pub fn c_net(
     src_dir: &Path,
     stem: &str,
     work: &Path,
     item: &[usize],
     runtime: CRuntime,
+    jobs: usize,
 ) -> Result<Option<FileNet>> {
     let Some(cc) = c_compiler() else {
         return Ok(None);
@@ -199,20 +200,34 @@ pub fn c_net(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (inp, outp): (PathBuf, PathBuf) = (
-        work.join(format!("{stem}_in.bin")),
-        work.join(format!("{stem}_out.bin")),
-    );
+    let per: usize = item.iter().product();
+    let jobs = jobs.max(1);
+    let (work, stem) = (work.to_path_buf(), stem.to_string());
+    // The items of a call split over `jobs` processes (the program is single-threaded); the
+    // outputs are concatenated in item order, so the result does not depend on `jobs`.
     let run = move |x: &[f32], n: usize| -> Result<Vec<f32>> {
-        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        std::fs::write(&inp, bytes)?;
-        let st = Command::new(&exe)
-            .arg(&inp)
-            .arg(&outp)
-            .status()
-            .with_context(|| format!("running {}", exe.display()))?;
-        ensure!(st.success(), "the compiled C export exited with {st}");
-        let y = std::fs::read(&outp)?;
+        let part = n.div_ceil(jobs).max(1) * per;
+        let mut children = Vec::new();
+        for (j, chunk) in x.chunks(part).enumerate() {
+            let (inp, outp): (PathBuf, PathBuf) = (
+                work.join(format!("{stem}_in{j}.bin")),
+                work.join(format!("{stem}_out{j}.bin")),
+            );
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            std::fs::write(&inp, bytes)?;
+            let child = Command::new(&exe)
+                .arg(&inp)
+                .arg(&outp)
+                .spawn()
+                .with_context(|| format!("running {}", exe.display()))?;
+            children.push((child, outp));
+        }
+        let mut y = Vec::new();
+        for (mut child, outp) in children {
+            let st = child.wait()?;
+            ensure!(st.success(), "the compiled C export exited with {st}");
+            y.extend(std::fs::read(&outp)?);
+        }
         ensure!(
             n > 0 && y.len() % (n * out_bytes) == 0,
             "the compiled C export wrote {} bytes for {n} items",
