@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// Output columns per forward tile (2 vectors).
-const TILE: usize = 32;
+pub(crate) const TILE: usize = 32;
 /// Taps per weight-gradient pass.
 const NKD: usize = 4;
 
@@ -119,7 +119,7 @@ pub fn backward_usable(gm: &Geom, need_dx: bool) -> bool {
 /// `tmp[q] = Σ_k w[k] · buf[offs[k] + q]` for every `q < tmp.len()` (a multiple of [`TILE`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fwd_plane(w: &[f32], offs: &[usize], buf: &[f32], tmp: &mut [f32]) {
+pub(crate) unsafe fn fwd_plane(w: &[f32], offs: &[usize], buf: &[f32], tmp: &mut [f32]) {
     unsafe {
         let b = buf.as_ptr();
         for q in (0..tmp.len()).step_by(TILE) {
@@ -155,7 +155,7 @@ unsafe fn wgrad_taps(nv: usize, p: &[*const f32; NKD], d: *const f32) -> [f32; N
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn fwd_plane(_: &[f32], _: &[usize], _: &[f32], _: &mut [f32]) {
+pub(crate) unsafe fn fwd_plane(_: &[f32], _: &[usize], _: &[f32], _: &mut [f32]) {
     unreachable!("direct kernels need x86-64 AVX-512 (checked by `usable`)")
 }
 

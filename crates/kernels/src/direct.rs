@@ -23,10 +23,10 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// Output channels per forward microkernel tile.
-const MR: usize = 8;
+pub(crate) const MR: usize = 8;
 /// 16-float vectors per forward microkernel tile (tile width `NR = 16·NV` columns).
 const NV: usize = 3;
-const NR: usize = 16 * NV;
+pub(crate) const NR: usize = 16 * NV;
 /// Zero floats past the last plane: at least one microkernel tile of any kernel reading them.
 const SLACK: usize = 64;
 /// Floats of padded input + output tile per sub-batch (about 1 MB: L2-resident).
@@ -280,7 +280,7 @@ fn pack(rows: usize, klen: usize, weight: impl Fn(usize, usize) -> f32) -> Vec<f
 }
 
 /// The forward weights of group `g`, packed (rows = its output channels, k = (ci, ki, kj)).
-fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
+pub(crate) fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
     let (cog, kdim) = (gm.cog(), gm.kdim());
     pack(cog, kdim, |co, k| w[(g * cog + co) * kdim + k])
 }
@@ -291,7 +291,7 @@ fn pack_weights(gm: &Geom, w: &[f32], g: usize) -> Vec<f32> {
 /// # Safety
 /// AVX-512F must be present; `src.add(offs[k] + ntiles·NR)` must stay within its allocation,
 /// `wg` must hold `blocks·kdim·MR` floats and `tmp` `blocks·MR` rows of `ld ≥ ntiles·NR`.
-unsafe fn run_tiles(
+pub(crate) unsafe fn run_tiles(
     wg: &[f32],
     offs: &[usize],
     src: *const f32,

@@ -11,6 +11,9 @@
 //!   for dense and grouped convolutions, direct loops on zero-padded planes for depthwise. Any
 //!   stride, per-axis padding and dilation, groups; bias and ReLU / ReLU6 ([`Clamp`]) fused into
 //!   the output pass.
+//! - [`depthwise_pointwise`]: eval-only (no gradient) fusion of a depthwise convolution and the
+//!   1×1 convolution reading its output, per sample through an in-cache scratch buffer;
+//!   bit-identical to the two convolutions run one after the other.
 //! - [`batch_norm_train`], [`batch_norm_relu_train`]: training-mode batch norm over every dim but
 //!   1, returning `(y, batch_mean, batch_biased_var)`; the fused variant applies ReLU in the same
 //!   pass and masks the gradient in the same backward pass ([`batch_norm_act_train`]: any
@@ -45,6 +48,7 @@ mod depthwise;
 mod depthwise_direct;
 mod depthwise_flat;
 mod direct;
+mod dwpw;
 mod geom;
 mod im2col;
 mod pool;
@@ -59,6 +63,7 @@ pub use affine::channel_affine;
 pub use bn::{batch_norm_act_train, batch_norm_relu_train, batch_norm_train};
 pub use chanmul::channel_mul;
 pub use conv::{Conv1dCfg, Conv2dCfg, conv1d, conv1d_act, conv2d, conv2d_act};
+pub use dwpw::{ConvPart, depthwise_pointwise};
 pub use pool::{Pool2dCfg, PoolKind, pool_out, pool2d};
 pub use relu::{add_relu, global_avg_pool, relu};
 pub use threads::init_threads;

@@ -1,12 +1,17 @@
 //! Model-level throughput benchmark (`cargo bench -p whittle-nn`): DS-CNN, TCN-64 and ResNet-8
 //! (and, as arguments, MobileNetV2 `mbv2` / `mbv2_se`)
 //! at batch 100 with 2 threads, training (forward + cross-entropy + backward + AdamW step) and
-//! inference samples/s, one `bench <model> train_samples_per_s=<x> infer_samples_per_s=<y>`
-//! line per model; then, when PyTorch is importable, runs `../shared/bench/torch_ref.py` on the
-//! same models and prints the candle/PyTorch ratios.
+//! inference samples/s, plus the batch-1 inference latency (µs per call, what the calibrate
+//! stage measures), one `bench <model> train_samples_per_s=<x> infer_samples_per_s=<y>
+//! infer1_us=<z>` line per model; then, when PyTorch is importable, runs
+//! `../shared/bench/torch_ref.py` (batch 100) and `models/torch_b1.py` (batch 1, the same
+//! models imported from torch_ref.py) on the same models and prints the ours/PyTorch ratios
+//! (`infer1` is PyTorch's latency over ours: above 1 means ours is faster).
 //! With PyTorch, each model runs `WHITTLE_BENCH_ROUNDS` (default 3) alternating rounds of ours
 //! then PyTorch; the lines give medians and the ratio is the median of the per-round ratios.
-//! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 20 as in torch_ref.py), `WHITTLE_BENCH_TORCH=0` (skip the
+//! Options: `WHITTLE_BENCH_STEPS` (timed steps, default 20 as in torch_ref.py),
+//! `WHITTLE_BENCH_B1_RUNS` (timed batch-1 calls, default 1000, in 5 blocks: the latency is the
+//! median of the blocks' means), `WHITTLE_BENCH_TORCH=0` (skip the
 //! PyTorch reference, for A/B runs and profiles of our side only), `WHITTLE_BENCH_INFER_ONLY=1`
 //! (inference only), models as arguments. `pit_tcn64` is the PIT search step of TCN-64 against
 //! its plain training step and PLiNIO (see `models/pit.rs`).
@@ -104,6 +109,60 @@ fn bench(name: &str, steps: usize) -> Result<(f64, f64)> {
     Ok((train, infer))
 }
 
+/// Batch-1 inference latency of `name` in µs per call: `runs` calls in [`B1_BLOCKS`] blocks
+/// after a warm-up, the median of the blocks' mean latencies (as `models/torch_b1.py`).
+fn latency1(name: &str, runs: usize) -> Result<f64> {
+    let (cfg, _) = model_config(name)?;
+    let model = Model::new(cfg.clone(), 0)?;
+    let mut shape = vec![1];
+    shape.extend(cfg.input_shape());
+    let x = randn(&shape, 1)?;
+    let per = (runs / B1_BLOCKS).max(1);
+    for _ in 0..(per / 5).max(10) {
+        model.forward(&x, false)?;
+    }
+    let mut means = vec![];
+    for _ in 0..B1_BLOCKS {
+        let t = Instant::now();
+        for _ in 0..per {
+            model.forward(&x, false)?;
+        }
+        means.push(t.elapsed().as_secs_f64() / per as f64 * 1e6);
+    }
+    Ok(median(&means))
+}
+
+const B1_BLOCKS: usize = 5;
+
+/// Runs `models/torch_b1.py` on one model: PyTorch's batch-1 latency (µs), `None` on failure.
+fn torch_b1(
+    py: &std::path::Path,
+    script: &std::path::Path,
+    model: &str,
+    runs: usize,
+) -> Result<Option<f64>> {
+    let wrapper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/models/torch_b1.py");
+    let out = Command::new(py)
+        .arg(&wrapper)
+        .arg(script)
+        .arg(runs.to_string())
+        .arg(model)
+        .output()
+        .context("running torch_b1.py")?;
+    if !out.status.success() {
+        eprintln!(
+            "torch_b1.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == "torch1" && it.next()? == model)
+            .then(|| it.next()?.strip_prefix("infer1_us=")?.parse().ok())
+            .flatten()
+    }))
+}
+
 /// A Python with torch: `.venv-torch/bin/python` at the workspace root, else `python3`.
 fn torch_python(root: &std::path::Path) -> Option<PathBuf> {
     let venv = root.join(".venv-torch/bin/python");
@@ -191,6 +250,7 @@ fn main() -> Result<()> {
         args
     };
     let steps = env_usize("WHITTLE_BENCH_STEPS", 20);
+    let b1_runs = env_usize("WHITTLE_BENCH_B1_RUNS", 1000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = [
         root.join("../shared/bench/torch_ref.py"),
@@ -220,6 +280,7 @@ fn main() -> Result<()> {
             continue;
         }
         let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
+        let (mut ours1, mut theirs1, mut ratios1) = (vec![], vec![], vec![]);
         for _ in 0..rounds {
             let o = bench(m, steps)?;
             ours.push(o);
@@ -229,22 +290,45 @@ fn main() -> Result<()> {
                 theirs.push(t);
                 ratios.push((o.0 / t.0, o.1 / t.1));
             }
+            let o1 = latency1(m, b1_runs)?;
+            ours1.push(o1);
+            if let Some((py, script)) = &torch
+                && let Some(t1) = torch_b1(py, script, m, b1_runs)?
+            {
+                theirs1.push(t1);
+                ratios1.push(t1 / o1);
+            }
+            eprintln!(
+                "  ({m} round {}: ours infer {:.0}/s, batch-1 {o1:.1} µs; PyTorch infer {}, batch-1 {})",
+                ours.len(),
+                o.1,
+                theirs
+                    .last()
+                    .filter(|_| theirs.len() == ours.len())
+                    .map_or("-".into(), |t| format!("{:.0}/s", t.1)),
+                theirs1
+                    .last()
+                    .filter(|_| theirs1.len() == ours1.len())
+                    .map_or("-".into(), |t| format!("{t:.1} µs")),
+            );
         }
         let unzip = |v: &[(f64, f64)]| -> (Vec<f64>, Vec<f64>) { v.iter().copied().unzip() };
         let (ours_train, ours_infer) = unzip(&ours);
         println!(
-            "bench {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
+            "bench {m} train_samples_per_s={:.1} infer_samples_per_s={:.1} infer1_us={:.1}",
             median(&ours_train),
-            median(&ours_infer)
+            median(&ours_infer),
+            median(&ours1)
         );
         if theirs.is_empty() {
             continue;
         }
         let (torch_train, torch_infer) = unzip(&theirs);
         println!(
-            "torch {m} train_samples_per_s={:.1} infer_samples_per_s={:.1}",
+            "torch {m} train_samples_per_s={:.1} infer_samples_per_s={:.1} infer1_us={:.1}",
             median(&torch_train),
-            median(&torch_infer)
+            median(&torch_infer),
+            median(&theirs1)
         );
         let (rt, ri) = unzip(&ratios);
         let range = |v: &[f64]| {
@@ -253,12 +337,14 @@ fn main() -> Result<()> {
             format!("{lo:.2}-{hi:.2}")
         };
         println!(
-            "ratio {m} train={:.2} infer={:.2} (candle / PyTorch, median of {} alternating rounds; train {}, infer {})",
+            "ratio {m} train={:.2} infer={:.2} infer1={:.2} (ours / PyTorch speed, median of {} alternating rounds; train {}, infer {}, infer1 {})",
             median(&rt),
             median(&ri),
+            median(&ratios1),
             ratios.len(),
             range(&rt),
-            range(&ri)
+            range(&ri),
+            range(&ratios1)
         );
     }
     Ok(())

@@ -13,7 +13,9 @@
 //! Fusions (the fast path of training): a batch norm whose only consumer is a ReLU or ReLU6, or
 //! a residual sum whose only consumer is a ReLU, runs as one op; a ReLU or ReLU6 that is a
 //! convolution's only consumer is applied in the convolution's output pass; in eval mode a batch
-//! norm that is a convolution's only consumer is folded into its weights. A squeeze-and-excitation
+//! norm that is a convolution's only consumer is folded into its weights, and a depthwise
+//! convolution step whose output only a 1×1 convolution (step) reads runs with it in one kernel
+//! (the intermediate stays in cache; bit-identical to the two steps). A squeeze-and-excitation
 //! product (`ChannelMul` by an `(N, C)` scale) is one kernel op. A node whose output a hook needs ([`Hook::keep`]) is never fused
 //! with its consumer, so a mask or a rounding between a convolution and its ReLU stays exact.
 
@@ -78,19 +80,51 @@ impl Hook for NoHook {}
 
 /// One step of the forward pass: node `node`, plus the batch norm folded into it (a conv in
 /// eval mode) and the ReLU (or ReLU6: conv and batch norm only) applied in its output pass
-/// (conv, batch norm or sum).
+/// (conv, batch norm or sum); in eval mode a depthwise convolution step may carry `then`, the
+/// 1×1 convolution step (node, folded batch norm, clamp) that alone reads its output, run in
+/// the same kernel ([`whittle_kernels::depthwise_pointwise`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Step {
     pub node: usize,
     pub bn: Option<usize>,
     pub relu: Option<usize>,
+    pub then: Option<(usize, Option<usize>, Option<usize>)>,
 }
 
 impl Step {
+    /// A step of node `node` alone.
+    pub fn single(node: usize) -> Self {
+        Self {
+            node,
+            bn: None,
+            relu: None,
+            then: None,
+        }
+    }
+
     /// The nodes this step computes.
     pub fn nodes(&self) -> Range<usize> {
-        self.node..self.relu.or(self.bn).unwrap_or(self.node) + 1
+        let last = |(n, bn, relu): (usize, Option<usize>, Option<usize>)| relu.or(bn).unwrap_or(n);
+        let end = match self.then {
+            Some(t) => last(t),
+            None => last((self.node, self.bn, self.relu)),
+        };
+        self.node..end + 1
     }
+}
+
+/// A 2-d depthwise convolution with symmetric padding (the first half of a fused pair).
+fn is_depthwise2d(op: &Op) -> bool {
+    matches!(op, Op::Conv { c_in, c_out, kernel, padding, groups, .. }
+        if kernel.len() == 2 && *groups > 1 && groups == c_in && groups == c_out
+            && padding.iter().all(|(lo, hi)| lo == hi))
+}
+
+/// A unit-stride unpadded ungrouped 2-d 1×1 convolution over `c` channels.
+fn is_pointwise2d(op: &Op, c: usize) -> bool {
+    matches!(op, Op::Conv { c_in, kernel, stride, padding, dilation, groups: 1, .. }
+        if *c_in == c && kernel == &[1, 1] && stride == &[1, 1] && dilation == &[1, 1]
+            && padding == &[(0, 0), (0, 0)])
 }
 
 /// The steps of a forward pass over `graph` in `train` or eval mode under `hook`'s constraints.
@@ -103,28 +137,39 @@ pub fn steps(graph: &Graph, train: bool, hook: &dyn Hook) -> Vec<Step> {
     };
     let is_relu = |j: usize| matches!(nodes[j].op, Op::Relu);
     let is_clamp = |j: usize| matches!(nodes[j].op, Op::Relu | Op::Relu6);
+    // The batch norm folded into conv `i` and the clamp in its output pass.
+    let conv_step = |i: usize| -> Step {
+        let mut s = Step::single(i);
+        let mut last = i;
+        // Training keeps batch norms (batch statistics): only a direct ReLU joins.
+        if !train
+            && hook.fold_eval_bn()
+            && only_next(i, i + 1)
+            && matches!(nodes[i + 1].op, Op::BatchNorm { .. })
+        {
+            s.bn = Some(i + 1);
+            last = i + 1;
+        }
+        if only_next(last, last + 1) && is_clamp(last + 1) {
+            s.relu = Some(last + 1);
+        }
+        s
+    };
     let mut out = vec![];
     let mut i = 0;
     while i < nodes.len() {
-        let mut s = Step {
-            node: i,
-            bn: None,
-            relu: None,
-        };
-        let mut last = i;
-        match nodes[i].op {
-            Op::Conv { .. } => {
-                // Training keeps batch norms (batch statistics): only a direct ReLU joins.
+        let mut s = Step::single(i);
+        match &nodes[i].op {
+            Op::Conv { c_out, .. } => {
+                s = conv_step(i);
+                let last = s.nodes().end - 1;
                 if !train
-                    && hook.fold_eval_bn()
-                    && only_next(i, i + 1)
-                    && matches!(nodes[i + 1].op, Op::BatchNorm { .. })
+                    && is_depthwise2d(&nodes[i].op)
+                    && only_next(last, last + 1)
+                    && is_pointwise2d(&nodes[last + 1].op, *c_out)
                 {
-                    s.bn = Some(i + 1);
-                    last = i + 1;
-                }
-                if only_next(last, last + 1) && is_clamp(last + 1) {
-                    s.relu = Some(last + 1);
+                    let t = conv_step(last + 1);
+                    s.then = Some((t.node, t.bn, t.relu));
                 }
             }
             Op::BatchNorm { .. } if only_next(i, i + 1) && is_clamp(i + 1) => {
@@ -186,28 +231,100 @@ pub fn forward(
                 _ => Ok(v.clone()),
             }
         };
-        let folded = match step.bn {
-            Some(j) => Some(fold_bn_into(graph, j, step.node, &mut p)?),
-            None => None,
+        let clamp = |relu: Option<usize>| match relu.map(|j| &graph.nodes[j].op) {
+            Some(Op::Relu6) => Clamp::Relu6,
+            Some(_) => Clamp::Relu,
+            None => Clamp::None,
         };
-        let ctx = Ctx {
-            train,
-            seed,
-            clamp: match step.relu.map(|j| &graph.nodes[j].op) {
-                Some(Op::Relu6) => Clamp::Relu6,
-                Some(_) => Clamp::Relu,
-                None => Clamp::None,
-            },
-            tensors: t,
+        let y = if let Some((pw, pw_bn, pw_relu)) = step.then {
+            let dw = conv_params(graph, step.node, step.bn, &mut p)?;
+            let pwp = conv_params(graph, pw, pw_bn, &mut p)?;
+            depthwise_pointwise(
+                graph,
+                inputs[0],
+                (step.node, &dw, clamp(step.relu)),
+                (&pwp, clamp(pw_relu)),
+            )
+            .with_context(|| format!("nodes {} + {}", node.name, graph.nodes[pw].name))?
+        } else {
+            let folded = match step.bn {
+                Some(j) => Some(fold_bn_into(graph, j, step.node, &mut p)?),
+                None => None,
+            };
+            let ctx = Ctx {
+                train,
+                seed,
+                clamp: clamp(step.relu),
+                tensors: t,
+            };
+            apply(node, &inputs, &mut |s| p(step.node, s), folded, &ctx)
+                .with_context(|| format!("node {}", node.name))?
         };
-        let y = apply(node, &inputs, &mut |s| p(step.node, s), folded, &ctx)
-            .with_context(|| format!("node {}", node.name))?;
         let last = step.nodes().end - 1;
         let y = hook.output(last, y)?;
         hook.end(step.nodes());
         vals[last + 1] = Some(y);
     }
     Ok(vals.pop().flatten().expect("the last node is computed"))
+}
+
+/// Weight and optional bias of conv node `conv`, with the eval-mode batch norm `bn` folded in.
+fn conv_params(
+    graph: &Graph,
+    conv: usize,
+    bn: Option<usize>,
+    p: &mut dyn FnMut(usize, &str) -> Result<Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    Ok(match bn {
+        Some(j) => {
+            let (w, b) = fold_bn_into(graph, j, conv, p)?;
+            (w, Some(b))
+        }
+        None => {
+            let bias = matches!(graph.nodes[conv].op, Op::Conv { bias: true, .. });
+            (
+                p(conv, "weight")?,
+                if bias { Some(p(conv, "bias")?) } else { None },
+            )
+        }
+    })
+}
+
+/// A depthwise convolution (node `dw`, planned by [`steps`]) and the 1×1 convolution after it
+/// in one kernel, each with its (folded) weight, bias and clamp.
+fn depthwise_pointwise(
+    graph: &Graph,
+    x: &Tensor,
+    (dw, (dww, dwb), dc): (usize, &(Tensor, Option<Tensor>), Clamp),
+    ((pww, pwb), pc): (&(Tensor, Option<Tensor>), Clamp),
+) -> Result<Tensor> {
+    let Op::Conv {
+        stride,
+        padding,
+        dilation,
+        groups,
+        ..
+    } = &graph.nodes[dw].op
+    else {
+        bail!("{} is not a convolution", graph.nodes[dw].name);
+    };
+    let cfg = ops::Conv2dCfg {
+        stride: (stride[0], stride[1]),
+        padding: (padding[0].0, padding[1].0),
+        dilation: (dilation[0], dilation[1]),
+        groups: *groups,
+    };
+    let dw = ops::ConvPart {
+        weight: dww,
+        bias: dwb.as_ref(),
+        clamp: dc,
+    };
+    let pw = ops::ConvPart {
+        weight: pww,
+        bias: pwb.as_ref(),
+        clamp: pc,
+    };
+    Ok(ops::depthwise_pointwise(x, dw, &cfg, pw)?)
 }
 
 /// Eval-mode output of one node alone on `inputs` (no fusion), reading its tensors from `t`:

@@ -7,9 +7,9 @@
 use candle_core::{Result, Tensor};
 
 pub use whittle_kernels::{
-    Act, Clamp, Conv1dCfg, Conv2dCfg, Pool2dCfg, PoolKind, activation, add_relu,
+    Act, Clamp, Conv1dCfg, Conv2dCfg, ConvPart, Pool2dCfg, PoolKind, activation, add_relu,
     batch_norm_act_train, batch_norm_relu_train, batch_norm_train, channel_affine, channel_mul,
-    conv2d, conv2d_act, global_avg_pool, pool2d, relu,
+    conv2d, conv2d_act, depthwise_pointwise, global_avg_pool, pool2d, relu,
 };
 
 /// x (N, Cin, L), w (Cout, Cin/groups, K) → (N, Cout, Lout); optional bias (Cout). The number

@@ -31,7 +31,8 @@ fn fusion_steps_follow_mode_and_hooks() {
         Step {
             node: 0,
             bn: Some(1),
-            relu: Some(2)
+            relu: Some(2),
+            then: None
         }
     );
     // Training keeps the batch norm: conv alone, then BN + ReLU.
@@ -42,12 +43,14 @@ fn fusion_steps_follow_mode_and_hooks() {
             Step {
                 node: 0,
                 bn: None,
-                relu: None
+                relu: None,
+                then: None
             },
             Step {
                 node: 1,
                 bn: None,
-                relu: Some(2)
+                relu: Some(2),
+                then: None
             }
         )
     );
@@ -60,12 +63,14 @@ fn fusion_steps_follow_mode_and_hooks() {
             Step {
                 node: 0,
                 bn: Some(1),
-                relu: None
+                relu: None,
+                then: None
             },
             Step {
                 node: 2,
                 bn: None,
-                relu: None
+                relu: None,
+                then: None
             }
         )
     );
@@ -96,4 +101,57 @@ fn step_times_record_every_step() {
         assert_eq!(r, &s.nodes());
         assert!(*secs >= 0.0);
     }
+}
+
+#[test]
+fn eval_pairs_depthwise_and_pointwise_bit_identically() {
+    let m = Model::new(small_dscnn(), 3).unwrap();
+    let g = m.graph();
+    // Non-trivial running statistics, so the folded batch norms matter.
+    let shape = [4, 1, 49, 10];
+    m.forward(&(randn(&shape, 5) * 2.0).unwrap(), true).unwrap();
+    let s = interp::steps(g, false, &NoHook);
+    // blocks.0: dw 3, dw_bn 4, dw_relu 5, pw 6, pw_bn 7, pw_relu 8: one step in eval.
+    assert_eq!(
+        s[1],
+        Step {
+            node: 3,
+            bn: Some(4),
+            relu: Some(5),
+            then: Some((6, Some(7), Some(8)))
+        }
+    );
+    assert_eq!(s[1].nodes(), 3..9);
+    let pairs: Vec<_> = s.iter().filter(|s| s.then.is_some()).collect();
+    assert!(
+        pairs
+            .iter()
+            .all(|p| matches!(g.nodes[p.node].op, Op::Conv { groups, .. } if groups > 1))
+    );
+    // Training never pairs; a hook keeping the depthwise output stops the pair only.
+    assert!(
+        interp::steps(g, true, &NoHook)
+            .iter()
+            .all(|s| s.then.is_none())
+    );
+    let dw_outs: Vec<usize> = pairs.iter().map(|p| p.then.unwrap().0 - 1).collect();
+    let keep = Keep(dw_outs.clone(), vec![]);
+    let unpaired = interp::steps(g, false, &keep);
+    assert!(unpaired.iter().all(|s| s.then.is_none()));
+    assert_eq!(unpaired.len(), s.len() + pairs.len());
+    // Same bits as the two steps run one after the other.
+    let x = randn(&shape, 9);
+    let paired = m.forward(&x, false).unwrap();
+    let mut keep = Keep(dw_outs, vec![]);
+    let apart = interp::forward(g, &m, &x, false, &mut keep).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&paired), bits(&apart));
 }
