@@ -75,7 +75,12 @@ pub const INT8_FILE: &str = "int8.json";
 /// with class labels, an equal share of each class (classes in label order take turns, each
 /// drawing from its own seeded shuffle, until `count` are drawn or the classes run out);
 /// without labels, a seeded shuffle's first `count`.
-pub fn calibration_indices(labels: Option<&[u32]>, n: usize, count: usize, seed: u64) -> Vec<usize> {
+pub fn calibration_indices(
+    labels: Option<&[u32]>,
+    n: usize,
+    count: usize,
+    seed: u64,
+) -> Vec<usize> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xca11_b8a7_e000_0022);
     if count >= n {
         return (0..n).collect();
@@ -122,7 +127,10 @@ pub fn calibration_indices(labels: Option<&[u32]>, n: usize, count: usize, seed:
 /// or over its items (regression / anomaly detection).
 pub fn calibration_inputs(train: &Split, count: usize, seed: u64) -> Result<Tensor> {
     let n = train.len();
-    ensure!(n > 0, "the training split is empty: nothing to calibrate int8 on");
+    ensure!(
+        n > 0,
+        "the training split is empty: nothing to calibrate int8 on"
+    );
     let labels: Option<Vec<u32>> = match &train.y {
         Targets::Classes(y) => Some(y.to_vec1()?),
         Targets::Distill { labels, .. } => Some(labels.to_vec1()?),
@@ -294,7 +302,11 @@ mod tests {
             assert_eq!(a.iter().filter(|&&i| y[i] == c).count(), 2, "{a:?}");
         }
         assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(a, calibration_indices(Some(&y), 12, 6, 7), "same seed, same set");
+        assert_eq!(
+            a,
+            calibration_indices(Some(&y), 12, 6, 7),
+            "same seed, same set"
+        );
         assert_ne!(a, calibration_indices(Some(&y), 12, 6, 8), "another seed");
         // 7 of 12: the first class in label order gets the extra item.
         let b = calibration_indices(Some(&y), 12, 7, 7);
@@ -304,7 +316,10 @@ mod tests {
         let c = calibration_indices(Some(&skew), 6, 4, 1);
         assert!(c.contains(&5) && c.len() == 4);
         // Everything when the count covers the split; unlabelled: a seeded choice.
-        assert_eq!(calibration_indices(Some(&y), 12, 50, 7), (0..12).collect::<Vec<_>>());
+        assert_eq!(
+            calibration_indices(Some(&y), 12, 50, 7),
+            (0..12).collect::<Vec<_>>()
+        );
         let u = calibration_indices(None, 10, 3, 5);
         assert_eq!(u.len(), 3);
         assert_eq!(u, calibration_indices(None, 10, 3, 5));

@@ -284,7 +284,8 @@ fn quantize_one(
         Ok(())
     };
     // the task metric: accuracy, or the AUC of per-clip reconstruction errors
-    let accuracy_of = |q: &QuantModel| -> Result<Option<f64>> { crate::task::metric_value(q, &data, &ds, test) };
+    let accuracy_of =
+        |q: &QuantModel| -> Result<Option<f64>> { crate::task::metric_value(q, &data, &ds, test) };
     let accuracy = |fmt: Format| -> Result<Option<f64>> {
         check_cancel()?;
         let q = if fmt == Format::Int8 {

@@ -166,11 +166,19 @@ fn int8_biases_sit_on_the_exported_int32_grid() {
     let m = model_with_bn_stats();
     let calib = inputs(20, 7);
     let q = QuantModel::prepare(&m, Format::Int8, Some(&calib), &Default::default()).unwrap();
-    let f = QuantModel::prepare(&m, Format::parse("fp32").unwrap(), None, &Default::default())
-        .unwrap();
+    let f = QuantModel::prepare(
+        &m,
+        Format::parse("fp32").unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let node = &q.graph().nodes[0];
     let bias = format!("{}.bias", node.name);
-    let (bq, bf) = (vals(q.tensor(&bias).unwrap()), vals(f.tensor(&bias).unwrap()));
+    let (bq, bf) = (
+        vals(q.tensor(&bias).unwrap()),
+        vals(f.tensor(&bias).unwrap()),
+    );
     let ActQuant::Affine(input) = q.activation_quantizers()[node.inputs[0]] else {
         panic!("the input has no int8 quantizer")
     };
@@ -178,17 +186,27 @@ fn int8_biases_sit_on_the_exported_int32_grid() {
     let per = w.len() / bq.len();
     let mut moved = 0;
     for (c, (&b8, &b32)) in bq.iter().zip(&bf).enumerate() {
-        let m = w[c * per..(c + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let m = w[c * per..(c + 1) * per]
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
         let s = (m / 127.0) * input.scale;
         let k = (b32 / s).round_ties_even();
         assert_eq!(b8, k * s, "channel {c}: {b8} vs {k}·{s}");
         assert!((b8 - b32).abs() <= s / 2.0 + 1e-9);
         moved += usize::from(b8 != b32);
     }
-    assert!(moved > 0, "no bias moved: the test would not see a missing rounding");
+    assert!(
+        moved > 0,
+        "no bias moved: the test would not see a missing rounding"
+    );
     // weight-only formats keep fp32 biases
-    let w4 = QuantModel::prepare(&m, Format::parse("int4").unwrap(), None, &Default::default())
-        .unwrap();
+    let w4 = QuantModel::prepare(
+        &m,
+        Format::parse("int4").unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(vals(w4.tensor(&bias).unwrap()), bf);
 }
 

@@ -168,7 +168,11 @@ impl QatHook<'_> {
         let ActQuant::Affine(input) = self.qat.acts[n.inputs[0]] else {
             return Ok(b.clone());
         };
-        let w = self.qat.model.get(&format!("{}.weight", n.name))?.as_tensor();
+        let w = self
+            .qat
+            .model
+            .get(&format!("{}.weight", n.name))?
+            .as_tensor();
         let c = w.dims()[0];
         let wv: Vec<f32> = w.flatten_all()?.to_vec1()?;
         let per = wv.len() / c.max(1);

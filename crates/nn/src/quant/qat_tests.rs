@@ -196,4 +196,3 @@ fn qat_trains_with_dropout_and_evaluates_without() {
     assert_ne!(train1, eval, "dropout is not active in QAT training");
     assert_eq!(eval, vals(&q.quantized().unwrap().forward(&x).unwrap()));
 }
-
