@@ -5,6 +5,9 @@
 //! predictions, `step` loads on a switch and counts the bytes, and corrupt, short, mislabelled
 //! or re-sized blobs are refused with their error codes.
 
+#[allow(dead_code)]
+#[path = "common/c_run.rs"]
+mod c_run;
 mod common;
 
 use std::process::Command;
@@ -82,27 +85,12 @@ fn c_floats(v: &[f32]) -> String {
         .join(", ")
 }
 
-/// Compiles `main.c` in `d` with `sources`; returns the executable.
+/// Compiles `main.c` in `d` with `sources` (`-O2`, strict aliasing on: the slot is read as
+/// int8 / int32 / float through the tables); returns the executable.
 fn compile(d: &std::path::Path, sources: &[&std::path::Path]) -> std::path::PathBuf {
-    let exe = d.join("ladder");
-    let mut cc = Command::new("cc");
-    // -O2 (strict aliasing on): the slot is read as int8 / int32 / float through the tables.
-    cc.args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(d.join("main.c"));
-    for c in sources {
-        cc.arg(c);
-    }
-    let out = cc
-        .arg("-lm")
-        .output()
-        .expect("running the system C compiler `cc`");
-    assert!(
-        out.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    let mut all = vec![d.join("main.c")];
+    all.extend(sources.iter().map(|p| p.to_path_buf()));
+    c_run::compile(d, "ladder", &all, &["-std=c99", "-O2"])
 }
 
 /// Every variant's C outputs on `xs` (lines[v * 4 + i]) against the Rust reference.
@@ -150,28 +138,7 @@ fn ladder_variants_and_dispatcher_compile_and_match() {
             latency_ms: [1.0, 2.0, 4.0][k],
         })
         .collect();
-    // Fit policy over A (100 B, 1 ms), B (200 B, 2 ms), C (400 B, 4 ms); deadline 5 ms.
-    let dispatch = Dispatch {
-        order: vec![2, 1, 0],
-        rules: vec![
-            Rule::Fit {
-                ram: 400,
-                latency_ms: 4.0,
-            },
-            Rule::Fit {
-                ram: 200,
-                latency_ms: 2.0,
-            },
-            Rule::Fit {
-                ram: 100,
-                latency_ms: 1.0,
-            },
-        ],
-        fallback: 2,
-        deadline_ms: Some(5.0),
-        hysteresis: 0.1,
-        min_dwell: 0,
-    };
+    let dispatch = fit_dispatch();
     let files = write_c_ladder(&variants, &dispatch, d, "kws").unwrap();
     assert_eq!(files.variant_files.len(), 3);
     // ds_cnn: conv 8·40 + dw 8·9 + pw 12·8 + fc 5·12 int8 weights, 4 B bias + 4 B scale per
